@@ -1,0 +1,31 @@
+"""symgrad: a symbol-to-symbol differentiation compiler.
+
+Build a model as a symbolic tensor expression, append its derivatives to the same graph,
+and compile forward, backward and train-step functions with Numba.
+
+    graph.py        nodes, leaves, interning          (build)
+    ops.py          every op: shape, NumPy, vjp, jvp, emit
+    autodiff.py     gradients, jvp, hvp, hessian       (differentiate)
+    schedule.py     NetworkX order -> Program          (schedule)
+    codegen.py      Program -> module source           (generate)
+    jit.py          source -> Numba kernel, disk cache (compile)
+    function.py     sg.function: the checked callable
+    interpreter.py  sg.evaluate: the NumPy oracle
+"""
+__version__ = "0.1.0"
+
+from .graph import Node, ShapeError, Variable, constant, placeholder
+from .ops import (abs, add, broadcast_to, cast, concatenate, cos, divide, dot, equal, exp,
+                  greater, greater_equal, leaky_relu, log, log_softmax, logsumexp, matmul,
+                  max, maximum, mean, minimum, multiply, negative, ones_like, power, relu,
+                  reshape, sigmoid, sin, softmax, softplus, softsign, sqrt, square,
+                  stop_gradient, subtract, sum, tanh, transpose, where, zeros_like)
+from .autodiff import (DisconnectedInputError, grad, gradients, hessian, hessian_vector_product,
+                       hvp, jacobian, jvp)
+from .interpreter import evaluate
+from .function import Function, function
+from .jit import clear_cache
+from . import nn
+
+float32 = "float32"
+float64 = "float64"

@@ -1,0 +1,98 @@
+"""`sg.function`: the user's entry to compilation, and the thin wrapper around the kernel.
+
+In: input placeholders, output nodes, optional updates [(Variable, new value node)].
+Out: a callable `Function`. Calling it checks the arguments (count, shapes, dtypes, named in
+every error), makes one call into compiled code, and returns NumPy arrays. Variables not listed
+as inputs are read from, and updated into, their `.value`.
+
+Pipeline: schedule (schedule.py) -> generate source (codegen.py) -> compile (jit.py).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import codegen, jit
+from .graph import Node, Variable
+from .interpreter import check_value
+from .ops import fmt
+from .schedule import schedule
+
+
+class Function:
+    """A compiled function of the graph. Attributes: `source` (the generated module),
+    `graph` (networkx.DiGraph of what it computes), `program`, `compile_seconds`."""
+
+    def __init__(self, inputs, outputs, updates=None, name=None):
+        if isinstance(inputs, Node):
+            inputs = [inputs]
+        self.inputs = list(inputs)
+        self._single = isinstance(outputs, Node)
+        self.outputs = [outputs] if self._single else list(outputs or [])
+        self.updates = list(updates or [])
+        self._check_definition()
+        started = time.perf_counter()
+        self.program = schedule(self.inputs, self.outputs, self.updates)
+        self.source = codegen.generate(self.program, title=name or "")
+        self._kernel = jit.compile_source(self.source)
+        self.compile_seconds = time.perf_counter() - started
+        self._scalar_out = [o.shape == () for o in self.outputs]
+        self._arg_names = [getattr(n, "name", None) or f"argument {k}" for k, n in enumerate(self.inputs)]
+
+    @property
+    def graph(self):
+        return self.program.graph
+
+    def _check_definition(self):
+        for k, node in enumerate(self.inputs):
+            if not isinstance(node, Node) or node.op not in ("placeholder", "variable"):
+                raise TypeError(f"function: input {k} must be a placeholder or Variable, got {node!r}")
+        if len(set(self.inputs)) != len(self.inputs):
+            raise ValueError("function: an input is listed twice")
+        for node in self.outputs:
+            if not isinstance(node, Node):
+                raise TypeError(f"function: outputs must be symgrad tensors, got {type(node).__name__}")
+        seen = set()
+        for pair in self.updates:
+            if not (isinstance(pair, tuple) and len(pair) == 2):
+                raise TypeError("function: updates must be a list of (Variable, new value) pairs")
+            variable, value = pair
+            if not isinstance(variable, Variable):
+                raise TypeError(f"function: update target {variable!r} is not a Variable")
+            if variable in seen:
+                raise ValueError(f"function: Variable '{variable.name}' is updated twice")
+            seen.add(variable)
+            if not isinstance(value, Node):
+                raise TypeError(f"function: the update of '{variable.name}' must be a symgrad tensor")
+            if value.shape != variable.shape or value.dtype != variable.dtype:
+                raise ValueError(f"function: update of Variable '{variable.name}' {fmt(variable.shape)} "
+                                 f"{variable.dtype} with a value of {fmt(value.shape)} {value.dtype}")
+            if variable in self.inputs:
+                raise ValueError(f"function: Variable '{variable.name}' is both an input and updated")
+
+    def __call__(self, *args):
+        if len(args) != len(self.inputs):
+            names = ", ".join(self._arg_names)
+            raise TypeError(f"this function takes {len(self.inputs)} arguments ({names}), "
+                            f"got {len(args)}")
+        arrays = []
+        for node, value, name in zip(self.inputs, args, self._arg_names):
+            value = check_value(node, value, f"argument '{name}'")
+            arrays.append(np.ascontiguousarray(value).reshape(value.shape or (1,)))
+        arrays += [v.value.reshape(v.shape or (1,)) for v in self.program.state]
+        arrays += [c.attrs["value"].reshape(c.shape or (1,)) for c in self.program.constants]
+        results = self._kernel(*arrays)
+        results = [r.reshape(()) if scalar else r for r, scalar in zip(results, self._scalar_out)]
+        if self._single:
+            return results[0]
+        return results
+
+    def __repr__(self):
+        return (f"<symgrad.Function {len(self.inputs)} inputs -> {len(self.outputs)} outputs, "
+                f"{len(self.updates)} updates, {len(self.program.steps)} steps>")
+
+
+def function(inputs, outputs, updates=None, name=None):
+    """Compile `outputs` (and `updates`) as a function of `inputs` (see Function)."""
+    return Function(inputs, outputs, updates, name=name)

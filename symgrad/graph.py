@@ -1,0 +1,224 @@
+"""The graph: immutable, interned tensor nodes.
+
+In: user calls (`placeholder`, `Variable`, `constant`, operators and functions on nodes).
+Out: `Node` objects, each `(op, inputs, attrs)` with a static `shape` (ints, or None for a size
+known only at call time) and `dtype`. Equal nodes are one object (hash-consing), which gives
+common-subexpression elimination for free. Also: iterative graph walks (`topological_order`).
+
+A node never changes once built; differentiation and rewriting build new nodes beside it.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import weakref
+
+import numpy as np
+
+FLOAT_DTYPES = ("float32", "float64")
+
+_serials = itertools.count()
+_interned: "weakref.WeakValueDictionary[tuple, Node]" = weakref.WeakValueDictionary()
+
+
+class ShapeError(ValueError):
+    """A shape or dtype that an op cannot accept, found while building the graph."""
+
+
+def _freeze(value):
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, slice):
+        return ("slice", value.start, value.stop, value.step)
+    return value
+
+
+class Node:
+    """One tensor value in the graph. Build nodes with the functions of `symgrad`, not directly.
+
+    Supports NumPy's operators (+ - * / ** @, unary -, comparisons giving 0/1, indexing, .T)."""
+
+    __slots__ = ("op", "inputs", "attrs", "shape", "dtype", "serial", "name", "__weakref__")
+    __array_priority__ = 1000  # so `ndarray + node` defers to Node.__radd__
+
+    def __init__(self, op, inputs, attrs, shape, dtype, name=None):
+        self.op = op
+        self.inputs = tuple(inputs)
+        self.attrs = dict(attrs)
+        self.shape = tuple(shape)
+        self.dtype = str(dtype)
+        self.serial = next(_serials)
+        self.name = name
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def __repr__(self):
+        shape = "(" + ", ".join("None" if d is None else str(d) for d in self.shape) + ")"
+        label = f" '{self.name}'" if self.name else ""
+        return f"<{self.op}{label} {shape} {self.dtype} #{self.serial}>"
+
+    def __hash__(self):
+        return self.serial
+
+    def __eq__(self, other):
+        return self is other
+
+    def __bool__(self):
+        raise TypeError("a symbolic tensor has no truth value; use sg.where(cond, a, b) to branch")
+
+    # Operators delegate to the op builders, which own the shape rules.
+    def __add__(self, other): return _ops().add(self, other)
+    def __radd__(self, other): return _ops().add(other, self)
+    def __sub__(self, other): return _ops().subtract(self, other)
+    def __rsub__(self, other): return _ops().subtract(other, self)
+    def __mul__(self, other): return _ops().multiply(self, other)
+    def __rmul__(self, other): return _ops().multiply(other, self)
+    def __truediv__(self, other): return _ops().divide(self, other)
+    def __rtruediv__(self, other): return _ops().divide(other, self)
+    def __pow__(self, other): return _ops().power(self, other)
+    def __rpow__(self, other): return _ops().power(other, self)
+    def __matmul__(self, other): return _ops().matmul(self, other)
+    def __rmatmul__(self, other): return _ops().matmul(other, self)
+    def __neg__(self): return _ops().negative(self)
+    def __pos__(self): return self
+    def __abs__(self): return _ops().abs(self)
+    def __gt__(self, other): return _ops().greater(self, other)
+    def __lt__(self, other): return _ops().greater(other, self)
+    def __ge__(self, other): return _ops().greater_equal(self, other)
+    def __le__(self, other): return _ops().greater_equal(other, self)
+    def __getitem__(self, index): return _ops().getitem(self, index)
+
+    @property
+    def T(self):
+        return _ops().transpose(self)
+
+    def sum(self, axis=None, keepdims=False): return _ops().sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return _ops().mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return _ops().max(self, axis, keepdims)
+    def reshape(self, *shape): return _ops().reshape(self, shape[0] if len(shape) == 1 else shape)
+    def transpose(self, *axes): return _ops().transpose(self, axes or None)
+
+    def _repr_svg_(self):
+        return None  # rich display comes with the notebook view
+
+
+def _ops():
+    from . import ops
+    return ops
+
+
+def make(op_name, inputs, attrs=None, *, name=None):
+    """The one way nodes are built: check the op's shape rule, then intern the node."""
+    from .ops import OPS
+    op = OPS[op_name]
+    attrs = {k: _freeze(v) for k, v in (attrs or {}).items()}
+    inputs = tuple(inputs)
+    shape, dtype = op.infer(inputs, attrs)
+    key = (op_name, tuple(i.serial for i in inputs), tuple(sorted(attrs.items(), key=str)))
+    node = _interned.get(key)
+    if node is None:
+        node = Node(op_name, inputs, attrs, shape, dtype, name=name)
+        _interned[key] = node
+    return node
+
+
+# ------------------------------------------------------------------------------ leaves
+
+def _check_dtype(dtype):
+    dtype = np.dtype(dtype).name
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"dtype {dtype!r} is not supported; use one of {FLOAT_DTYPES}")
+    return dtype
+
+
+def placeholder(name, shape, dtype="float32"):
+    """An input given at call time. `None` in `shape` is a size known only then (the batch)."""
+    shape = tuple(None if d is None else int(d) for d in shape)
+    return Node("placeholder", (), {"name": name}, shape, _check_dtype(dtype), name=name)
+
+
+class Variable(Node):
+    """State that lives between calls (weights): holds a NumPy array, updated in place by
+    compiled functions with `updates`. Its shape and dtype are fixed at creation."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value, name=None, dtype=None):
+        value = np.array(value, dtype=dtype if dtype is not None else None, copy=True)
+        if dtype is None and value.dtype.kind in "iub":
+            value = value.astype("float32")
+        dtype = _check_dtype(value.dtype)
+        super().__init__("variable", (), {}, value.shape, dtype, name=name or "variable")
+        self._value = np.array(value, order="C")  # (ascontiguousarray would make 0-d 1-d)
+
+    @property
+    def value(self):
+        return self._value
+
+    @value.setter
+    def value(self, new):
+        new = np.asarray(new)
+        if new.shape != self.shape:
+            raise ValueError(f"Variable '{self.name}' has shape {self.shape}; "
+                             f"cannot assign a value of shape {new.shape}")
+        self._value[...] = new.astype(self.dtype, copy=False)
+
+
+def constant(value, dtype=None):
+    """A fixed array in the graph. Python scalars take float32 unless `dtype` says otherwise."""
+    value = np.asarray(value, dtype=dtype)
+    if dtype is None and value.dtype.kind in "iub" or value.dtype == np.float16:
+        value = value.astype("float32")
+    value = np.array(value, order="C")
+    dtype = _check_dtype(value.dtype)
+    digest = hashlib.sha1(value.tobytes()).hexdigest()
+    key = ("constant", (), (("digest", digest), ("dtype", dtype), ("shape", value.shape)))
+    node = _interned.get(key)
+    if node is None:
+        node = Node("constant", (), {"value": value}, value.shape, dtype)
+        _interned[key] = node
+    return node
+
+
+def is_constant(node, value=None):
+    """Whether `node` is a constant (equal everywhere to `value`, if given)."""
+    if node.op != "constant":
+        return False
+    return value is None or bool(np.all(node.attrs["value"] == value))
+
+
+# ------------------------------------------------------------------------------ walks
+
+def topological_order(outputs):
+    """All nodes that `outputs` depend on, inputs before users. Iterative: any depth works."""
+    order, state = [], {}
+    for root in outputs:
+        stack = [(root, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                if state[node] != 2:
+                    state[node] = 2
+                    order.append(node)
+                continue
+            if node in state:
+                continue
+            state[node] = 1
+            stack.append((node, True))
+            for parent in reversed(node.inputs):
+                if parent not in state:
+                    stack.append((parent, False))
+    return order
+
+
+def as_node(value, like=None):
+    """Wrap a Python or NumPy value as a constant (with `like`'s dtype for bare scalars)."""
+    if isinstance(value, Node):
+        return value
+    array = np.asarray(value)
+    if like is not None and array.dtype.kind in "iufb" and (array.ndim == 0 or
+                                                           not isinstance(value, np.ndarray)):
+        return constant(array.astype(like.dtype))
+    return constant(array)

@@ -1,0 +1,48 @@
+"""The reference interpreter: runs any graph with NumPy, op by op.
+
+In: output nodes and a feed dict {placeholder (or any node): array}. Out: NumPy arrays.
+It is the oracle that every compiled result is tested against, so it is plain and direct:
+each op's `numpy` rule, in topological order, with feeds checked as the compiled wrapper does.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .graph import Node, topological_order
+from .ops import OPS, fmt
+
+
+def check_value(node, value, what):
+    """`value` as an array of `node`'s dtype and shape, or a clear error naming `what`."""
+    if not isinstance(value, np.ndarray):
+        value = np.asarray(value, dtype=node.dtype)
+    if value.dtype != node.dtype:
+        raise TypeError(f"{what}: expected dtype {node.dtype}, got {value.dtype} "
+                        f"(convert with .astype(np.{node.dtype}))")
+    if value.ndim != node.ndim or any(d is not None and d != v for d, v in zip(node.shape, value.shape)):
+        raise ValueError(f"{what}: expected shape {fmt(node.shape)}, got {fmt(value.shape)}")
+    return value
+
+
+def evaluate(outputs, feed_dict=None):
+    """Values of `outputs` (a node or a list) given `feed_dict`; Variables use their `.value`."""
+    single = isinstance(outputs, Node)
+    outputs = [outputs] if single else list(outputs)
+    values = {}
+    for node, value in (feed_dict or {}).items():
+        values[node] = check_value(node, value, f"feed for {node.name or node!r}")
+    with np.errstate(all="ignore"):
+        for node in topological_order(outputs):
+            if node in values:
+                continue
+            if node.op == "placeholder":
+                raise ValueError(f"evaluate: placeholder '{node.name}' needs a value in feed_dict")
+            if node.op == "variable":
+                values[node] = node.value
+            elif node.op == "constant":
+                values[node] = node.attrs["value"]
+            else:
+                result = OPS[node.op].numpy([values[i] for i in node.inputs], node.attrs)
+                values[node] = np.asarray(result, dtype=node.dtype)
+    results = [np.array(values[o], copy=True) for o in outputs]
+    return results[0] if single else results

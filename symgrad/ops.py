@@ -1,0 +1,947 @@
+"""Every operation, one record each, and the functions users call to build them.
+
+In: nodes (graph.py) and Python values. Out: `OPS`, a table from op name to `Op`, whose fields
+are everything symgrad knows about that op:
+
+- `infer(inputs, attrs) -> (shape, dtype)`: the shape rule, checked at build time;
+- `numpy(arrays, attrs) -> array`: the reference semantics (the interpreter runs this);
+- `vjp(node, g, wanted) -> [Node | None]`: cotangents for the inputs, as graph nodes;
+- `jvp(node, tangents) -> Node | None`: the tangent of the output (or `linear=True`);
+- `emit(code, node, out, args)`: the lines of generated code (see codegen.py's `Code`).
+
+Elementwise ops are one SymPy scalar body each (scalar.py); their derivatives, NumPy form and
+generated loop all come from that body. Broadcasting is explicit: the builders insert
+`broadcast_to` nodes, so no gradient rule ever has to undo a broadcast.
+"""
+from __future__ import annotations
+
+import builtins
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import sympy
+
+from . import scalar
+from .graph import Node, ShapeError, as_node, constant, is_constant, make
+from .scalar import X, Y
+
+OPS: dict[str, "Op"] = {}
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    infer: Callable
+    numpy: Callable
+    vjp: Callable | None
+    jvp: Callable | None
+    emit: Callable
+    linear: bool = False
+    shape_only: tuple = ()   # inputs read for their shape alone (no gradient flows to them)
+    body: Callable | None = None          # elementwise: attrs -> SymPy body over x0, x1, ...
+    derivatives: Callable | None = None   # elementwise: attrs -> {i: d body/d x_i} overrides
+
+
+def register(op):
+    OPS[op.name] = op
+    return op
+
+
+def fmt(shape):
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _merge_dim(a, b):
+    """Two sizes that must be equal: the known one, or None if neither is known."""
+    if a is None:
+        return b
+    if b is None or a == b:
+        return a
+    return False
+
+
+def _same_dtype(op, inputs):
+    dtypes = {i.dtype for i in inputs}
+    if len(dtypes) > 1:
+        raise ShapeError(f"{op}: inputs have different dtypes {sorted(dtypes)}; "
+                         f"convert one with sg.cast(x, dtype)")
+    return dtypes.pop()
+
+
+# ============================================================================ elementwise
+
+def _infer_elementwise(name):
+    def infer(inputs, attrs):
+        dtype = _same_dtype(name, inputs)
+        shape = None
+        for node in inputs:
+            if node.shape == () and node.op == "constant":
+                continue  # scalar constants are folded into the loop body
+            if shape is None:
+                shape = list(node.shape)
+                continue
+            merged = [_merge_dim(a, b) for a, b in zip(shape, node.shape)]
+            if len(node.shape) != len(shape) or False in merged:
+                shapes = " and ".join(fmt(i.shape) for i in inputs)
+                raise ShapeError(f"{name}: shapes {shapes} do not match (broadcast them first, "
+                                 f"or use the operators, which broadcast)")
+            shape = merged
+        return tuple(shape if shape is not None else ()), dtype
+    return infer
+
+
+def elementwise_body(node):
+    return OPS[node.op].body(node.attrs)
+
+
+def elementwise_derivative(node, i):
+    """d node / d input_i as a SymPy expression over x0.. and y (the node's own output)."""
+    op = OPS[node.op]
+    overrides = op.derivatives(node.attrs) if op.derivatives else {}
+    if i in overrides:
+        return overrides[i]
+    return scalar.derivative(op.body(node.attrs), X[i])
+
+
+def _np_elementwise(name):
+    def run(arrays, attrs):
+        body = OPS[name].body(attrs)
+        out = scalar.numpy_function(body, len(arrays))(*arrays)
+        return out
+    return run
+
+
+def _emit_elementwise(code, node, out, args):
+    body = elementwise_body(node)
+    code.elementwise_loop(node, out, args, body)
+
+
+def fuse(body, inputs):
+    """The generic elementwise node computing `body` (over x0, x1, ..., and y meaning the
+    last input) from `inputs`: scalar constants are folded into the body, repeated and unused
+    inputs dropped. The one constructor of bodies built by differentiation and rewriting."""
+    substitutions, kept, position = {}, [], {}
+    for i, node in enumerate(inputs):
+        sym = X[i]
+        if node.op == "constant" and node.shape == ():
+            substitutions[sym] = sympy.Float(float(node.attrs["value"]))
+        elif node in position:
+            substitutions[sym] = position[node]
+        else:
+            position[node] = sym
+            kept.append((sym, node))
+    body = body.xreplace(substitutions)
+    used = {s.name for s in body.free_symbols}
+    kept = [(s, n) for s, n in kept if s.name in used]
+    if not kept:
+        # the body is a number: a constant broadcast to the shape of the inputs
+        return broadcast_to(constant(np.asarray(float(body), inputs[0].dtype)),
+                            inputs[0].shape, like=inputs[0])
+    renaming = {s: X[k] for k, (s, _) in enumerate(kept)}
+    body = body.xreplace(renaming)
+    nodes = [n for _, n in kept]
+    if body == X[0] and len(nodes) == 1:
+        return nodes[0]
+    return make("elementwise", nodes, {"body": body})
+
+
+def _with_output(expr, node):
+    """Substitute the output symbol y by an extra operand after the node's inputs."""
+    return expr.xreplace({Y: X[len(node.inputs)]}), list(node.inputs) + [node]
+
+
+def _vjp_elementwise(node, g, wanted):
+    grads = []
+    g_sym = X[len(node.inputs) + 1]
+    for i, want in enumerate(wanted):
+        if not want:
+            grads.append(None)
+            continue
+        d = elementwise_derivative(node, i)
+        if d == 0:
+            grads.append(None)
+            continue
+        expr, inputs = _with_output(d, node)
+        grads.append(fuse(g_sym * expr, inputs + [g]))
+    return grads
+
+
+def _jvp_elementwise(node, tangents):
+    terms, inputs = 0, list(node.inputs) + [node]
+    for i, t in enumerate(tangents):
+        if t is None:
+            continue
+        d = elementwise_derivative(node, i)
+        if d == 0:
+            continue
+        t_sym = X[len(inputs)]
+        inputs.append(t)
+        terms = terms + t_sym * d.xreplace({Y: X[len(node.inputs)]})
+    if terms == 0:
+        return None
+    return fuse(terms, inputs)
+
+
+def _elementwise_op(name, body, derivatives=None):
+    return register(Op(name, _infer_elementwise(name), _np_elementwise(name),
+                       _vjp_elementwise, _jvp_elementwise, _emit_elementwise,
+                       body=body, derivatives=derivatives))
+
+
+x0, x1, x2 = X[0], X[1], X[2]
+_elementwise_op("elementwise", lambda a: a["body"])
+_elementwise_op("add", lambda a: x0 + x1)
+_elementwise_op("subtract", lambda a: x0 - x1)
+_elementwise_op("multiply", lambda a: x0 * x1)
+_elementwise_op("divide", lambda a: x0 / x1)
+_elementwise_op("power", lambda a: x0 ** x1)
+_elementwise_op("negative", lambda a: -x0)
+_elementwise_op("exp", lambda a: sympy.exp(x0), lambda a: {0: Y})
+_elementwise_op("log", lambda a: sympy.log(x0))
+_elementwise_op("tanh", lambda a: sympy.tanh(x0), lambda a: {0: 1 - Y ** 2})
+_elementwise_op("sigmoid", lambda a: scalar.sigmoid(x0), lambda a: {0: Y * (1 - Y)})
+_elementwise_op("relu", lambda a: sympy.Max(x0, 0), lambda a: {0: scalar.gt(x0, 0)})
+_elementwise_op("leaky_relu",
+                lambda a: scalar.select(scalar.gt(x0, 0), x0, sympy.Float(a["alpha"]) * x0))
+_elementwise_op("softplus", lambda a: scalar.softplus(x0))
+_elementwise_op("softsign", lambda a: x0 / (1 + sympy.Abs(x0)),
+                lambda a: {0: 1 / (1 + sympy.Abs(x0)) ** 2})
+_elementwise_op("abs", lambda a: sympy.Abs(x0))
+_elementwise_op("sin", lambda a: sympy.sin(x0))
+_elementwise_op("cos", lambda a: sympy.cos(x0))
+_elementwise_op("sqrt", lambda a: sympy.sqrt(x0), lambda a: {0: 1 / (2 * Y)})
+_elementwise_op("square", lambda a: x0 ** 2)
+_elementwise_op("maximum", lambda a: scalar.select(scalar.gt(x0, x1), x0, x1))
+_elementwise_op("minimum", lambda a: scalar.select(scalar.gt(x1, x0), x0, x1))
+_elementwise_op("greater", lambda a: scalar.gt(x0, x1))
+_elementwise_op("greater_equal", lambda a: 1 - scalar.gt(x1, x0))
+_elementwise_op("equal", lambda a: scalar.eq(x0, x1))
+_elementwise_op("where", lambda a: scalar.select(x0, x1, x2))
+
+
+# ============================================================================ helpers
+
+def _linear_jvp(node, tangents):
+    """Tangent of a linear op: the op itself applied to the tangents (zeros where absent)."""
+    op = OPS[node.op]
+    if all(t is None for i, t in enumerate(tangents) if i not in op.shape_only):
+        return None
+    inputs = [node.inputs[i] if i in op.shape_only else
+              (t if t is not None else zeros_like(node.inputs[i]))
+              for i, t in enumerate(tangents)]
+    return make(node.op, inputs, node.attrs)
+
+
+def _runtime_dims(code, node, name):
+    """The sizes of `node`'s array `name` as code: ints where known, `name.shape[d]` if not."""
+    return [d if d is not None else f"{name}.shape[{k}]" for k, d in enumerate(node.shape)]
+
+
+def _product(dims):
+    dims = [str(d) for d in dims]
+    return " * ".join(dims) if dims else "1"
+
+
+def _axis_split(code, node, name, axis):
+    dims = _runtime_dims(code, node, name)
+    return _product(dims[:axis]), str(dims[axis]), _product(dims[axis + 1:])
+
+
+def _normalize_axis(axis, ndim, op):
+    if not -ndim <= axis < ndim:
+        raise ShapeError(f"{op}: axis {axis} is out of range for an array of {ndim} dimensions")
+    return axis % ndim
+
+
+def _normalize_axes(axis, ndim, op):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    axes = tuple(sorted({_normalize_axis(int(a), ndim, op) for a in axes}))
+    return axes
+
+
+# ============================================================================ leaves
+
+def _no_infer(inputs, attrs):
+    raise AssertionError("leaves are built by placeholder/Variable/constant")
+
+
+def _emit_leaf(code, node, out, args):
+    code.leaf(node, out)
+
+
+for _leaf in ("placeholder", "variable", "constant"):
+    register(Op(_leaf, _no_infer, None, None, None, _emit_leaf))
+
+
+# ============================================================================ structure
+
+def _infer_broadcast(inputs, attrs):
+    x, shape = inputs[0], attrs["shape"]
+    lead = len(shape) - x.ndim
+    if lead < 0:
+        raise ShapeError(f"broadcast_to: cannot broadcast {fmt(x.shape)} to fewer dimensions {fmt(shape)}")
+    for k, d in enumerate(x.shape):
+        t = shape[lead + k]
+        if d == 1 or d == t or d is None:
+            continue  # a None size must equal the target's: checked at run time
+        raise ShapeError(f"broadcast_to: cannot broadcast {fmt(x.shape)} to {fmt(shape)}")
+    needs_like = any(t is None and (k < lead or x.shape[k - lead] == 1) for k, t in enumerate(shape))
+    if needs_like and (len(inputs) < 2 or inputs[1].ndim != len(shape)):
+        raise ShapeError(f"broadcast_to {fmt(shape)}: unknown sizes need a `like` input")
+    return tuple(shape), x.dtype
+
+
+def _broadcast_target_dims(node, x_name, like_name):
+    x, shape = node.inputs[0], node.shape
+    lead = len(shape) - x.ndim
+    dims = []
+    for k, t in enumerate(shape):
+        if t is not None:
+            dims.append(t)
+        elif k >= lead and x.shape[k - lead] is None:
+            dims.append(f"{x_name}.shape[{k - lead}]")
+        else:
+            dims.append(f"{like_name}.shape[{k}]")
+    return dims
+
+
+def _np_broadcast(arrays, attrs):
+    x = arrays[0]
+    shape = list(attrs["shape"])
+    lead = len(shape) - x.ndim
+    for k, t in enumerate(shape):
+        if t is None:
+            shape[k] = x.shape[k - lead] if k >= lead and x.shape[k - lead] != 1 else arrays[1].shape[k]
+    return np.broadcast_to(x, shape)
+
+
+def _vjp_broadcast(node, g, wanted):
+    x = node.inputs[0]
+    lead = node.ndim - x.ndim
+    axes = [k for k in range(node.ndim)
+            if k < lead or (x.shape[k - lead] == 1 and node.shape[k] != 1)]
+    summed = sum(g, axis=tuple(axes)) if axes else g
+    return [reshape(summed, x.shape)] + [None] * (len(node.inputs) - 1)
+
+
+def _emit_broadcast(code, node, out, args):
+    dims = _broadcast_target_dims(node, args[0], args[1] if len(args) > 1 else None)
+    code.line(f"{out} = np.ascontiguousarray(np.broadcast_to({args[0]}, {code.shape(dims)}))")
+
+
+register(Op("broadcast_to", _infer_broadcast, _np_broadcast, _vjp_broadcast, _linear_jvp,
+            _emit_broadcast, linear=True, shape_only=(1,)))
+
+
+def _reshape_plan(in_shape, out_shape):
+    """How to find `out_shape`'s unknown sizes at run time: per output dim, an int, an input
+    dim index ('in', k), or -1. Unknown sizes pair with the input's in order when the non-1
+    sizes line up (adding or removing unit axes); otherwise at most one may be unknown."""
+    if None not in out_shape:
+        return list(out_shape)
+    src = [k for k, d in enumerate(in_shape) if d != 1]
+    dst = [k for k, d in enumerate(out_shape) if d != 1]
+    if len(src) == len(dst) and all(_merge_dim(in_shape[a], out_shape[b]) is not False
+                                    for a, b in zip(src, dst)):
+        pairing = dict(zip(dst, src))
+        return [("in", pairing[k]) if d is None else d for k, d in enumerate(out_shape)]
+    if out_shape.count(None) == 1:
+        return [-1 if d is None else d for d in out_shape]
+    raise ShapeError(f"reshape {fmt(in_shape)} -> {fmt(out_shape)}: several unknown sizes "
+                     f"that cannot be matched to the input's")
+
+
+def _infer_reshape(inputs, attrs):
+    x, shape = inputs[0], tuple(attrs["shape"])
+    if None not in x.shape and None not in shape and math.prod(x.shape) != math.prod(shape):
+        raise ShapeError(f"reshape: cannot reshape {fmt(x.shape)} ({math.prod(x.shape)} elements) "
+                         f"to {fmt(shape)} ({math.prod(shape)} elements)")
+    _reshape_plan(x.shape, shape)
+    return shape, x.dtype
+
+
+def _reshape_dims(node, x_name):
+    return [f"{x_name}.shape[{d[1]}]" if isinstance(d, tuple) else d
+            for d in _reshape_plan(node.inputs[0].shape, node.shape)]
+
+
+def _np_reshape_checked(arrays, attrs):
+    x = arrays[0]
+    shape = tuple(attrs["shape"])
+    if None not in shape:
+        return x.reshape(shape)
+    plan = _reshape_plan(attrs["in_shape"], shape)
+    return x.reshape([x.shape[d[1]] if isinstance(d, tuple) else d for d in plan])
+
+
+def _emit_reshape(code, node, out, args):
+    code.line(f"{out} = {args[0]}.reshape({code.shape(_reshape_dims(node, args[0]))})")
+
+
+register(Op("reshape", _infer_reshape, _np_reshape_checked,
+            lambda node, g, wanted: [reshape(g, node.inputs[0].shape)],
+            _linear_jvp, _emit_reshape, linear=True))
+
+
+def _infer_transpose(inputs, attrs):
+    x, perm = inputs[0], attrs["perm"]
+    if sorted(perm) != list(range(x.ndim)):
+        raise ShapeError(f"transpose: axes {perm} are not a permutation of {x.ndim} dimensions")
+    return tuple(x.shape[p] for p in perm), x.dtype
+
+
+def _emit_transpose(code, node, out, args):
+    code.line(f"{out} = np.ascontiguousarray({args[0]}.transpose({tuple(node.attrs['perm'])}))")
+
+
+register(Op("transpose", _infer_transpose,
+            lambda arrays, attrs: np.transpose(arrays[0], attrs["perm"]),
+            lambda node, g, wanted: [transpose(g, tuple(np.argsort(node.attrs["perm"])))],
+            _linear_jvp, _emit_transpose, linear=True))
+
+
+def _slices(index):
+    return tuple(slice(*s[1:]) for s in index)
+
+
+def _slice_text(index):
+    def part(v):
+        return "" if v is None else str(v)
+    return ", ".join(f"{part(s[1])}:{part(s[2])}" + (f":{s[3]}" if s[3] is not None else "")
+                     for s in index)
+
+
+def _infer_slice(inputs, attrs):
+    x, index = inputs[0], _slices(attrs["index"])
+    if len(index) != x.ndim:
+        raise ShapeError(f"slice: {len(index)} indices for an array of {x.ndim} dimensions")
+    shape = tuple(None if d is None and s != slice(None) else
+                  d if d is None else len(range(*s.indices(d))) for d, s in zip(x.shape, index))
+    return shape, x.dtype
+
+
+def _emit_slice(code, node, out, args):
+    code.line(f"{out} = np.ascontiguousarray({args[0]}[{_slice_text(node.attrs['index'])}])")
+
+
+register(Op("slice", _infer_slice, lambda arrays, attrs: arrays[0][_slices(attrs["index"])],
+            lambda node, g, wanted: [make("unslice", [g] + ([node.inputs[0]] if None in node.inputs[0].shape else []),
+                                          {"index": node.attrs["index"], "shape": node.inputs[0].shape})],
+            _linear_jvp, _emit_slice, linear=True))
+
+
+def _infer_unslice(inputs, attrs):
+    return tuple(attrs["shape"]), inputs[0].dtype
+
+
+def _np_unslice(arrays, attrs):
+    shape = arrays[1].shape if len(arrays) > 1 else attrs["shape"]
+    out = np.zeros(shape, arrays[0].dtype)
+    out[_slices(attrs["index"])] = arrays[0]
+    return out
+
+
+def _emit_unslice(code, node, out, args):
+    dims = _runtime_dims(code, node, args[1]) if len(args) > 1 else list(node.shape)
+    code.line(f"{out} = np.zeros({code.shape(dims)}, np.{node.dtype})")
+    code.line(f"{out}[{_slice_text(node.attrs['index'])}] = {args[0]}")
+
+
+register(Op("unslice", _infer_unslice, _np_unslice,
+            lambda node, g, wanted: [make("slice", [g], {"index": node.attrs["index"]}), None][:len(node.inputs)],
+            _linear_jvp, _emit_unslice, linear=True, shape_only=(1,)))
+
+
+def _infer_concatenate(inputs, attrs):
+    axis = attrs["axis"]
+    first = inputs[0]
+    dtype = _same_dtype("concatenate", inputs)
+    for node in inputs[1:]:
+        same = node.ndim == first.ndim and all(
+            k == axis or _merge_dim(a, b) is not False for k, (a, b) in enumerate(zip(first.shape, node.shape)))
+        if not same:
+            raise ShapeError(f"concatenate: shapes {fmt(first.shape)} and {fmt(node.shape)} differ "
+                             f"outside axis {axis}")
+    sizes = [n.shape[axis] for n in inputs]
+    shape = list(first.shape)
+    shape[axis] = None if None in sizes else builtins.sum(sizes)
+    return tuple(shape), dtype
+
+
+def _vjp_concatenate(node, g, wanted):
+    axis, grads, start = node.attrs["axis"], [], 0
+    for node_in, want in zip(node.inputs, wanted):
+        size = node_in.shape[axis]
+        if size is None:
+            raise ShapeError("concatenate: the gradient needs the sizes along the joined axis to be known")
+        if want:
+            index = [slice(None)] * node.ndim
+            index[axis] = slice(start, start + size)
+            grads.append(make("slice", [g], {"index": tuple(index)}))
+        else:
+            grads.append(None)
+        start += size
+    return grads
+
+
+def _emit_concatenate(code, node, out, args):
+    code.line(f"{out} = np.concatenate(({', '.join(args)},), axis={node.attrs['axis']})")
+
+
+register(Op("concatenate", _infer_concatenate,
+            lambda arrays, attrs: np.concatenate(arrays, axis=attrs["axis"]),
+            _vjp_concatenate, _linear_jvp, _emit_concatenate, linear=True))
+
+
+def _infer_cast(inputs, attrs):
+    return inputs[0].shape, attrs["dtype"]
+
+
+register(Op("cast", _infer_cast, lambda arrays, attrs: arrays[0].astype(attrs["dtype"]),
+            lambda node, g, wanted: [cast(g, node.inputs[0].dtype)], _linear_jvp,
+            lambda code, node, out, args: code.line(f"{out} = {args[0]}.astype(np.{node.dtype})"),
+            linear=True))
+
+register(Op("stop_gradient", lambda inputs, attrs: (inputs[0].shape, inputs[0].dtype),
+            lambda arrays, attrs: arrays[0], lambda node, g, wanted: [None],
+            lambda node, tangents: None,
+            lambda code, node, out, args: code.line(f"{out} = {args[0]}")))
+
+
+def _emit_size(code, node, out, args):
+    dims = _runtime_dims(code, node.inputs[0], args[0])
+    size = _product([dims[a] for a in node.attrs["axes"]])
+    code.line(f"{out} = np.full((1,), {size}, np.{node.dtype})")
+
+
+register(Op("size", lambda inputs, attrs: ((), inputs[0].dtype),
+            lambda arrays, attrs: np.asarray(math.prod(arrays[0].shape[a] for a in attrs["axes"]),
+                                             arrays[0].dtype),
+            lambda node, g, wanted: [None], lambda node, tangents: None, _emit_size,
+            shape_only=(0,)))
+
+
+# ============================================================================ matmul
+
+def _infer_matmul(inputs, attrs):
+    a, b = inputs
+    dtype = _same_dtype("matmul", inputs)
+    if a.ndim != 2 or b.ndim != 2 or _merge_dim(a.shape[1], b.shape[0]) is False:
+        raise ShapeError(f"matmul: shapes {fmt(a.shape)} and {fmt(b.shape)} are not aligned "
+                         f"({a.shape[-1] if a.ndim else '?'} != {b.shape[0] if b.ndim else '?'})")
+    return (a.shape[0], b.shape[1]), dtype
+
+
+def _vjp_matmul(node, g, wanted):
+    a, b = node.inputs
+    return [matmul(g, transpose(b)) if wanted[0] else None,
+            matmul(transpose(a), g) if wanted[1] else None]
+
+
+def _jvp_matmul(node, tangents):
+    a, b = node.inputs
+    ta, tb = tangents
+    terms = ([matmul(ta, b)] if ta is not None else []) + ([matmul(a, tb)] if tb is not None else [])
+    return add(*terms) if len(terms) == 2 else terms[0]
+
+
+def _emit_matmul(code, node, out, args):
+    a, b = node.inputs
+    if a.shape[1] is None or b.shape[0] is None:
+        code.check(f"{args[0]}.shape[1] == {args[1]}.shape[0]",
+                   f"matmul: inner sizes differ ({fmt(a.shape)} @ {fmt(b.shape)})")
+    code.line(f"{out} = {args[0]} @ {args[1]}")
+
+
+register(Op("matmul", _infer_matmul, lambda arrays, attrs: arrays[0] @ arrays[1],
+            _vjp_matmul, _jvp_matmul, _emit_matmul))
+
+
+# ============================================================================ reductions
+
+def _infer_reduce(name):
+    def infer(inputs, attrs):
+        x = inputs[0]
+        axis = attrs["axis"]
+        if not 0 <= axis < x.ndim:
+            raise ShapeError(f"{name}: axis {axis} is out of range for shape {fmt(x.shape)}")
+        return x.shape[:axis] + x.shape[axis + 1:], x.dtype
+    return infer
+
+
+def _emit_reduce(kernel):
+    def emit(code, node, out, args):
+        x = node.inputs[0]
+        axis = node.attrs["axis"]
+        a, r, b = _axis_split(code, x, args[0], axis)
+        out_dims = [d for k, d in enumerate(_runtime_dims(code, x, args[0])) if k != axis]
+        code.line(f"{out} = kernels.{kernel}({args[0]}, {a}, {r}, {b}).reshape({code.shape(out_dims)})")
+    return emit
+
+
+def _expand(g, node):
+    """`g`, the cotangent of a reduction along `axis`, broadcast back to the input's shape."""
+    x, axis = node.inputs[0], node.attrs["axis"]
+    kept = g.shape[:axis] + (1,) + g.shape[axis:]
+    return broadcast_to(reshape(g, kept), x.shape, like=x)
+
+
+register(Op("sum", _infer_reduce("sum"), lambda arrays, attrs: np.sum(arrays[0], axis=attrs["axis"]),
+            lambda node, g, wanted: [_expand(g, node)], _linear_jvp, _emit_reduce("sum_axis"),
+            linear=True))
+
+
+def _max_mask(node):
+    """Where x attains its max along the axis, split evenly among ties (as JAX does)."""
+    x, axis = node.inputs[0], node.attrs["axis"]
+    hit = equal(x, _expand(node, node))
+    return hit / _expand(make("sum", [hit], {"axis": axis}), node)
+
+
+register(Op("max", _infer_reduce("max"), lambda arrays, attrs: np.max(arrays[0], axis=attrs["axis"]),
+            lambda node, g, wanted: [multiply(_expand(g, node), _max_mask(node))],
+            lambda node, tangents: make("sum", [multiply(tangents[0], _max_mask(node))],
+                                        {"axis": node.attrs["axis"]}),
+            _emit_reduce("max_axis")))
+
+
+def _np_logsumexp(x, axis):
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    with np.errstate(divide="ignore"):
+        return np.squeeze(m, axis) + np.log(np.sum(np.exp(x - m), axis=axis))
+
+
+register(Op("logsumexp", _infer_reduce("logsumexp"),
+            lambda arrays, attrs: _np_logsumexp(arrays[0], attrs["axis"]),
+            lambda node, g, wanted: [multiply(_expand(g, node), softmax(node.inputs[0], node.attrs["axis"]))],
+            lambda node, tangents: make("sum", [multiply(tangents[0], softmax(node.inputs[0], node.attrs["axis"]))],
+                                        {"axis": node.attrs["axis"]}),
+            _emit_reduce("logsumexp_axis")))
+
+
+def _infer_same(name):
+    def infer(inputs, attrs):
+        x = inputs[0]
+        if not 0 <= attrs["axis"] < x.ndim:
+            raise ShapeError(f"{name}: axis {attrs['axis']} is out of range for shape {fmt(x.shape)}")
+        return x.shape, x.dtype
+    return infer
+
+
+def _emit_along_axis(kernel):
+    def emit(code, node, out, args):
+        a, r, b = _axis_split(code, node.inputs[0], args[0], node.attrs["axis"])
+        code.line(f"{out} = kernels.{kernel}({args[0]}, {a}, {r}, {b}).reshape({args[0]}.shape)")
+    return emit
+
+
+def _np_log_softmax(x, axis):
+    return x - np.expand_dims(_np_logsumexp(x, axis), axis)
+
+
+def _vjp_softmax(node, g, wanted):
+    axis = node.attrs["axis"]
+    return [node * (g - sum(g * node, axis=axis, keepdims=True))]
+
+
+def _jvp_softmax(node, tangents):
+    return _vjp_softmax(node, tangents[0], (True,))[0]  # the Jacobian is symmetric
+
+
+register(Op("softmax", _infer_same("softmax"),
+            lambda arrays, attrs: np.exp(_np_log_softmax(arrays[0], attrs["axis"])),
+            _vjp_softmax, _jvp_softmax, _emit_along_axis("softmax_axis")))
+
+
+def _vjp_log_softmax(node, g, wanted):
+    axis = node.attrs["axis"]
+    return [g - softmax(node.inputs[0], axis) * sum(g, axis=axis, keepdims=True)]
+
+
+def _jvp_log_softmax(node, tangents):
+    axis, t = node.attrs["axis"], tangents[0]
+    return t - sum(softmax(node.inputs[0], axis) * t, axis=axis, keepdims=True)
+
+
+register(Op("log_softmax", _infer_same("log_softmax"),
+            lambda arrays, attrs: _np_log_softmax(arrays[0], attrs["axis"]),
+            _vjp_log_softmax, _jvp_log_softmax, _emit_along_axis("log_softmax_axis")))
+
+
+# ============================================================================ builders
+
+def _broadcast_shapes(shapes, op):
+    ndim = builtins.max(len(s) for s in shapes)
+    padded = [(1,) * (ndim - len(s)) + tuple(s) for s in shapes]
+    out = []
+    for dims in zip(*padded):
+        known = {d for d in dims if d is not None and d != 1}
+        if len(known) > 1:
+            raise ShapeError(f"{op}: shapes {' and '.join(fmt(s) for s in shapes)} cannot be broadcast together")
+        if known:
+            out.append(known.pop())
+        elif None in dims:
+            out.append(None)
+        else:
+            out.append(1)
+    return tuple(out)
+
+
+def broadcast_to(x, shape, like=None):
+    """`x` repeated to `shape` (NumPy rules). `like` supplies sizes that are unknown (None)."""
+    x = as_node(x)
+    shape = tuple(shape)
+    if x.shape == shape:
+        return x
+    inputs = [x] + ([like] if like is not None and None in shape else [])
+    return make("broadcast_to", inputs, {"shape": shape})
+
+
+def _broadcast_args(op, args):
+    """Operands of an elementwise op, broadcast explicitly to one shape (scalar constants stay
+    scalars: they are folded into the loop)."""
+    nodes = [a for a in args if isinstance(a, Node)]
+    if not nodes:
+        raise TypeError(f"{op}: at least one operand must be a symgrad tensor")
+    dtype = nodes[0].dtype
+    for n in nodes:
+        if n.dtype != dtype:
+            raise ShapeError(f"{op}: inputs have different dtypes {n.dtype} and {dtype}; "
+                             f"convert one with sg.cast(x, dtype)")
+    args = [a if isinstance(a, Node) else as_node(np.asarray(a, dtype)) for a in args]
+    full = [a for a in args if not (a.op == "constant" and a.shape == ())]
+    if not full:
+        return args
+    shape = _broadcast_shapes([a.shape for a in full], op)
+    out = []
+    for a in args:
+        if a in full and (a.ndim != len(shape) or
+                          builtins.any(d == 1 and t != 1 for d, t in zip(a.shape, shape))):
+            padded = (1,) * (len(shape) - a.ndim) + a.shape
+            needs_like = builtins.any(t is None and d == 1 for d, t in zip(padded, shape))
+            like = next((b for b in full if b.ndim == len(shape) and builtins.all(
+                bd is None for bd, t in zip(b.shape, shape) if t is None)), None)
+            if needs_like and like is None:
+                raise ShapeError(f"{op}: cannot broadcast {fmt(a.shape)} to {fmt(shape)}: "
+                                 f"no operand has the unknown sizes")
+            a = broadcast_to(a, shape, like=like if needs_like else None)
+        out.append(a)
+    return out
+
+
+def _elementwise(name, *args, **attrs):
+    return make(name, _broadcast_args(name, list(args)), attrs)
+
+
+def add(*args):
+    """x + y (+ z ...), broadcasting."""
+    out = args[0]
+    for a in args[1:]:
+        out = _elementwise("add", out, a)
+    return out
+
+
+def subtract(a, b): return _elementwise("subtract", a, b)
+def multiply(a, b): return _elementwise("multiply", a, b)
+def divide(a, b): return _elementwise("divide", a, b)
+def power(a, b): return _elementwise("power", a, b)
+def negative(x): return _elementwise("negative", x)
+def exp(x): return _elementwise("exp", x)
+def log(x): return _elementwise("log", x)
+def tanh(x): return _elementwise("tanh", x)
+def sigmoid(x): return _elementwise("sigmoid", x)
+def relu(x): return _elementwise("relu", x)
+def leaky_relu(x, alpha=0.01): return _elementwise("leaky_relu", x, alpha=float(alpha))
+def softplus(x): return _elementwise("softplus", x)
+def softsign(x): return _elementwise("softsign", x)
+def abs(x): return _elementwise("abs", x)  # noqa: A001 - NumPy's name
+def sin(x): return _elementwise("sin", x)
+def cos(x): return _elementwise("cos", x)
+def sqrt(x): return _elementwise("sqrt", x)
+def square(x): return _elementwise("square", x)
+def maximum(a, b): return _elementwise("maximum", a, b)
+def minimum(a, b): return _elementwise("minimum", a, b)
+def greater(a, b): return _elementwise("greater", a, b)
+def greater_equal(a, b): return _elementwise("greater_equal", a, b)
+def equal(a, b): return _elementwise("equal", a, b)
+
+
+def where(condition, a, b):
+    """`a` where `condition` is nonzero, else `b` (conditions are 0/1 tensors, e.g. `x > 0`)."""
+    return _elementwise("where", condition, a, b)
+
+
+def cast(x, dtype):
+    dtype = np.dtype(dtype).name
+    return x if x.dtype == dtype else make("cast", [x], {"dtype": dtype})
+
+
+def stop_gradient(x):
+    """`x`, through which no gradient flows."""
+    return make("stop_gradient", [as_node(x)])
+
+
+def zeros_like(x):
+    return broadcast_to(constant(np.zeros((), x.dtype)), x.shape, like=x)
+
+
+def ones_like(x):
+    return broadcast_to(constant(np.ones((), x.dtype)), x.shape, like=x)
+
+
+def matmul(a, b):
+    """Matrix product of 1-D or 2-D tensors, as NumPy's `@`."""
+    a = as_node(a, b if isinstance(b, Node) else None)
+    b = as_node(b, a)
+    if a.ndim not in (1, 2) or b.ndim not in (1, 2):
+        raise ShapeError(f"matmul: shapes {fmt(a.shape)} and {fmt(b.shape)}: only 1-D and 2-D "
+                         f"tensors are supported")
+    a2 = reshape(a, (1, a.shape[0])) if a.ndim == 1 else a
+    b2 = reshape(b, (b.shape[0], 1)) if b.ndim == 1 else b
+    if _merge_dim(a2.shape[1], b2.shape[0]) is False:
+        raise ShapeError(f"matmul: shapes {fmt(a.shape)} and {fmt(b.shape)} are not aligned "
+                         f"({a2.shape[1]} != {b2.shape[0]})")
+    out = make("matmul", [a2, b2])
+    shape = (a.shape[:-1] if a.ndim == 2 else ()) + (b.shape[1:] if b.ndim == 2 else ())
+    return reshape(out, shape) if out.shape != shape else out
+
+
+def dot(a, b):
+    return matmul(a, b)
+
+
+def _reduce_axes(name, x, axis, keepdims):
+    x = as_node(x)
+    axes = _normalize_axes(axis, x.ndim, name)
+    out = x
+    for a in reversed(axes):
+        out = make(name, [out], {"axis": a})
+    if keepdims:
+        out = reshape(out, tuple(1 if k in axes else d for k, d in enumerate(x.shape)))
+    return out
+
+
+def sum(x, axis=None, keepdims=False):  # noqa: A001 - NumPy's name
+    return _reduce_axes("sum", x, axis, keepdims)
+
+
+def max(x, axis=None, keepdims=False):  # noqa: A001 - NumPy's name
+    return _reduce_axes("max", x, axis, keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    x = as_node(x)
+    axes = _normalize_axes(axis, x.ndim, "mean")
+    total = sum(x, axis, keepdims)
+    sizes = [x.shape[a] for a in axes]
+    if None in sizes:
+        count = make("size", [x], {"axes": axes})
+        return total / broadcast_to(count, total.shape, like=total)
+    return total / float(math.prod(sizes))
+
+
+def _single_axis(name, x, axis):
+    x = as_node(x)
+    if x.ndim == 0:
+        raise ShapeError(f"{name}: needs at least one dimension")
+    return x, _normalize_axis(axis, x.ndim, name)
+
+
+def softmax(x, axis=-1):
+    x, axis = _single_axis("softmax", x, axis)
+    return make("softmax", [x], {"axis": axis})
+
+
+def log_softmax(x, axis=-1):
+    x, axis = _single_axis("log_softmax", x, axis)
+    return make("log_softmax", [x], {"axis": axis})
+
+
+def logsumexp(x, axis=None, keepdims=False):
+    x = as_node(x)
+    if axis is None:
+        flat = reshape(x, (-1,)) if x.ndim != 1 else x
+        out = make("logsumexp", [flat], {"axis": 0})
+        return reshape(out, (1,) * x.ndim) if keepdims else out
+    x, axis = _single_axis("logsumexp", x, axis)
+    out = make("logsumexp", [x], {"axis": axis})
+    return reshape(out, x.shape[:axis] + (1,) + x.shape[axis + 1:]) if keepdims else out
+
+
+def reshape(x, shape):
+    x = as_node(x)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) or shape is None else tuple(shape)
+    if shape.count(-1) > 1:
+        raise ShapeError(f"reshape {fmt(x.shape)} -> {shape}: only one size can be -1")
+    if -1 in shape:
+        rest = [d for d in shape if d != -1]
+        if None in x.shape or None in rest:
+            fill = None
+        else:
+            known = math.prod(rest)
+            if known == 0 or math.prod(x.shape) % known:
+                raise ShapeError(f"reshape: cannot reshape {fmt(x.shape)} to {shape}")
+            fill = math.prod(x.shape) // known
+        shape = tuple(fill if d == -1 else d for d in shape)
+    if shape == x.shape and None not in shape:
+        return x
+    return make("reshape", [x], {"shape": shape, "in_shape": x.shape})
+
+
+def transpose(x, axes=None):
+    x = as_node(x)
+    perm = tuple(reversed(range(x.ndim))) if axes is None else tuple(_normalize_axis(a, x.ndim, "transpose") for a in axes)
+    if perm == tuple(range(x.ndim)):
+        return x
+    return make("transpose", [x], {"perm": perm})
+
+
+def concatenate(xs, axis=0):
+    xs = [as_node(x) for x in xs]
+    if len(xs) == 1:
+        return xs[0]
+    axis = _normalize_axis(axis, xs[0].ndim, "concatenate")
+    return make("concatenate", xs, {"axis": axis})
+
+
+def getitem(x, index):
+    """Basic NumPy indexing: integers, slices, `...` (no fancy indexing)."""
+    index = index if isinstance(index, tuple) else (index,)
+    if any(i is Ellipsis for i in index):
+        k = index.index(Ellipsis)
+        fill = x.ndim - (len(index) - 1)
+        index = index[:k] + (slice(None),) * fill + index[k + 1:]
+    if len(index) > x.ndim:
+        raise IndexError(f"too many indices ({len(index)}) for a tensor of shape {fmt(x.shape)}")
+    index = index + (slice(None),) * (x.ndim - len(index))
+    slices, drop = [], []
+    for k, (i, d) in enumerate(zip(index, x.shape)):
+        if isinstance(i, (int, np.integer)):
+            i = int(i)
+            if d is not None and not -d <= i < d:
+                raise IndexError(f"index {i} is out of bounds for axis {k} with size {d}")
+            if d is not None:
+                i %= d
+            slices.append(("slice", i, None if i == -1 else i + 1, None))
+            drop.append(k)
+        elif isinstance(i, slice):
+            if d is not None:
+                start, stop, step = i.indices(d)
+                if step < 0 and stop < 0:
+                    stop = None
+                slices.append(("slice", start, stop, step if step != 1 else None))
+            else:
+                slices.append(("slice", i.start, i.stop, i.step))
+        else:
+            raise TypeError(f"index {i!r}: only integers and slices are supported")
+    out = x
+    if any(s[1:] != (0, d, None) and s[1:] != (None, None, None) for s, d in zip(slices, x.shape)):
+        out = make("slice", [x], {"index": tuple(slices)})
+    if drop:
+        out = reshape(out, tuple(d for k, d in enumerate(out.shape) if k not in drop))
+    return out

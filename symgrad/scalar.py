@@ -1,0 +1,221 @@
+"""Scalar mathematics for elementwise ops, in SymPy.
+
+In: nothing from the pipeline; it defines the scalar vocabulary every elementwise op is written in.
+Out: SymPy function classes with deep-learning conventions (sigmoid, softplus, gt, eq, select),
+the symbols op bodies are written over, `derivative` (SymPy calculus with our conventions), and
+two printers of a body: `numpy_function` (a vectorised NumPy callable, the interpreter's semantics)
+and `scalar_code` (Python source of one element, for loops compiled by Numba).
+
+Why our own functions: SymPy's Heaviside(0) is 1/2 and its Max differentiates to Heaviside,
+but the deep-learning convention is relu'(0) = 0; and SymPy rewrites sigmoid into exp forms
+that overflow. Functions we own keep their stable meaning through every stage.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import sympy
+from sympy.printing.numpy import NumPyPrinter
+from sympy.printing.pycode import PythonCodePrinter
+
+# Operand symbols x0, x1, ... of an elementwise body; `Y` is the op's own output, which a
+# derivative may use so the forward value is reused (tanh' = 1 - y**2).
+MAX_ARITY = 32
+X = sympy.symbols(f"x0:{MAX_ARITY}", real=True)
+Y = sympy.Symbol("y", real=True)
+
+
+class sigmoid(sympy.Function):
+    """Logistic function 1 / (1 + exp(-x)), kept whole so it is evaluated stably."""
+
+    def fdiff(self, argindex=1):
+        s = sigmoid(self.args[0])
+        return s * (1 - s)
+
+    def _eval_rewrite_as_exp(self, x, **kwargs):
+        return 1 / (1 + sympy.exp(-x))
+
+    def _latex(self, printer):
+        return r"\sigma\left(%s\right)" % printer._print(self.args[0])
+
+
+class softplus(sympy.Function):
+    """log(1 + exp(x)), evaluated as max(x, 0) + log1p(exp(-|x|)) so it never overflows."""
+
+    def fdiff(self, argindex=1):
+        return sigmoid(self.args[0])
+
+    def _eval_rewrite_as_log(self, x, **kwargs):
+        return sympy.log(1 + sympy.exp(x))
+
+    def _eval_rewrite_as_exp(self, x, **kwargs):
+        return sympy.log(1 + sympy.exp(x))
+
+    def _latex(self, printer):
+        return r"\operatorname{softplus}\left(%s\right)" % printer._print(self.args[0])
+
+
+class gt(sympy.Function):
+    """1 where a > b else 0. Piecewise constant: its derivative is 0 everywhere we evaluate it."""
+
+    nargs = 2
+
+    def fdiff(self, argindex=1):
+        return sympy.S.Zero
+
+    @classmethod
+    def eval(cls, a, b):
+        if a.is_number and b.is_number:
+            return sympy.S.One if bool(a > b) else sympy.S.Zero
+        return None
+
+
+class eq(sympy.Function):
+    """1 where a == b else 0 (derivative 0)."""
+
+    nargs = 2
+
+    def fdiff(self, argindex=1):
+        return sympy.S.Zero
+
+
+class select(sympy.Function):
+    """`a` where c != 0 else `b`: the scalar form of `where`."""
+
+    nargs = 3
+
+    def fdiff(self, argindex=1):
+        c = self.args[0]
+        if argindex == 1:
+            return sympy.S.Zero
+        if argindex == 2:
+            return select(c, 1, 0)
+        return select(c, 0, 1)
+
+    @classmethod
+    def eval(cls, c, a, b):
+        if a == b:
+            return a
+        if c.is_number:
+            return a if c != 0 else b
+        return None
+
+
+def _heaviside_to_gt(expr):
+    # SymPy differentiates Max/Min/Abs into Heaviside; we want the convention H(0) = 0.
+    return expr.replace(sympy.Heaviside, lambda z, *h0: gt(z, 0))
+
+
+def derivative(body, symbol):
+    """d body / d symbol with the deep-learning conventions (relu'(0) = 0)."""
+    return _heaviside_to_gt(sympy.diff(body, symbol))
+
+
+def free_operands(expr):
+    """The operand indices (x_i) and whether the output symbol y occurs in `expr`."""
+    names = {s.name for s in expr.free_symbols}
+    return sorted(i for i in range(MAX_ARITY) if f"x{i}" in names), ("y" in names)
+
+
+# ---------------------------------------------------------------------------- NumPy
+
+def _np_sigmoid(x):
+    x = np.asarray(x)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _np_softplus(x):
+    x = np.asarray(x)
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+_NUMPY_NAMESPACE = {
+    "sigmoid": _np_sigmoid,
+    "softplus": _np_softplus,
+    "gt": lambda a, b: np.greater(a, b).astype(np.result_type(a, b, np.float32)),
+    "eq": lambda a, b: np.equal(a, b).astype(np.result_type(a, b, np.float32)),
+    "select": lambda c, a, b: np.where(np.asarray(c) != 0, a, b),
+}
+
+
+@functools.lru_cache(maxsize=4096)
+def numpy_function(body, arity, uses_output=False):
+    """A NumPy callable f(x0, ..., x{arity-1}[, y]) evaluating `body` elementwise."""
+    args = list(X[:arity]) + ([Y] if uses_output else [])
+    with np.errstate(all="ignore"):
+        return sympy.lambdify(args, body, modules=[_NUMPY_NAMESPACE, "numpy"])
+
+
+# ---------------------------------------------------------------------------- Numba
+
+class ScalarPrinter(PythonCodePrinter):
+    """Prints a body as a Python expression on scalars, for a loop that Numba compiles.
+
+    Each operand symbol prints as the name the caller maps it to (e.g. `a0[i]`). Calls go to
+    `math` or to the small helpers in `symgrad.kernels` (stable sigmoid, softplus)."""
+
+    def __init__(self, names):
+        super().__init__({"fully_qualified_modules": True, "standard": "python3"})
+        self._names = names
+
+    def _print_Symbol(self, expr):
+        return self._names.get(expr.name, expr.name)
+
+    def _print_Integer(self, expr):
+        return f"{int(expr)}.0"
+
+    def _print_Rational(self, expr):
+        return repr(float(expr))
+
+    def _print_Float(self, expr):
+        return repr(float(expr))
+
+    def _print_Pow(self, expr, rational=False):
+        base, exp = expr.args
+        b = self.parenthesize(base, 100)
+        if exp == 2:
+            return f"({b} * {b})"
+        if exp == -1:
+            return f"(1.0 / {b})"
+        if exp == sympy.S.Half:
+            return f"math.sqrt({self._print(base)})"
+        if exp == -2:
+            return f"(1.0 / ({b} * {b}))"
+        return f"({b} ** {self._print(exp)})"
+
+    def _print_sigmoid(self, expr):
+        return f"kernels.sigmoid({self._print(expr.args[0])})"
+
+    def _print_softplus(self, expr):
+        return f"kernels.softplus({self._print(expr.args[0])})"
+
+    def _print_gt(self, expr):
+        a, b = (self._print(a) for a in expr.args)
+        return f"(1.0 if {a} > {b} else 0.0)"
+
+    def _print_eq(self, expr):
+        a, b = (self._print(a) for a in expr.args)
+        return f"(1.0 if {a} == {b} else 0.0)"
+
+    def _print_select(self, expr):
+        c, a, b = (self._print(a) for a in expr.args)
+        return f"({a} if {c} != 0.0 else {b})"
+
+    def _print_sign(self, expr):
+        return f"kernels.sign({self._print(expr.args[0])})"
+
+    def _print_Abs(self, expr):
+        return f"abs({self._print(expr.args[0])})"
+
+    def _print_Max(self, expr):
+        return "max(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Min(self, expr):
+        return "min(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
+
+def scalar_code(body, names):
+    """Python source computing `body` for one element; `names` maps 'x0'.. / 'y' to code."""
+    return ScalarPrinter(names).doprint(body)

@@ -1,0 +1,107 @@
+"""Scheduling: from output nodes to a flat `Program`, with NetworkX.
+
+In: the nodes a function must compute (outputs and update values) and its declared inputs.
+Out: a `Program`: the leaves in argument order, a list of `Step`s in a deterministic
+topological order (nodes no output needs are never visited: dead-code elimination), each
+value's last use, and a `networkx.DiGraph` of the scheduled graph for inspection.
+
+After this stage nothing looks at the node graph's shape of things again: codegen reads the
+Program only, as a jaxpr is read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+
+from .graph import Node, topological_order
+from .ops import OPS
+
+_VIEW_OPS = ("reshape", "stop_gradient")  # outputs may share memory with their input
+
+
+@dataclass(frozen=True)
+class Step:
+    node: Node
+    out: str
+    args: tuple
+
+
+@dataclass
+class Program:
+    inputs: list            # placeholders (and Variables) passed positionally by the caller
+    state: list             # Variables read from, and written back to, their .value
+    constants: list         # array constants, passed as arguments
+    steps: list             # Steps in execution order
+    outputs: list           # nodes returned
+    updates: list           # (Variable, node) written after everything is computed
+    names: dict             # node -> name of its value in generated code
+    last_use: dict          # name -> index of the last step reading it (len(steps) if returned)
+    graph: nx.DiGraph = field(repr=False)
+
+    def aliases_argument(self, node):
+        """Whether `node`'s value may share memory with an argument array (leaf or view of one)."""
+        while node.op in _VIEW_OPS:
+            node = node.inputs[0]
+        return node.op in ("placeholder", "variable", "constant")
+
+    def peak_bytes(self, batch=1):
+        """Bytes of intermediate values alive at once at worst, with unknown sizes = `batch`."""
+        sizes = {s.out: int(np.prod([batch if d is None else d for d in s.node.shape], dtype=np.int64))
+                 * np.dtype(s.node.dtype).itemsize for s in self.steps}
+        alive, peak = 0, 0
+        ends = {}
+        for name, last in self.last_use.items():
+            ends.setdefault(last, []).append(name)
+        for k, s in enumerate(self.steps):
+            alive += sizes[s.out]
+            peak = max(peak, alive)
+            alive -= sum(sizes.get(n, 0) for n in ends.get(k, []))
+        return peak
+
+
+def to_networkx(outputs):
+    """The graph behind `outputs` as a DiGraph; each node carries op, shape, dtype, label."""
+    graph = nx.DiGraph()
+    for node in topological_order(outputs):
+        graph.add_node(node, op=node.op, shape=node.shape, dtype=node.dtype,
+                       label=node.name or node.op)
+        for k, parent in enumerate(node.inputs):
+            graph.add_edge(parent, node, index=k)
+    return graph
+
+
+def schedule(inputs, outputs, updates=()):
+    """Order the computation of `outputs` and the update values into a Program."""
+    roots = list(outputs) + [value for _, value in updates]
+    graph = to_networkx(roots)
+    order = list(nx.lexicographical_topological_sort(graph, key=lambda n: n.serial))
+    names, state, constants, steps = {}, [], [], []
+    for k, node in enumerate(inputs):
+        names[node] = f"arg{k}"
+    for node in order:
+        if node in names:
+            continue
+        if node.op == "placeholder":
+            raise ValueError(f"function: placeholder '{node.name}' is needed but not listed in inputs")
+        if node.op == "variable":
+            names[node] = f"state{len(state)}"
+            state.append(node)
+        elif node.op == "constant" and node.shape != ():
+            names[node] = f"const{len(constants)}"
+            constants.append(node)
+        elif node.op == "constant":
+            names[node] = f"c{len(names)}"
+            steps.append(Step(node, names[node], ()))
+        else:
+            names[node] = f"v{len(names)}"
+            steps.append(Step(node, names[node], tuple(names[i] for i in node.inputs)))
+    last_use = {}
+    for k, step in enumerate(steps):
+        for arg in step.args:
+            last_use[arg] = k
+    for node in roots:
+        last_use[names[node]] = len(steps)
+    return Program(list(inputs), state, constants, steps, list(outputs), list(updates), names,
+                   last_use, graph)
