@@ -24,7 +24,7 @@ import numpy as np
 from symgrad import kernels
 
 
-@numba.njit({signature}cache=True, nogil=True)
+@numba.njit({signature}cache=True, nogil=True, error_model="numpy")
 def kernel({params}):
 '''
 
@@ -35,6 +35,7 @@ class Code:
     def __init__(self, program):
         self.program = program
         self.lines = []
+        self._flat = set()   # arrays whose flat view `<name>f` is already defined
 
     def line(self, text):
         self.lines.append("    " + text)
@@ -73,7 +74,9 @@ class Code:
                                    f"(shapes {' and '.join(fmt(i.shape) for i in node.inputs)})")
             self.line(f"{out} = np.empty({self.shape(dims)}, np.{node.dtype})")
         for flat in [out] + sorted({arg for _, arg in full}):
-            self.line(f"{flat}f = {flat}.reshape(-1)")
+            if flat not in self._flat:
+                self.line(f"{flat}f = {flat}.reshape(-1)")
+                self._flat.add(flat)
         self.line(f"for i in range({out}f.size):")
         self.line(f"    {out}f[i] = {scalar.scalar_code(body, names)}")
 
