@@ -11,6 +11,7 @@ and warn.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import importlib.util
 import linecache
@@ -66,6 +67,17 @@ def _from_file(key, source):
         intact = False
     if not intact:  # missing, or truncated/corrupt: rewrite it
         _write_atomically(path, source)
+    try:
+        return _import_kernel(key, path)
+    except Exception:
+        # Numba's cached machine code for it may be corrupt (a truncated pickle, say):
+        # drop it and compile afresh. A second failure is a real error and propagates.
+        for stale in glob.glob(os.path.join(directory, "__pycache__", f"sg_{key}.*")):
+            os.unlink(stale)
+        return _import_kernel(key, path)
+
+
+def _import_kernel(key, path):
     name = f"symgrad_generated_{key}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
