@@ -6,6 +6,7 @@ and compile forward, backward and train-step functions with Numba.
     graph.py        nodes, leaves, interning          (build)
     ops.py          every op: shape, NumPy, vjp, jvp, emit
     autodiff.py     gradients, jvp, hvp, hessian       (differentiate)
+    simplify.py     rewrite rules, fusion, identities  (simplify)
     schedule.py     NetworkX order -> Program          (schedule)
     codegen.py      Program -> module source           (generate)
     jit.py          source -> Numba kernel, disk cache (compile)
@@ -15,7 +16,7 @@ and compile forward, backward and train-step functions with Numba.
 __version__ = "0.1.0"
 
 from .graph import Node, ShapeError, Variable, constant, placeholder
-from .ops import (abs, add, broadcast_to, cast, concatenate, cos, divide, dot, equal, exp,
+from .ops import (abs, add, broadcast_to, cast, concatenate, cos, distribution, divide, dot, equal, exp,
                   greater, greater_equal, leaky_relu, log, log_softmax, logsumexp, matmul,
                   max, maximum, mean, minimum, multiply, negative, ones_like, power, relu,
                   reshape, sigmoid, sin, softmax, softplus, softsign, sqrt, square,
@@ -23,6 +24,7 @@ from .ops import (abs, add, broadcast_to, cast, concatenate, cos, divide, dot, e
 from .autodiff import (DisconnectedInputError, grad, gradients, hessian, hessian_vector_product,
                        hvp, jacobian, jvp)
 from .interpreter import evaluate
+from .simplify import simplify
 from .function import Function, function
 from .jit import clear_cache
 from . import nn

@@ -18,13 +18,15 @@ from .graph import Node, Variable
 from .interpreter import check_value
 from .ops import fmt
 from .schedule import schedule
+from .simplify import simplify as simplify_graph
 
 
 class Function:
     """A compiled function of the graph. Attributes: `source` (the generated module),
-    `graph` (networkx.DiGraph of what it computes), `program`, `compile_seconds`."""
+    `graph` (networkx.DiGraph of what it computes), `program`, `rewrites` (the simplifier's
+    log), `compile_seconds`. `simplify=False` compiles the graph exactly as built."""
 
-    def __init__(self, inputs, outputs, updates=None, name=None):
+    def __init__(self, inputs, outputs, updates=None, name=None, simplify=True):
         if isinstance(inputs, Node):
             inputs = [inputs]
         self.inputs = list(inputs)
@@ -33,7 +35,12 @@ class Function:
         self.updates = list(updates or [])
         self._check_definition()
         started = time.perf_counter()
-        self.program = schedule(self.inputs, self.outputs, self.updates)
+        outputs, updates, self.rewrites = self.outputs, self.updates, []
+        if simplify:
+            roots, self.rewrites = simplify_graph(outputs + [v for _, v in updates])
+            outputs = roots[:len(outputs)]
+            updates = [(var, new) for (var, _), new in zip(updates, roots[len(outputs):])]
+        self.program = schedule(self.inputs, outputs, updates)
         self.source = codegen.generate(self.program, title=name or "")
         self._kernel = jit.compile_source(self.source)
         self.compile_seconds = time.perf_counter() - started
@@ -93,6 +100,6 @@ class Function:
                 f"{len(self.updates)} updates, {len(self.program.steps)} steps>")
 
 
-def function(inputs, outputs, updates=None, name=None):
+def function(inputs, outputs, updates=None, name=None, simplify=True):
     """Compile `outputs` (and `updates`) as a function of `inputs` (see Function)."""
-    return Function(inputs, outputs, updates, name=name)
+    return Function(inputs, outputs, updates, name=name, simplify=simplify)

@@ -7,9 +7,12 @@ from __future__ import annotations
 from . import ops
 
 
-def softmax_cross_entropy(logits, labels, axis=-1):
-    """Mean over the batch of -sum(labels * log_softmax(logits)); labels are one-hot or
-    distributions (rows summing to 1)."""
+def softmax_cross_entropy(logits, labels, axis=-1, labels_sum_to_one=True):
+    """Mean over the batch of -sum(labels * log_softmax(logits)). Labels are one-hot or
+    probability rows; `labels_sum_to_one` declares it, so the gradient simplifies to
+    softmax(logits) - labels (scaled by 1/batch)."""
+    if labels_sum_to_one:
+        labels = ops.distribution(labels, axis)
     per_example = -ops.sum(labels * ops.log_softmax(logits, axis), axis=axis)
     return ops.mean(per_example)
 

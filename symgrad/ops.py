@@ -279,6 +279,11 @@ for _leaf in ("placeholder", "variable", "constant"):
 
 # ============================================================================ structure
 
+def _like_axes(attrs, ndim):
+    """For each output axis, the axis of the `like` input that gives its size when unknown."""
+    return attrs.get("like_axes") or tuple(range(ndim))
+
+
 def _infer_broadcast(inputs, attrs):
     x, shape = inputs[0], attrs["shape"]
     lead = len(shape) - x.ndim
@@ -289,15 +294,20 @@ def _infer_broadcast(inputs, attrs):
         if d == 1 or d == t or d is None:
             continue  # a None size must equal the target's: checked at run time
         raise ShapeError(f"broadcast_to: cannot broadcast {fmt(x.shape)} to {fmt(shape)}")
-    needs_like = any(t is None and (k < lead or x.shape[k - lead] == 1) for k, t in enumerate(shape))
-    if needs_like and (len(inputs) < 2 or inputs[1].ndim != len(shape)):
-        raise ShapeError(f"broadcast_to {fmt(shape)}: unknown sizes need a `like` input")
+    needs_like = [k for k, t in enumerate(shape) if t is None and (k < lead or x.shape[k - lead] == 1)]
+    if needs_like:
+        axes = _like_axes(attrs, len(shape))
+        if len(inputs) < 2 or any(axes[k] >= inputs[1].ndim or inputs[1].shape[axes[k]] is not None
+                                  for k in needs_like):
+            raise ShapeError(f"broadcast_to {fmt(shape)}: unknown sizes need a `like` input "
+                             f"that has them")
     return tuple(shape), x.dtype
 
 
 def _broadcast_target_dims(node, x_name, like_name):
     x, shape = node.inputs[0], node.shape
     lead = len(shape) - x.ndim
+    axes = _like_axes(node.attrs, len(shape))
     dims = []
     for k, t in enumerate(shape):
         if t is not None:
@@ -305,7 +315,7 @@ def _broadcast_target_dims(node, x_name, like_name):
         elif k >= lead and x.shape[k - lead] is None:
             dims.append(f"{x_name}.shape[{k - lead}]")
         else:
-            dims.append(f"{like_name}.shape[{k}]")
+            dims.append(f"{like_name}.shape[{axes[k]}]")
     return dims
 
 
@@ -313,9 +323,11 @@ def _np_broadcast(arrays, attrs):
     x = arrays[0]
     shape = list(attrs["shape"])
     lead = len(shape) - x.ndim
+    axes = _like_axes(attrs, len(shape))
     for k, t in enumerate(shape):
         if t is None:
-            shape[k] = x.shape[k - lead] if k >= lead and x.shape[k - lead] != 1 else arrays[1].shape[k]
+            from_x = k >= lead and attrs["in_shape"][k - lead] is None
+            shape[k] = x.shape[k - lead] if from_x else arrays[1].shape[axes[k]]
     return np.broadcast_to(x, shape)
 
 
@@ -438,15 +450,21 @@ def _infer_unslice(inputs, attrs):
     return tuple(attrs["shape"]), inputs[0].dtype
 
 
+def _unslice_dims(node_or_attrs, like_dims):
+    axes = _like_axes(node_or_attrs, len(node_or_attrs["shape"]))
+    return [d if d is not None else like_dims[axes[k]] for k, d in enumerate(node_or_attrs["shape"])]
+
+
 def _np_unslice(arrays, attrs):
-    shape = arrays[1].shape if len(arrays) > 1 else attrs["shape"]
+    shape = _unslice_dims(attrs, arrays[1].shape) if len(arrays) > 1 else attrs["shape"]
     out = np.zeros(shape, arrays[0].dtype)
     out[_slices(attrs["index"])] = arrays[0]
     return out
 
 
 def _emit_unslice(code, node, out, args):
-    dims = _runtime_dims(code, node, args[1]) if len(args) > 1 else list(node.shape)
+    dims = _unslice_dims(node.attrs, [f"{args[1]}.shape[{k}]" for k in range(node.inputs[1].ndim)]) \
+        if len(args) > 1 else list(node.shape)
     code.line(f"{out} = np.zeros({code.shape(dims)}, np.{node.dtype})")
     code.line(f"{out}[{_slice_text(node.attrs['index'])}] = {args[0]}")
 
@@ -510,6 +528,20 @@ register(Op("stop_gradient", lambda inputs, attrs: (inputs[0].shape, inputs[0].d
             lambda arrays, attrs: arrays[0], lambda node, g, wanted: [None],
             lambda node, tangents: None,
             lambda code, node, out, args: code.line(f"{out} = {args[0]}")))
+
+
+def _infer_distribution(inputs, attrs):
+    x = inputs[0]
+    if not 0 <= attrs["axis"] < x.ndim:
+        raise ShapeError(f"distribution: axis {attrs['axis']} is out of range for shape {fmt(x.shape)}")
+    return x.shape, x.dtype
+
+
+# The identity, carrying a fact for the simplifier: x sums to 1 along `axis` (declared by a
+# loss whose labels are one-hot or probability rows).
+register(Op("distribution", _infer_distribution, lambda arrays, attrs: arrays[0],
+            lambda node, g, wanted: [g], _linear_jvp,
+            lambda code, node, out, args: code.line(f"{out} = {args[0]}"), linear=True))
 
 
 def _emit_size(code, node, out, args):
@@ -699,7 +731,7 @@ def broadcast_to(x, shape, like=None):
     if x.shape == shape:
         return x
     inputs = [x] + ([like] if like is not None and None in shape else [])
-    return make("broadcast_to", inputs, {"shape": shape})
+    return make("broadcast_to", inputs, {"shape": shape, "in_shape": x.shape})
 
 
 def _broadcast_args(op, args):
@@ -784,6 +816,12 @@ def cast(x, dtype):
 def stop_gradient(x):
     """`x`, through which no gradient flows."""
     return make("stop_gradient", [as_node(x)])
+
+
+def distribution(x, axis=-1):
+    """`x`, declared to sum to 1 along `axis` (one-hot or probability rows)."""
+    x = as_node(x)
+    return make("distribution", [x], {"axis": _normalize_axis(axis, x.ndim, "distribution")})
 
 
 def zeros_like(x):

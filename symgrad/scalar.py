@@ -21,7 +21,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 # Operand symbols x0, x1, ... of an elementwise body; `Y` is the op's own output, which a
 # derivative may use so the forward value is reused (tanh' = 1 - y**2).
-MAX_ARITY = 32
+MAX_ARITY = 64
 X = sympy.symbols(f"x0:{MAX_ARITY}", real=True)
 Y = sympy.Symbol("y", real=True)
 

@@ -18,7 +18,7 @@ import numpy as np
 from .graph import Node, topological_order
 from .ops import OPS
 
-_VIEW_OPS = ("reshape", "stop_gradient")  # outputs may share memory with their input
+_VIEW_OPS = ("reshape", "stop_gradient", "distribution")  # outputs may share memory with their input
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,472 @@
+"""Simplification: rewrite rules, elementwise fusion, and the textbook identities.
+
+In: the nodes a function computes (outputs, update values), after differentiation.
+Out: equivalent nodes (new ones; the user's graph is never changed) and a log of every rewrite
+(`Rewrite(rule, before, after)`) for the notebook view.
+
+Three kinds of rule, all data:
+
+- graph rules, keyed by op: identities (--x, transpose of transpose, reshape of reshape,
+  sum of a broadcast), constant folding, log(softmax) -> log_softmax, stop_gradient dropped
+  once differentiation is done, and `sum_of_distribution` (Σ_axis p·s = s when the loss
+  declared that p sums to 1 along the axis: this is what turns the softmax cross-entropy
+  gradient into q - p);
+- body rules on SymPy scalar bodies: log(sigmoid(a)) -> -softplus(-a),
+  log(1 - sigmoid(a)) -> -softplus(a), log(1 + exp(a)) -> softplus(a), log(exp(a)) -> a;
+  they also fire across a graph edge (log node of a sigmoid node);
+- fusion: a tree of elementwise nodes whose inner values have no other use becomes one
+  `elementwise` node whose body is their SymPy composition; bodies are bounded in size (a deep
+  chain stays a chain of nodes) and tidied with `factor_terms` only, because SymPy's stronger
+  simplifiers trade stability for brevity (they rewrite 1 - 1/(1+e^x) as e^x/(1+e^x), NaN at
+  x = 1000).
+
+Rules apply bottom-up until nothing changes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import sympy
+
+from . import ops, scalar
+from .graph import Node, constant, make, topological_order
+from .ops import OPS, elementwise_body, fuse
+from .scalar import X
+
+MAX_BODY_OPS = 48     # fused bodies stay small enough to print, differentiate and compile
+MAX_BODY_INPUTS = 12
+MAX_FOLD_SIZE = 4096  # constant folding never materialises big arrays
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    rule: str
+    before: Node
+    after: Node
+
+    def __repr__(self):
+        return f"{self.rule}: {self.before!r} -> {self.after!r}"
+
+
+def is_elementwise(node):
+    return OPS[node.op].body is not None
+
+
+# ============================================================================ body rules
+
+def _log_sigmoid(e):
+    if e.func == sympy.log and isinstance(e.args[0], scalar.sigmoid):
+        return -scalar.softplus(-e.args[0].args[0])
+    return None
+
+
+def _log_one_minus_sigmoid(e):
+    if e.func == sympy.log and isinstance(e.args[0], sympy.Add) and len(e.args[0].args) == 2:
+        one, rest = sorted(e.args[0].args, key=lambda a: not a.is_number)
+        if one == 1 and isinstance(rest, sympy.Mul) and rest.args[0] == -1 and len(rest.args) == 2 \
+                and isinstance(rest.args[1], scalar.sigmoid):
+            return -scalar.softplus(rest.args[1].args[0])
+    return None
+
+
+def _log_one_plus_exp(e):
+    if e.func == sympy.log and isinstance(e.args[0], sympy.Add) and len(e.args[0].args) == 2:
+        one, rest = sorted(e.args[0].args, key=lambda a: not a.is_number)
+        if one == 1 and rest.func == sympy.exp:
+            return scalar.softplus(rest.args[0])
+    return None
+
+
+def _log_exp(e):
+    if e.func == sympy.log and e.args[0].func == sympy.exp:
+        return e.args[0].args[0]
+    return None
+
+
+BODY_RULES = {
+    "log_sigmoid": _log_sigmoid,
+    "log_one_minus_sigmoid": _log_one_minus_sigmoid,
+    "log_one_plus_exp": _log_one_plus_exp,
+    "log_exp": _log_exp,
+}
+
+
+def apply_body_rules(body):
+    """`body` with every body rule applied; and the names of those that fired."""
+    fired = []
+    for name, rule in BODY_RULES.items():
+        def replace(e, rule=rule, name=name):
+            new = rule(e)
+            if new is None:
+                return e
+            fired.append(name)
+            return new
+        body = body.replace(lambda e: e.func == sympy.log, replace)
+    return body, fired
+
+
+def compose(node, which):
+    """The body of elementwise `node` with its elementwise inputs at positions `which` inlined,
+    over the concatenated inputs: (body, inputs)."""
+    body = elementwise_body(node)
+    inputs = list(node.inputs)
+    for k in which:
+        inner = node.inputs[k]
+        offset = len(inputs)
+        inner_body = elementwise_body(inner).xreplace(
+            {X[j]: X[offset + j] for j in range(len(inner.inputs))})
+        body = body.xreplace({X[k]: inner_body})
+        inputs += list(inner.inputs)
+    return body, inputs
+
+
+# ============================================================================ graph rules
+
+def _double_negation(node):
+    inner = node.inputs[0]
+    return inner.inputs[0] if inner.op == "negative" else None
+
+
+def _transpose_of_transpose(node):
+    inner = node.inputs[0]
+    if inner.op != "transpose":
+        return None
+    perm = tuple(inner.attrs["perm"][p] for p in node.attrs["perm"])
+    return ops.transpose(inner.inputs[0], perm)
+
+
+def _reshape_of_reshape(node):
+    inner = node.inputs[0]
+    if inner.op != "reshape":
+        return None
+    try:
+        return ops.reshape(inner.inputs[0], node.shape)
+    except ops.ShapeError:
+        return None  # the unknown sizes cannot be traced through both: keep the two steps
+
+
+def _broadcast_of_broadcast(node):
+    inner = node.inputs[0]
+    if inner.op != "broadcast_to":
+        return None
+    like = node.inputs[1] if len(node.inputs) > 1 else None
+    try:
+        return ops.broadcast_to(inner.inputs[0], node.shape, like=like)
+    except ops.ShapeError:
+        return None
+
+
+def _sum_of_broadcast(node):
+    """Σ over an axis that was broadcast from size 1 = the value times that (known) size."""
+    inner, axis = node.inputs[0], node.attrs["axis"]
+    if inner.op != "broadcast_to" or inner.shape[axis] is None:
+        return None
+    source = inner.inputs[0]
+    lead = inner.ndim - source.ndim
+    if axis >= lead and source.shape[axis - lead] != 1:
+        return None
+    if axis < lead:
+        target = inner.shape[:axis] + inner.shape[axis + 1:]
+        squeezed = source
+    else:
+        k = axis - lead
+        squeezed = ops.reshape(source, source.shape[:k] + source.shape[k + 1:])
+        target = inner.shape[:axis] + inner.shape[axis + 1:]
+    like = inner.inputs[1] if len(inner.inputs) > 1 else None
+    if like is not None and None in target and like.ndim != len(target):
+        return None
+    try:
+        spread = ops.broadcast_to(squeezed, target, like=like)
+    except ops.ShapeError:
+        return None
+    return spread * float(inner.shape[axis])
+
+
+def _log_of_softmax(node):
+    inner = node.inputs[0]
+    if inner.op == "softmax":
+        return ops.log_softmax(inner.inputs[0], inner.attrs["axis"])
+    return None
+
+
+def _drop_stop_gradient(node):
+    return node.inputs[0]  # differentiation is done: it is the identity now
+
+
+def _constant_folding(node):
+    if not node.inputs or not all(i.op == "constant" for i in node.inputs):
+        return None
+    if None in node.shape or int(np.prod(node.shape)) > MAX_FOLD_SIZE:
+        return None
+    if node.op == "broadcast_to" and node.shape != ():
+        return None  # a filled array is cheaper to make than to pass in
+    from .interpreter import evaluate
+    return constant(evaluate(node))
+
+
+def _squeeze_constant_axis(node, axis):
+    """`node` (constant along `axis`: a broadcast from size 1 there) with that axis removed,
+    or None when that needs more than a reshape."""
+    if node.op != "broadcast_to" or node.ndim != node.inputs[0].ndim:
+        return None
+    source = node.inputs[0]
+    if source.shape[axis] != 1:
+        return None
+    target = node.shape[:axis] + node.shape[axis + 1:]
+    rest = source.shape[:axis] + source.shape[axis + 1:]
+    if any(ops._merge_dim(a, b) is False or (a == 1 and b != 1) for a, b in zip(rest, target)):
+        return None
+    try:
+        return ops.reshape(source, rest)
+    except ops.ShapeError:
+        return None
+
+
+def _sum_of_distribution(node):
+    """Σ_axis (p · s) = s, where the loss declared that p sums to 1 along `axis` and s is
+    constant along it. With it, -Σ p log softmax(z) differentiates to softmax(z) - p."""
+    inner, axis = node.inputs[0], node.attrs["axis"]
+    if not is_elementwise(inner):
+        return None
+    body = elementwise_body(inner)
+    if not isinstance(body, sympy.Mul):
+        return None
+    factors = list(body.args)
+    for k, factor in enumerate(factors):
+        if not (isinstance(factor, sympy.Symbol) and factor.name.startswith("x")):
+            continue
+        p = inner.inputs[int(factor.name[1:])]
+        if p.op != "distribution" or p.attrs["axis"] != axis:
+            continue
+        rest = sympy.Mul(*(factors[:k] + factors[k + 1:]))
+        used, _ = scalar.free_operands(rest)
+        squeezed = {}
+        for i in used:
+            s = _squeeze_constant_axis(inner.inputs[i], axis)
+            if s is None:
+                break
+            squeezed[i] = s
+        else:
+            if not used:
+                return None
+            inputs = [squeezed.get(i, inner.inputs[i]) for i in range(len(inner.inputs))]
+            result = fuse(rest, inputs)
+            return result if result.shape == node.shape else None
+    return None
+
+
+# --------------------------------------------------------------- where unknown sizes come from
+
+_SAME_SHAPE_OPS = ("softmax", "log_softmax", "distribution", "stop_gradient", "cast")
+
+
+def _size_source_step(node, axes):
+    """An input of `node` whose sizes at some axes equal `node`'s at `axes`: (input, axes),
+    or None. Following these steps leads from a value to where its unknown sizes come from,
+    usually a placeholder, so shape-only inputs stop keeping computed values alive."""
+    if is_elementwise(node):
+        for i in node.inputs:
+            if i.ndim == node.ndim and all(i.shape[a] is None for a in axes):
+                return i, axes
+        return None
+    if node.op in _SAME_SHAPE_OPS:
+        return node.inputs[0], axes
+    if node.op in ("sum", "max", "logsumexp"):
+        cut = node.attrs["axis"]
+        return node.inputs[0], tuple(a if a < cut else a + 1 for a in axes)
+    if node.op == "matmul":
+        if all(a == 0 for a in axes):
+            return node.inputs[0], axes
+        if all(a == 1 for a in axes):
+            return node.inputs[1], axes
+        return None
+    if node.op == "transpose":
+        return node.inputs[0], tuple(node.attrs["perm"][a] for a in axes)
+    if node.op == "broadcast_to":
+        x = node.inputs[0]
+        lead = node.ndim - x.ndim
+        if all(a >= lead and x.shape[a - lead] is None for a in axes):
+            return x, tuple(a - lead for a in axes)
+        if len(node.inputs) > 1 and all(a < lead or x.shape[a - lead] == 1 for a in axes):
+            like_axes = ops._like_axes(node.attrs, node.ndim)
+            return node.inputs[1], tuple(like_axes[a] for a in axes)
+        return None
+    if node.op == "unslice" and len(node.inputs) > 1:
+        like_axes = ops._like_axes(node.attrs, node.ndim)
+        return node.inputs[1], tuple(like_axes[a] for a in axes)
+    if node.op == "reshape":
+        plan = ops._reshape_plan(node.attrs["in_shape"], node.shape)
+        if all(isinstance(plan[a], tuple) for a in axes):
+            return node.inputs[0], tuple(plan[a][1] for a in axes)
+        return None
+    if node.op == "slice":
+        index = node.attrs["index"]
+        if all(index[a][1:] == (None, None, None) for a in axes):
+            return node.inputs[0], axes
+    return None
+
+
+def size_source(node, axes):
+    """The earliest node known to have `node`'s sizes at `axes`, and its matching axes."""
+    axes = tuple(axes)
+    while node.inputs:
+        step = _size_source_step(node, axes)
+        if step is None:
+            break
+        node, axes = step
+    return node, axes
+
+
+def _trace_like(node):
+    """broadcast_to / unslice: read unknown sizes from where they come from."""
+    if len(node.inputs) < 2:
+        return None
+    like = node.inputs[1]
+    like_axes = ops._like_axes(node.attrs, node.ndim)
+    if node.op == "broadcast_to":
+        x = node.inputs[0]
+        lead = node.ndim - x.ndim
+        needed = [k for k, t in enumerate(node.shape) if t is None and (k < lead or x.shape[k - lead] == 1)]
+    else:
+        needed = [k for k, t in enumerate(node.shape) if t is None]
+    source, axes = size_source(like, [like_axes[k] for k in needed])
+    if source is like:
+        return None
+    new_axes = list(like_axes)
+    for k, a in zip(needed, axes):
+        new_axes[k] = a
+    attrs = dict(node.attrs, like_axes=tuple(new_axes))
+    return make(node.op, [node.inputs[0], source], attrs)
+
+
+def _trace_size(node):
+    source, axes = size_source(node.inputs[0], node.attrs["axes"])
+    if source is node.inputs[0]:
+        return None
+    return make("size", [source], {"axes": axes})
+
+
+def _elementwise_identities(node):
+    """Body rules across an edge: compose with elementwise inputs and see if a rule fires."""
+    which = [k for k, i in enumerate(node.inputs) if is_elementwise(i)]
+    body, inputs = compose(node, which)
+    new_body, fired = apply_body_rules(body)
+    if not fired:
+        return None
+    return fuse(new_body, inputs), "+".join(fired)
+
+
+GRAPH_RULES = {
+    "negative": [("double_negation", _double_negation)],
+    "transpose": [("transpose_of_transpose", _transpose_of_transpose)],
+    "reshape": [("reshape_of_reshape", _reshape_of_reshape)],
+    "broadcast_to": [("broadcast_of_broadcast", _broadcast_of_broadcast),
+                     ("size_source", _trace_like)],
+    "unslice": [("size_source", _trace_like)],
+    "size": [("size_source", _trace_size)],
+    "sum": [("sum_of_distribution", _sum_of_distribution), ("sum_of_broadcast", _sum_of_broadcast)],
+    "log": [("log_of_softmax", _log_of_softmax)],
+    "stop_gradient": [("drop_stop_gradient", _drop_stop_gradient)],
+}
+
+
+def _rules_for(node):
+    rules = list(GRAPH_RULES.get(node.op, []))
+    if is_elementwise(node):
+        rules.append(("elementwise_identities", _elementwise_identities))
+    rules.append(("constant_folding", _constant_folding))
+    return rules
+
+
+def _rewrite_pass(roots, log):
+    """One bottom-up pass: rebuild each node on rewritten inputs, then apply its rules until
+    none fires. Returns the new roots and whether anything changed."""
+    new = {}
+    canonical_broadcast = {}
+    changed = False
+    for node in topological_order(roots):
+        if not node.inputs:
+            new[node] = node
+            continue
+        inputs = [new[i] for i in node.inputs]
+        current = node if inputs == list(node.inputs) else make(node.op, inputs, node.attrs)
+        for _ in range(32):
+            for name, rule in _rules_for(current):
+                result = rule(current)
+                if result is None:
+                    continue
+                if isinstance(result, tuple):
+                    result, name = result
+                if result is not current and result.shape == current.shape \
+                        and result.dtype == current.dtype:
+                    log.append(Rewrite(name, current, result))
+                    current = result
+                    break
+            else:
+                break
+        if current.op == "broadcast_to":
+            # equal values: the same source spread to the same shape (the `like` input only
+            # names where unknown sizes come from, and those sizes are checked equal)
+            current = canonical_broadcast.setdefault((current.inputs[0], current.shape), current)
+        changed |= current is not node
+        new[node] = current
+    return [new[r] for r in roots], changed
+
+
+# ============================================================================ fusion
+
+def _consumers(roots):
+    count = {}
+    for node in topological_order(roots):
+        for i in set(node.inputs):
+            count[i] = count.get(i, 0) + 1
+    for r in roots:
+        count[r] = count.get(r, 0) + 1  # returned values are used outside
+    return count
+
+
+def _tidy(body):
+    tidy = sympy.factor_terms(body)
+    return tidy if sympy.count_ops(tidy) < sympy.count_ops(body) else body
+
+
+def fuse_elementwise(roots, log):
+    """Merge each elementwise node into its single elementwise consumer of the same shape."""
+    uses = _consumers(roots)
+    new = {}
+    for node in topological_order(roots):
+        if not node.inputs:
+            new[node] = node
+            continue
+        inputs = [new[i] for i in node.inputs]
+        current = node if inputs == list(node.inputs) else make(node.op, inputs, node.attrs)
+        if is_elementwise(current):
+            which = [k for k, (old, i) in enumerate(zip(node.inputs, inputs))
+                     if is_elementwise(i) and uses.get(old, 0) == 1 and i.shape == current.shape]
+            if which:
+                body, all_inputs = compose(current, which)
+                body, _ = apply_body_rules(body)
+                fused = fuse(body, all_inputs)
+                if fused.op == "elementwise":  # tidy once repeated inputs are one symbol
+                    fused = fuse(_tidy(fused.attrs["body"]), list(fused.inputs))
+                small = sympy.count_ops(elementwise_body(fused)) <= MAX_BODY_OPS \
+                    if is_elementwise(fused) else True
+                if small and len(fused.inputs) <= MAX_BODY_INPUTS:
+                    log.append(Rewrite("fuse_elementwise", current, fused))
+                    current = fused
+        new[node] = current
+    return [new[r] for r in roots]
+
+
+def simplify(roots, fusion=True):
+    """Simplified equivalents of `roots` (a list of nodes) and the log of rewrites."""
+    log = []
+    roots = list(roots)
+    for _ in range(16):
+        roots, changed = _rewrite_pass(roots, log)
+        if not changed:
+            break
+    if fusion:
+        roots = fuse_elementwise(roots, log)
+    return roots, log
