@@ -45,6 +45,14 @@ def _describe(x):
     return f"'{x.name}'" if x.name else repr(x)
 
 
+def _stable_forms(ys, xs):
+    """`ys` with the simplifier's rules applied (no fusion) before differentiating, so that
+    derivatives come from stable forms: log(1 + exp(z)) is differentiated as softplus(z),
+    giving sigmoid(z) rather than exp(z) / (1 + exp(z)), which is NaN at z = 1000."""
+    from .simplify import simplify
+    return simplify(ys, fusion=False, keep=xs)[0]
+
+
 def gradients(ys, xs, grad_ys=None, disconnected="raise"):
     """d(sum of ys)/d x for each x, as graph nodes (TF1 semantics). `grad_ys` seeds the outputs
     (default: ones). An x that does not influence ys raises DisconnectedInputError, unless
@@ -60,6 +68,7 @@ def gradients(ys, xs, grad_ys=None, disconnected="raise"):
             if s.shape != y.shape or s.dtype != y.dtype:
                 raise ValueError(f"grad_ys: seed {ops.fmt(s.shape)} {s.dtype} does not match "
                                  f"output {ops.fmt(y.shape)} {y.dtype}")
+    ys = _stable_forms(ys, xs)
     table: dict[Node, list[Node]] = {}
     for y, s in zip(ys, seeds):
         table.setdefault(y, []).append(s)
@@ -116,6 +125,7 @@ def jvp(ys, xs, tangents):
             raise ValueError(f"jvp: tangent {ops.fmt(t.shape)} {t.dtype} for {_describe(x)} "
                              f"must have its shape {ops.fmt(x.shape)} and dtype {x.dtype}")
         table[x] = t
+    ys = _stable_forms(ys, xs)
     for node in _between(ys, xs):
         if node in table:
             continue

@@ -126,7 +126,7 @@ def fuse(body, inputs):
     for i, node in enumerate(inputs):
         sym = X[i]
         if node.op == "constant" and node.shape == ():
-            substitutions[sym] = sympy.Float(float(node.attrs["value"]))
+            substitutions[sym] = scalar.number(node.attrs["value"])
         elif node in position:
             substitutions[sym] = position[node]
         else:

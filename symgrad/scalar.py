@@ -112,6 +112,13 @@ def derivative(body, symbol):
     return _heaviside_to_gt(sympy.diff(body, symbol))
 
 
+def number(value):
+    """A Python number as a SymPy number: exact when integral, so that 1 - y and 1.0 - y
+    are one expression and cancel."""
+    value = float(value)
+    return sympy.Integer(int(value)) if value.is_integer() else sympy.Float(value)
+
+
 def free_operands(expr):
     """The operand indices (x_i) and whether the output symbol y occurs in `expr`."""
     names = {s.name for s in expr.free_symbols}

@@ -12,8 +12,8 @@ Three kinds of rule, all data:
   declared that p sums to 1 along the axis: this is what turns the softmax cross-entropy
   gradient into q - p);
 - body rules on SymPy scalar bodies: log(sigmoid(a)) -> -softplus(-a),
-  log(1 - sigmoid(a)) -> -softplus(a), log(1 + exp(a)) -> softplus(a), log(exp(a)) -> a;
-  they also fire across a graph edge (log node of a sigmoid node);
+  log(1 - sigmoid(a)) -> -softplus(a), log(1 + exp(a)) -> softplus(a) (SymPy itself
+  turns log(exp(a)) into a for real a); they also fire across a graph edge (log node of a sigmoid node);
 - fusion: a tree of elementwise nodes whose inner values have no other use becomes one
   `elementwise` node whose body is their SymPy composition; bodies are bounded in size (a deep
   chain stays a chain of nodes) and tidied with `factor_terms` only, because SymPy's stronger
@@ -64,7 +64,7 @@ def _log_sigmoid(e):
 def _log_one_minus_sigmoid(e):
     if e.func == sympy.log and isinstance(e.args[0], sympy.Add) and len(e.args[0].args) == 2:
         one, rest = sorted(e.args[0].args, key=lambda a: not a.is_number)
-        if one == 1 and isinstance(rest, sympy.Mul) and rest.args[0] == -1 and len(rest.args) == 2 \
+        if one.is_number and float(one) == 1.0 and isinstance(rest, sympy.Mul) and rest.args[0] == -1 and len(rest.args) == 2 \
                 and isinstance(rest.args[1], scalar.sigmoid):
             return -scalar.softplus(rest.args[1].args[0])
     return None
@@ -73,14 +73,41 @@ def _log_one_minus_sigmoid(e):
 def _log_one_plus_exp(e):
     if e.func == sympy.log and isinstance(e.args[0], sympy.Add) and len(e.args[0].args) == 2:
         one, rest = sorted(e.args[0].args, key=lambda a: not a.is_number)
-        if one == 1 and rest.func == sympy.exp:
+        if one.is_number and float(one) == 1.0 and rest.func == sympy.exp:
             return scalar.softplus(rest.args[0])
     return None
 
 
-def _log_exp(e):
-    if e.func == sympy.log and e.args[0].func == sympy.exp:
-        return e.args[0].args[0]
+def _one_plus(e):
+    """`a` when e is 1 + a, else None."""
+    if isinstance(e, sympy.Add) and len(e.args) == 2:
+        one, rest = sorted(e.args, key=lambda a: not a.is_number)
+        if one.is_number and float(one) == 1.0:
+            return rest
+    return None
+
+
+def _exp_ratio(e):
+    """exp(a) / (1 + exp(a)) -> sigmoid(a): inf/inf at large a otherwise."""
+    if isinstance(e, sympy.Mul):
+        factors = list(e.args)
+        for k, f in enumerate(factors):
+            if f.func != sympy.exp:
+                continue
+            for j, h in enumerate(factors):
+                if isinstance(h, sympy.Pow) and h.exp == -1 and _one_plus(h.base) == f:
+                    rest = [a for i, a in enumerate(factors) if i not in (k, j)]
+                    return sympy.Mul(*rest) * scalar.sigmoid(f.args[0])
+    return None
+
+
+def _logistic(e):
+    """1 / (1 + exp(a)) -> sigmoid(-a), evaluated without overflow. (After exp_ratio, so
+    exp(a) / (1 + exp(a)) is not split into exp(a) * sigmoid(-a) = inf * 0.)"""
+    if isinstance(e, sympy.Pow) and e.exp == -1:
+        rest = _one_plus(e.base)
+        if rest is not None and rest.func == sympy.exp:
+            return scalar.sigmoid(-rest.args[0])
     return None
 
 
@@ -88,7 +115,8 @@ BODY_RULES = {
     "log_sigmoid": _log_sigmoid,
     "log_one_minus_sigmoid": _log_one_minus_sigmoid,
     "log_one_plus_exp": _log_one_plus_exp,
-    "log_exp": _log_exp,
+    "exp_ratio": _exp_ratio,
+    "logistic": _logistic,
 }
 
 
@@ -96,25 +124,35 @@ def apply_body_rules(body):
     """`body` with every body rule applied; and the names of those that fired."""
     fired = []
     for name, rule in BODY_RULES.items():
-        def replace(e, rule=rule, name=name):
-            new = rule(e)
-            if new is None:
-                return e
+        results = {}
+
+        def matches(e, rule=rule, results=results):
+            if e not in results:
+                results[e] = rule(e)
+            return results[e] is not None
+
+        new = body.replace(matches, lambda e, results=results: results[e])
+        if new != body:
             fired.append(name)
-            return new
-        body = body.replace(lambda e: e.func == sympy.log, replace)
+            body = new
     return body, fired
+
+
+def _fold_scalars(body, inputs, offset):
+    """Scalar constant inputs written into the body as numbers, so rules can see them."""
+    return body.xreplace({X[offset + k]: scalar.number(i.attrs["value"])
+                          for k, i in enumerate(inputs) if i.op == "constant" and i.shape == ()})
 
 
 def compose(node, which):
     """The body of elementwise `node` with its elementwise inputs at positions `which` inlined,
     over the concatenated inputs: (body, inputs)."""
-    body = elementwise_body(node)
+    body = _fold_scalars(elementwise_body(node), node.inputs, 0)
     inputs = list(node.inputs)
     for k in which:
         inner = node.inputs[k]
         offset = len(inputs)
-        inner_body = elementwise_body(inner).xreplace(
+        inner_body = _fold_scalars(elementwise_body(inner), inner.inputs, 0).xreplace(
             {X[j]: X[offset + j] for j in range(len(inner.inputs))})
         body = body.xreplace({X[k]: inner_body})
         inputs += list(inner.inputs)
@@ -347,10 +385,34 @@ def _trace_size(node):
     return make("size", [source], {"axes": axes})
 
 
-def _elementwise_identities(node):
-    """Body rules across an edge: compose with elementwise inputs and see if a rule fires."""
-    which = [k for k, i in enumerate(node.inputs) if is_elementwise(i)]
+def _compose_deep(node, depth):
+    """`node`'s body with elementwise inputs inlined `depth` levels up: (body, inputs)."""
+    which = [k for k, i in enumerate(node.inputs) if is_elementwise(i)] if depth else []
     body, inputs = compose(node, which)
+    if depth <= 1:
+        return body, inputs
+    for k in range(len(node.inputs), len(inputs)):
+        if is_elementwise(inputs[k]):
+            inner_body, inner_inputs = _compose_deep(inputs[k], depth - 1)
+            offset = len(inputs)
+            body = body.xreplace({X[k]: inner_body.xreplace(
+                {X[j]: X[offset + j] for j in range(len(inner_inputs))})})
+            inputs += inner_inputs
+    return body, inputs
+
+
+_IDENTITY_HEADS = ("log", "divide", "power", "elementwise")  # where a body rule can match
+
+
+def _elementwise_identities(node):
+    """Body rules across edges: compose with elementwise inputs (two levels up, enough for
+    log(1 - sigmoid(x))) and see if a rule fires."""
+    if node.op not in _IDENTITY_HEADS:
+        return None
+    body, inputs = _compose_deep(node, 2)
+    first = {}
+    body = body.xreplace({X[k]: X[first.setdefault(i, k)] for k, i in enumerate(inputs)
+                          if first.setdefault(i, k) != k})  # one symbol per distinct input
     new_body, fired = apply_body_rules(body)
     if not fired:
         return None
@@ -379,14 +441,15 @@ def _rules_for(node):
     return rules
 
 
-def _rewrite_pass(roots, log):
+def _rewrite_pass(roots, log, keep=frozenset()):
     """One bottom-up pass: rebuild each node on rewritten inputs, then apply its rules until
-    none fires. Returns the new roots and whether anything changed."""
+    none fires. Nodes in `keep` stay as they are. Returns the new roots and whether anything
+    changed."""
     new = {}
     canonical_broadcast = {}
     changed = False
     for node in topological_order(roots):
-        if not node.inputs:
+        if not node.inputs or node in keep:
             new[node] = node
             continue
         inputs = [new[i] for i in node.inputs]
@@ -459,12 +522,13 @@ def fuse_elementwise(roots, log):
     return [new[r] for r in roots]
 
 
-def simplify(roots, fusion=True):
-    """Simplified equivalents of `roots` (a list of nodes) and the log of rewrites."""
+def simplify(roots, fusion=True, keep=()):
+    """Simplified equivalents of `roots` (a list of nodes) and the log of rewrites.
+    Nodes in `keep` are left as they are (differentiation keeps its targets)."""
     log = []
-    roots = list(roots)
+    roots, keep = list(roots), frozenset(keep)
     for _ in range(16):
-        roots, changed = _rewrite_pass(roots, log)
+        roots, changed = _rewrite_pass(roots, log, keep)
         if not changed:
             break
     if fusion:
