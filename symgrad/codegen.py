@@ -5,12 +5,14 @@ computes every output and update value in one call, then writes the updates into
 arrays (so a failure part-way leaves every Variable as it was), and returns the outputs.
 
 Each op's `emit` rule (ops.py) writes its own lines through the `Code` helpers here.
-Conventions of generated code: every array is C-contiguous; a 0-d value is held as a
-1-element array (Numba handles those everywhere); elementwise ops are flat loops.
+Conventions of generated code: arrays are C-contiguous unless a view is consumed only by ops
+that accept it (a transpose read only by matrix products stays a `.T` view, for BLAS); a 0-d
+value is held as a 1-element array; an elementwise op is one loop, flat when its operands
+have its shape, nested when it reads a broadcast operand in place (the `broadcast_to` is then
+never materialised). Loop bodies call `fastmath` (vectorisable exp/log/tanh...), and the
+kernel is compiled with fast-math flags that keep NaN and Inf.
 """
 from __future__ import annotations
-
-import numpy as np
 
 from . import scalar
 from .ops import OPS, fmt
@@ -21,12 +23,16 @@ import math
 import numba
 import numpy as np
 
-from symgrad import kernels
+from symgrad import fastmath, kernels
 
 
-@numba.njit({signature}cache=True, nogil=True, error_model="numpy")
+@numba.njit({signature}cache=True, nogil=True, error_model="numpy", fastmath=fastmath.SAFE_FLAGS)
 def kernel({params}):
 '''
+
+
+def is_elementwise(node):
+    return OPS[node.op].body is not None
 
 
 class Code:
@@ -35,7 +41,15 @@ class Code:
     def __init__(self, program):
         self.program = program
         self.lines = []
-        self._flat = set()   # arrays whose flat view `<name>f` is already defined
+        self._flat = set()        # arrays whose flat view `<name>f` is already defined
+        self.broadcasts = {}      # name -> (source name, source node): broadcasts read in place
+        consumers = {}
+        for step in program.steps:
+            for arg in step.args:
+                consumers.setdefault(arg, []).append(step.node)
+        for node in program.outputs + [v for _, v in program.updates]:
+            consumers.setdefault(program.names[node], []).append(None)  # used outside
+        self.consumers = consumers
 
     def line(self, text):
         self.lines.append("    " + text)
@@ -49,46 +63,85 @@ class Code:
         self.line(f"if not ({condition}):")
         self.line(f"    raise ValueError({message!r})")
 
+    def consumed_only_by(self, name, test):
+        users = self.consumers.get(name, [])
+        return bool(users) and all(u is not None and test(u) for u in users)
+
     def leaf(self, node, out):
         value = float(node.attrs["value"])
         self.line(f"{out} = np.full((1,), {value!r}, np.{node.dtype})")
 
+    def broadcast(self, node, out, source, dims):
+        """Materialise a broadcast, or leave it to the elementwise loops that read it."""
+        if node.ndim and self.consumed_only_by(out, is_elementwise):
+            self.broadcasts[out] = (source, node.inputs[0])
+            return
+        self.line(f"{out} = np.ascontiguousarray(np.broadcast_to({source}, {self.shape(dims)}))")
+
     def elementwise_loop(self, node, out, args, body):
-        names, full = {}, []
+        names, full, spread = {}, [], []
         for k, (node_in, arg) in enumerate(zip(node.inputs, args)):
             if node_in.op == "constant" and node_in.shape == ():
-                names[f"x{k}"] = repr(float(node_in.attrs["value"]))
+                names[f"x{k}"] = scalar.ScalarPrinter({}, node.dtype)._number(node_in.attrs["value"])
+            elif arg in self.broadcasts:
+                spread.append((k, arg))
             else:
-                names[f"x{k}"] = f"{arg}f[i]"
                 full.append((node_in, arg))
-        if not full:
-            self.line(f"{out} = np.empty((1,), np.{node.dtype})")
-        else:
-            ref_node, ref = full[0]
+        dims = self._output_dims(node, full, spread)
+        self.line(f"{out} = np.empty({self.shape(dims)}, np.{node.dtype})")
+        if not spread:
+            for flat in [out] + sorted({arg for _, arg in full}):
+                if flat not in self._flat:
+                    self.line(f"{flat}f = {flat}.reshape(-1)")
+                    self._flat.add(flat)
+            for k, (node_in, arg) in enumerate(zip(node.inputs, args)):
+                names.setdefault(f"x{k}", f"{arg}f[i]")
+            self.line(f"for i in range({out}f.size):")
+            self.line(f"    {out}f[i] = {scalar.scalar_code(body, names, node.dtype)}")
+            return
+        # Nested loops over the output; a broadcast operand is indexed in place (size-1 and
+        # missing axes read index 0), so the innermost loop still runs over contiguous memory.
+        rank = node.ndim
+        index = ", ".join(f"i{d}" for d in range(rank))
+        for k, (node_in, arg) in enumerate(zip(node.inputs, args)):
+            if arg in self.broadcasts:
+                source, source_node = self.broadcasts[arg]
+                lead = rank - source_node.ndim
+                idx = ["0" if d == 1 and node.shape[lead + j] != 1 else f"i{lead + j}"
+                       for j, d in enumerate(source_node.shape)] or ["0"]
+                names[f"x{k}"] = f"{source}[{', '.join(idx)}]"
+            else:
+                names.setdefault(f"x{k}", f"{arg}[{index}]")
+        for d in range(rank):
+            self.line("    " * d + f"for i{d} in range({out}.shape[{d}]):")
+        self.line("    " * rank + f"{out}[{index}] = {scalar.scalar_code(body, names, node.dtype)}")
+
+    def _output_dims(self, node, full, spread):
+        """Run-time sizes of an elementwise output, with checks where they are unknown."""
+        if full:
+            ref = full[0][1]
             dims = [d if d is not None else f"{ref}.shape[{k}]" for k, d in enumerate(node.shape)]
-            for node_in, arg in full:
-                for k, d in enumerate(node_in.shape):
-                    if d is None and not (arg == ref):
-                        self.check(f"{arg}.shape[{k}] == {dims[k]}",
-                                   f"{node.op}: operand sizes differ along axis {k} "
-                                   f"(shapes {' and '.join(fmt(i.shape) for i in node.inputs)})")
-            self.line(f"{out} = np.empty({self.shape(dims)}, np.{node.dtype})")
-        for flat in [out] + sorted({arg for _, arg in full}):
-            if flat not in self._flat:
-                self.line(f"{flat}f = {flat}.reshape(-1)")
-                self._flat.add(flat)
-        self.line(f"for i in range({out}f.size):")
-        self.line(f"    {out}f[i] = {scalar.scalar_code(body, names)}")
+        elif spread:
+            dims = self.spread_dims[spread[0][1]]
+        else:
+            return []
+        for node_in, arg in full:
+            for k, d in enumerate(node_in.shape):
+                if d is None and arg != full[0][1]:
+                    self.check(f"{arg}.shape[{k}] == {dims[k]}",
+                               f"{node.op}: operand sizes differ along axis {k} "
+                               f"(shapes {' and '.join(fmt(i.shape) for i in node.inputs)})")
+        return dims
 
 
 def _numba_type(node):
-    ndim = max(node.ndim, 1)
-    return f"numba.types.Array(numba.{node.dtype}, {ndim}, 'C')"
+    return f"numba.types.Array(numba.{node.dtype}, {max(node.ndim, 1)}, 'C')"
 
 
 def generate(program, title=""):
     """The module source for `program`."""
     code = Code(program)
+    code.spread_dims = {}
     names = program.names
     defined = set()
     for step in program.steps:
@@ -97,7 +150,7 @@ def generate(program, title=""):
             continue  # scalar constants are emitted where a non-loop op needs them
         for node_in, arg in zip(node.inputs, step.args):
             if node_in.op == "constant" and node_in.shape == () and arg not in defined \
-                    and OPS[node.op].body is None:
+                    and not is_elementwise(node):
                 code.leaf(node_in, arg)
                 defined.add(arg)
         OPS[node.op].emit(code, node, step.out, list(step.args))
@@ -123,8 +176,8 @@ def generate(program, title=""):
         for w in writes:
             code.line(w)
     code.line("return (" + "".join(f"{r}, " for r in returned) + ")")
-    params = [names[n] for n in program.inputs + program.state + program.constants]
     arg_nodes = program.inputs + program.state + program.constants
+    params = [names[n] for n in arg_nodes]
     signature = "(" + "".join(_numba_type(n) + ", " for n in arg_nodes) + "), "
     header = HEADER.format(title=f": {title}" if title else "", signature=signature,
                            params=", ".join(params))

@@ -3,7 +3,8 @@
 In: module source (codegen.py). Out: the compiled `kernel` (a Numba dispatcher).
 
 The source is written to `<cache dir>/sg_<hash>.py`, where the hash covers the source and
-the versions of symgrad, Numba, NumPy and Python, and imported from there; Numba's own cache
+the versions of symgrad, Numba, NumPy and Python and the code of the runtime modules
+(fastmath, kernels) that Numba inlines, and imported from there; Numba's own cache
 (`cache=True`) then stores the machine code beside it, so a second process compiles nothing.
 Tracebacks show generated lines because the module is a real file. The directory is
 `$SYMGRAD_CACHE_DIR`, else `~/.cache/symgrad`. If it cannot be written, we compile in memory
@@ -38,9 +39,27 @@ def clear_cache():
     shutil.rmtree(cache_dir(), ignore_errors=True)
 
 
+def _runtime_digest():
+    """A digest of the modules generated code calls into: Numba inlines them into the cached
+    machine code, so a change there must change the cache key too."""
+    from . import fastmath, kernels
+    digest = hashlib.sha256()
+    for module in (fastmath, kernels):
+        with open(module.__file__, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
+_RUNTIME = None
+
+
 def source_hash(source):
+    global _RUNTIME
     from . import __version__
-    versions = f"{__version__}|{numba.__version__}|{np.__version__}|{platform.python_version()}"
+    if _RUNTIME is None:
+        _RUNTIME = _runtime_digest()
+    versions = (f"{__version__}|{numba.__version__}|{np.__version__}|"
+                f"{platform.python_version()}|{_RUNTIME}")
     return hashlib.sha256((versions + "\n" + source).encode()).hexdigest()[:24]
 
 

@@ -1,40 +1,28 @@
-"""Hand-written Numba kernels that generated code calls: stable scalar functions and
-reductions along one axis of an array viewed as (before, axis, after).
+"""Hand-written Numba kernels that generated code calls: reductions along one axis of an
+array viewed as (before, axis, after), and the row-wise softmax family.
 
 In: contiguous arrays and sizes. Out: new arrays. Every kernel here has a NumPy twin in
 `ops.py` (the interpreter's semantics) and is tested against it through compiled functions.
+Kernels that call exp/log come in one version per dtype (`softmax_axis_float32`, ...) so the
+vectorisable float32 or float64 functions of `fastmath.py` are used.
 """
-import math
-
 import numba
 import numpy as np
 
-jit = numba.njit(cache=True, nogil=True)
+from . import fastmath
 
-
-@jit
-def sigmoid(x):
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
-
-
-@jit
-def softplus(x):
-    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+jit = numba.njit(cache=True, nogil=True, fastmath=fastmath.SAFE_FLAGS, error_model="numpy")
+# Sums may be reassociated (vectorised accumulation); nothing else here may.
+jit_sum = numba.njit(cache=True, nogil=True, fastmath=fastmath.SAFE_FLAGS | {"reassoc"},
+                     error_model="numpy")
 
 
 @jit
 def sign(x):
-    if x > 0:
-        return 1.0
-    if x < 0:
-        return -1.0
-    return x * 0.0  # keeps 0 and NaN
+    return x * 0.0 if x == 0 or x != x else (1.0 if x > 0 else -1.0)  # keeps 0 and NaN
 
 
-@jit
+@jit_sum
 def sum_axis(x, a, r, b):
     v = x.reshape((a, r, b))
     out = np.zeros((a, b), x.dtype)
@@ -54,47 +42,59 @@ def max_axis(x, a, r, b):
             out[i, j] = v[i, 0, j]
         for k in range(1, r):
             for j in range(b):
-                if v[i, k, j] > out[i, j] or v[i, k, j] != v[i, k, j]:
-                    out[i, j] = v[i, k, j]
+                value = v[i, k, j]
+                if value > out[i, j] or value != value:
+                    out[i, j] = value
     return out
 
 
-@jit
-def logsumexp_axis(x, a, r, b):
-    v = x.reshape((a, r, b))
-    m = max_axis(x, a, r, b)
-    out = np.zeros((a, b), x.dtype)
-    for i in range(a):
-        for j in range(b):
-            shift = m[i, j]
-            if not math.isfinite(shift):
-                shift = 0.0
-            s = 0.0
+def _softmax_family(exp, log):
+    """logsumexp, softmax and log_softmax along an axis, with the given exp and log."""
+
+    @jit
+    def logsumexp_axis(x, a, r, b):
+        v = x.reshape((a, r, b))
+        m = max_axis(x, a, r, b)
+        total = np.zeros((a, b), x.dtype)
+        for i in range(a):
+            for j in range(b):
+                if not np.isfinite(m[i, j]):
+                    m[i, j] = 0.0  # all -inf (or a NaN/inf present): exp below says so
+        for i in range(a):
             for k in range(r):
-                s += math.exp(v[i, k, j] - shift)
-            out[i, j] = shift + math.log(s)
-    return out
-
-
-@jit
-def softmax_axis(x, a, r, b):
-    v = x.reshape((a, r, b))
-    lse = logsumexp_axis(x, a, r, b)
-    out = np.empty((a, r, b), x.dtype)
-    for i in range(a):
-        for k in range(r):
+                for j in range(b):
+                    total[i, j] += exp(v[i, k, j] - m[i, j])
+        for i in range(a):
             for j in range(b):
-                out[i, k, j] = math.exp(v[i, k, j] - lse[i, j])
-    return out
+                total[i, j] = m[i, j] + log(total[i, j])
+        return total
+
+    @jit
+    def softmax_axis(x, a, r, b):
+        v = x.reshape((a, r, b))
+        lse = logsumexp_axis(x, a, r, b)
+        out = np.empty((a, r, b), x.dtype)
+        for i in range(a):
+            for k in range(r):
+                for j in range(b):
+                    out[i, k, j] = exp(v[i, k, j] - lse[i, j])
+        return out
+
+    @jit
+    def log_softmax_axis(x, a, r, b):
+        v = x.reshape((a, r, b))
+        lse = logsumexp_axis(x, a, r, b)
+        out = np.empty((a, r, b), x.dtype)
+        for i in range(a):
+            for k in range(r):
+                for j in range(b):
+                    out[i, k, j] = v[i, k, j] - lse[i, j]
+        return out
+
+    return logsumexp_axis, softmax_axis, log_softmax_axis
 
 
-@jit
-def log_softmax_axis(x, a, r, b):
-    v = x.reshape((a, r, b))
-    lse = logsumexp_axis(x, a, r, b)
-    out = np.empty((a, r, b), x.dtype)
-    for i in range(a):
-        for k in range(r):
-            for j in range(b):
-                out[i, k, j] = v[i, k, j] - lse[i, j]
-    return out
+logsumexp_axis_float32, softmax_axis_float32, log_softmax_axis_float32 = \
+    _softmax_family(fastmath.exp32, fastmath.log32)
+logsumexp_axis_float64, softmax_axis_float64, log_softmax_axis_float64 = \
+    _softmax_family(fastmath.exp64, fastmath.log64)

@@ -342,7 +342,8 @@ def _vjp_broadcast(node, g, wanted):
 
 def _emit_broadcast(code, node, out, args):
     dims = _broadcast_target_dims(node, args[0], args[1] if len(args) > 1 else None)
-    code.line(f"{out} = np.ascontiguousarray(np.broadcast_to({args[0]}, {code.shape(dims)}))")
+    code.spread_dims[out] = dims
+    code.broadcast(node, out, args[0], dims)
 
 
 register(Op("broadcast_to", _infer_broadcast, _np_broadcast, _vjp_broadcast, _linear_jvp,
@@ -407,7 +408,10 @@ def _infer_transpose(inputs, attrs):
 
 
 def _emit_transpose(code, node, out, args):
-    code.line(f"{out} = np.ascontiguousarray({args[0]}.transpose({tuple(node.attrs['perm'])}))")
+    if node.attrs["perm"] == (1, 0) and code.consumed_only_by(out, lambda user: user.op == "matmul"):
+        code.line(f"{out} = {args[0]}.T  # a view: BLAS reads it transposed, no copy")
+    else:
+        code.line(f"{out} = np.ascontiguousarray({args[0]}.transpose({tuple(node.attrs['perm'])}))")
 
 
 register(Op("transpose", _infer_transpose,
@@ -605,13 +609,15 @@ def _infer_reduce(name):
     return infer
 
 
-def _emit_reduce(kernel):
+def _emit_reduce(kernel, typed=False):
+    """Emit a call of kernels.<kernel> (with a dtype suffix if `typed`: it calls exp/log)."""
     def emit(code, node, out, args):
+        name = f"{kernel}_{node.dtype}" if typed else kernel
         x = node.inputs[0]
         axis = node.attrs["axis"]
         a, r, b = _axis_split(code, x, args[0], axis)
         out_dims = [d for k, d in enumerate(_runtime_dims(code, x, args[0])) if k != axis]
-        code.line(f"{out} = kernels.{kernel}({args[0]}, {a}, {r}, {b}).reshape({code.shape(out_dims)})")
+        code.line(f"{out} = kernels.{name}({args[0]}, {a}, {r}, {b}).reshape({code.shape(out_dims)})")
     return emit
 
 
@@ -653,7 +659,7 @@ register(Op("logsumexp", _infer_reduce("logsumexp"),
             lambda node, g, wanted: [multiply(_expand(g, node), softmax(node.inputs[0], node.attrs["axis"]))],
             lambda node, tangents: make("sum", [multiply(tangents[0], softmax(node.inputs[0], node.attrs["axis"]))],
                                         {"axis": node.attrs["axis"]}),
-            _emit_reduce("logsumexp_axis")))
+            _emit_reduce("logsumexp_axis", typed=True)))
 
 
 def _infer_same(name):
@@ -668,7 +674,7 @@ def _infer_same(name):
 def _emit_along_axis(kernel):
     def emit(code, node, out, args):
         a, r, b = _axis_split(code, node.inputs[0], args[0], node.attrs["axis"])
-        code.line(f"{out} = kernels.{kernel}({args[0]}, {a}, {r}, {b}).reshape({args[0]}.shape)")
+        code.line(f"{out} = kernels.{kernel}_{node.dtype}({args[0]}, {a}, {r}, {b}).reshape({args[0]}.shape)")
     return emit
 
 

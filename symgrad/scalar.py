@@ -160,58 +160,85 @@ def numpy_function(body, arity, uses_output=False):
 class ScalarPrinter(PythonCodePrinter):
     """Prints a body as a Python expression on scalars, for a loop that Numba compiles.
 
-    Each operand symbol prints as the name the caller maps it to (e.g. `a0[i]`). Calls go to
-    `math` or to the small helpers in `symgrad.kernels` (stable sigmoid, softplus)."""
+    Each operand symbol prints as the code the caller maps it to (e.g. `a0[i]`). Numbers are
+    typed to the loop's dtype, so float32 loops stay float32. exp, log, tanh, sigmoid and
+    softplus call the vectorisable versions in `symgrad.fastmath`; sqrt is an LLVM intrinsic;
+    sin, cos and general powers go to libm."""
 
-    def __init__(self, names):
+    _fastmath = {"exp": "exp", "log": "log", "tanh": "tanh", "sigmoid": "sigmoid",
+                 "softplus": "softplus"}
+
+    def __init__(self, names, dtype="float64"):
         super().__init__({"fully_qualified_modules": True, "standard": "python3"})
         self._names = names
+        self._dtype = str(dtype)
+
+    def _number(self, value):
+        text = repr(float(value))
+        return f"np.float32({text})" if self._dtype == "float32" else text
 
     def _print_Symbol(self, expr):
         return self._names.get(expr.name, expr.name)
 
     def _print_Integer(self, expr):
-        return f"{int(expr)}.0"
+        return self._number(expr)
 
     def _print_Rational(self, expr):
-        return repr(float(expr))
+        return self._number(expr)
 
     def _print_Float(self, expr):
-        return repr(float(expr))
+        return self._number(expr)
+
+    def _print_NegativeOne(self, expr):
+        return self._number(-1)
 
     def _print_Pow(self, expr, rational=False):
         base, exp = expr.args
         b = self.parenthesize(base, 100)
-        if exp == 2:
-            return f"({b} * {b})"
-        if exp == -1:
-            return f"(1.0 / {b})"
+        if exp.is_Integer and 1 <= abs(int(exp)) <= 4:
+            product = " * ".join([b] * abs(int(exp)))
+            return f"({product})" if exp > 0 else f"({self._number(1)} / ({product}))"
         if exp == sympy.S.Half:
             return f"math.sqrt({self._print(base)})"
-        if exp == -2:
-            return f"(1.0 / ({b} * {b}))"
+        if exp == -sympy.S.Half:
+            return f"({self._number(1)} / math.sqrt({self._print(base)}))"
         return f"({b} ** {self._print(exp)})"
 
+    def _call(self, function, expr):
+        from . import fastmath
+        return f"fastmath.{fastmath.name_for(function, self._dtype)}({self._print(expr.args[0])})"
+
+    def _print_exp(self, expr):
+        return self._call("exp", expr)
+
+    def _print_log(self, expr):
+        return self._call("log", expr)
+
+    def _print_tanh(self, expr):
+        return self._call("tanh", expr)
+
     def _print_sigmoid(self, expr):
-        return f"kernels.sigmoid({self._print(expr.args[0])})"
+        return self._call("sigmoid", expr)
 
     def _print_softplus(self, expr):
-        return f"kernels.softplus({self._print(expr.args[0])})"
+        return self._call("softplus", expr)
 
     def _print_gt(self, expr):
         a, b = (self._print(a) for a in expr.args)
-        return f"(1.0 if {a} > {b} else 0.0)"
+        return f"({self._number(1)} if {a} > {b} else {self._number(0)})"
 
     def _print_eq(self, expr):
         a, b = (self._print(a) for a in expr.args)
-        return f"(1.0 if {a} == {b} else 0.0)"
+        return f"({self._number(1)} if {a} == {b} else {self._number(0)})"
 
     def _print_select(self, expr):
         c, a, b = (self._print(a) for a in expr.args)
-        return f"({a} if {c} != 0.0 else {b})"
+        return f"({a} if {c} != {self._number(0)} else {b})"
 
     def _print_sign(self, expr):
-        return f"kernels.sign({self._print(expr.args[0])})"
+        x = self._print(expr.args[0])
+        one = self._number(1)
+        return f"({one} if {x} > 0 else (-{one} if {x} < 0 else {x}))"  # keeps 0 and NaN
 
     def _print_Abs(self, expr):
         return f"abs({self._print(expr.args[0])})"
@@ -223,6 +250,6 @@ class ScalarPrinter(PythonCodePrinter):
         return "min(" + ", ".join(self._print(a) for a in expr.args) + ")"
 
 
-def scalar_code(body, names):
-    """Python source computing `body` for one element; `names` maps 'x0'.. / 'y' to code."""
-    return ScalarPrinter(names).doprint(body)
+def scalar_code(body, names, dtype="float64"):
+    """Python source computing `body` for one element of `dtype`; `names` maps 'x0'.. to code."""
+    return ScalarPrinter(names, dtype).doprint(body)
