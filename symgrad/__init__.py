@@ -27,6 +27,7 @@ from .interpreter import evaluate
 from .simplify import simplify
 from .function import Function, function
 from .jit import clear_cache
+from .viz import debugprint
 from . import nn
 
 float32 = "float32"

@@ -101,7 +101,8 @@ class Node:
     def transpose(self, *axes): return _ops().transpose(self, axes or None)
 
     def _repr_svg_(self):
-        return None  # rich display comes with the notebook view
+        from .viz import node_svg  # the notebook view: this node's graph as a picture
+        return node_svg(self)
 
 
 def _ops():

@@ -1,0 +1,151 @@
+"""What a picture of a graph shows: which nodes, how each is labelled, where it is cut.
+
+In: output nodes (or a compiled Function), optional forward roots, value names and limits.
+Out: a `Scene`: a `networkx.DiGraph` of the nodes to draw (edges from input to user) with, per
+node, its kind, pass, label, sub-label, tooltip, output tags, and whether it is elided (drawn
+as a stub because the depth limit cut off what lies above it).
+
+Readability choices: scalar constants feeding elementwise ops are not drawn as nodes (their
+value is in the op's label); large graphs are cut at a depth from the outputs so that at most
+`max_nodes` boxes are drawn, and the caption says so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from ..graph import Node, topological_order
+from ..ops import OPS
+from . import describe
+
+MAX_LABEL = 34
+
+
+@dataclass
+class Item:
+    kind: str              # describe.INPUT, VARIABLE, CONSTANT, FUSED or an op pass
+    pass_: str             # FORWARD, DERIVATIVE or OPERATION (leaves: their kind)
+    label: str
+    sub: str               # second line: the value's name in generated code, or #serial
+    tooltip: str
+    tags: list = field(default_factory=list)   # "out 0", "→ W"
+    elided: bool = False   # its inputs are not drawn
+
+
+@dataclass
+class Scene:
+    graph: nx.DiGraph      # node -> Item as attribute "item"
+    total: int             # nodes in the whole graph
+    depth: int | None      # the depth limit applied, if any
+    forward_nodes: set | None   # the forward set colours were chosen by (None: unknown)
+    title: str = ""
+
+    @property
+    def forward_known(self):
+        return self.forward_nodes is not None
+
+
+def _distances(roots):
+    """Fewest edges from any root to each node (walking toward inputs)."""
+    dist = {r: 0 for r in roots}
+    frontier = list(roots)
+    while frontier:
+        nxt = []
+        for node in frontier:
+            for i in node.inputs:
+                if i not in dist:
+                    dist[i] = dist[node] + 1
+                    nxt.append(i)
+        frontier = nxt
+    return dist
+
+
+def _drawn(node, users):
+    """Scalar constants are drawn only where a label cannot carry their value."""
+    if not describe.is_scalar_constant(node):
+        return True
+    return any(not describe.is_elementwise(u) for u in users.get(node, ()))
+
+
+def _choose_depth(dist, max_nodes):
+    """The deepest cut (None: no cut) that draws at most `max_nodes` boxes, the stubs at
+    depth + 1 included."""
+    deepest = max(dist.values(), default=0)
+    per_level = [0] * (deepest + 2)
+    for d in dist.values():
+        per_level[d] += 1
+    drawn = 0
+    for depth in range(deepest + 1):
+        drawn += per_level[depth]
+        if drawn + per_level[depth + 1] > max_nodes:
+            return max(depth - 1, 0)
+    return None
+
+
+def build_scene(roots, forward=None, value_names=None, tags=None, depth=None,
+                max_nodes=120, title=""):
+    """The Scene for `roots` (see the module doc). `tags`: node -> list of output tags."""
+    roots = [roots] if isinstance(roots, Node) else list(roots)
+    value_names = value_names or {}
+    if tags is None:
+        tags = {r: [f"out {k}" if len(roots) > 1 else "output"] for k, r in enumerate(roots)}
+    forward_nodes = describe.forward_set(forward, roots)
+    order = topological_order(roots)
+    users = {}
+    for node in order:
+        for i in node.inputs:
+            users.setdefault(i, []).append(node)
+    shown = [n for n in order if _drawn(n, users) or n in roots]
+    dist = _distances(roots)
+    if depth is None and max_nodes and len(shown) > max_nodes:
+        depth = _choose_depth({n: dist[n] for n in shown}, max_nodes)
+    graph = nx.DiGraph()
+    for node in shown:
+        if depth is not None and dist[node] > depth + 1:
+            continue
+        leaf = describe.leaf_kind(node)
+        pass_ = leaf or describe.pass_of(node, forward_nodes)
+        kind = leaf or (describe.FUSED if node.op == "elementwise" else pass_)
+        sub = value_names.get(node) or f"#{node.serial}"
+        item = Item(kind, pass_, describe.label(node, MAX_LABEL), sub,
+                    describe.tooltip(node, value_names.get(node)), list(tags.get(node, [])),
+                    elided=depth is not None and dist[node] == depth + 1 and bool(node.inputs))
+        graph.add_node(node, item=item)
+    for node in graph:
+        if graph.nodes[node]["item"].elided:
+            continue
+        for k, i in enumerate(node.inputs):
+            if i in graph and not (describe.is_scalar_constant(i) and describe.is_elementwise(node)):
+                graph.add_edge(i, node, index=k, shape_only=k in OPS[node.op].shape_only)
+    return Scene(graph, len(order), depth, forward_nodes, title)
+
+
+def function_scene(function, forward="auto", depth=None, max_nodes=120):
+    """The Scene of a compiled Function: its scheduled (simplified) graph, values named as in
+    its source, outputs and updates tagged. forward="auto": the first output when the
+    function has several outputs or updates (else none); or give output indices or nodes."""
+    program = function.program
+    roots = list(program.outputs) + [value for _, value in program.updates]
+    tags = {}
+    for k, node in enumerate(program.outputs):
+        tags.setdefault(node, []).append(f"out {k}")
+    for variable, value in program.updates:
+        tags.setdefault(value, []).append(f"→ {variable.name}")
+    if isinstance(forward, str) and forward == "auto":
+        several = len(program.outputs) > 1 or program.updates
+        forward = [program.outputs[0]] if several and program.outputs else None
+    elif forward is not None:
+        forward = [forward] if not isinstance(forward, (list, tuple)) else list(forward)
+        forward = [_scheduled(function, f) for f in forward]
+    return build_scene(roots, forward, dict(program.names), tags, depth, max_nodes)
+
+
+def _scheduled(function, which):
+    """An output index, or a node the user passed as an output, as its scheduled node."""
+    if isinstance(which, int):
+        return function.program.outputs[which]
+    for user_node, node in zip(function.outputs, function.program.outputs):
+        if user_node is which:
+            return node
+    return which

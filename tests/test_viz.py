@@ -1,0 +1,261 @@
+"""The notebook views: SVG pictures, text, formulas, rewrites and traced source."""
+import math
+import re
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+import symgrad as sg
+from symgrad import viz
+from symgrad.viz import describe, layout
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+@pytest.fixture(scope="module")
+def softmax_regression():
+    x = sg.placeholder("x", (None, 4), "float32")
+    y = sg.placeholder("y", (None, 3), "float32")
+    W = sg.Variable(np.zeros((4, 3), np.float32), name="W")
+    b = sg.Variable(np.zeros(3, np.float32), name="b")
+    z = x @ W + b
+    loss = sg.nn.softmax_cross_entropy(z, y)
+    gW, gb = sg.gradients(loss, [W, b])
+    return dict(x=x, y=y, W=W, b=b, z=z, loss=loss, gW=gW, gb=gb)
+
+
+@pytest.fixture(scope="module")
+def compiled(softmax_regression):
+    m = softmax_regression
+    return sg.function([m["x"], m["y"]], [m["loss"], m["gW"], m["gb"]])
+
+
+def parse_svg(text):
+    root = ET.fromstring(text)  # well-formed XML, or this raises
+    assert root.tag == SVG + "svg"
+    return root
+
+
+def texts(root):
+    return [t.text for t in root.iter(SVG + "text")]
+
+
+class _Checker(HTMLParser):
+    """Fails on unbalanced tags (void elements aside)."""
+    VOID = {"br", "img", "hr", "meta", "input", "rect", "path", "polygon"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        pass
+
+    def handle_endtag(self, tag):
+        if tag in self.VOID:
+            return
+        assert self.stack and self.stack[-1] == tag, (tag, self.stack[-5:])
+        self.stack.pop()
+
+
+def check_html(text):
+    checker = _Checker()
+    checker.feed(text)
+    assert checker.stack == []
+
+
+# ------------------------------------------------------------------------------ pictures
+
+def test_node_repr_svg_is_well_formed(softmax_regression):
+    root = parse_svg(softmax_regression["loss"]._repr_svg_())
+    labels = texts(root)
+    assert "x" in labels and "W" in labels and "log_softmax axis=1" in labels
+    assert any(t and "output" in t for t in labels)
+
+
+def test_forward_and_derivative_nodes_are_told_apart(softmax_regression):
+    m = softmax_regression
+    svg = viz.graph([m["loss"], m["gW"], m["gb"]], forward=m["loss"]).svg
+    root = parse_svg(svg)
+    legend = " ".join(t for t in texts(root) if t)
+    assert "forward op" in legend and "derivative op" in legend and "fused elementwise" in legend
+    fills = {r.get("fill") for r in root.iter(SVG + "rect")}
+    assert describe.pass_of is not None
+    assert "#dbeafe" in fills and "#ffedd5" in fills     # blue forward, orange derivative
+    assert any(True for _ in root.iter(SVG + "polygon"))  # a fused node is a hexagon
+    assert "?×3" in legend or "?×3" in " ".join(t for t in texts(root) if t)  # shapes on edges
+
+
+def test_forward_copies_made_by_gradients_stay_forward(softmax_regression):
+    # gradients() differentiates a simplified copy of the forward graph; the copy is forward
+    m = softmax_regression
+    forward = describe.forward_set(m["loss"], [m["gW"]])
+    from symgrad.graph import topological_order
+    ops_of = {n.op for n in topological_order([m["gW"]]) if n not in forward}
+    assert "log_softmax" not in ops_of and "softmax" in ops_of
+
+
+def test_no_forward_roots_means_no_derivative_colour(softmax_regression):
+    svg = viz.graph(softmax_regression["gW"]).svg
+    assert "#ffedd5" not in svg and "pass forward=" in svg
+
+
+def test_function_graph_links_boxes_to_code(compiled):
+    card = viz.inspect(compiled).html
+    check_html(card)
+    svg = card[card.index("<svg"):card.index("</svg>") + 6]
+    root = parse_svg(svg)
+    links = [a.get("href") for a in root.iter(SVG + "a")]
+    assert links and all(re.fullmatch(r"#sgf\d+-v\d+", h) for h in links)
+    # every box links to its block of source, and every block back to its box
+    for href in links:
+        uid, value = href[1:].split("-")
+        assert f'id="{uid}-{value}"' in card
+        assert f'href="#{uid}-node-{value}"' in card and f'id="{uid}-node-{value}"' in card
+    assert compiled._repr_html_() is not None
+
+
+def test_update_targets_and_outputs_are_tagged():
+    x = sg.placeholder("x", (None, 2), "float64")
+    w = sg.Variable(np.ones((2, 1)), name="w")
+    loss = sg.mean(sg.square(x @ w))
+    step = sg.function([x], loss, updates=[(w, w - 0.1 * sg.grad(loss, w))])
+    labels = " ".join(t for t in texts(parse_svg(viz.graph(step).svg)) if t)
+    assert "out 0" in labels and "→ w" in labels and "derivative op" in labels
+
+
+def test_large_graphs_are_cut_at_a_depth():
+    x = sg.placeholder("x", (None, 3), "float64")
+    h = x
+    for k in range(400):
+        h = sg.tanh(h) + float(k)
+    root = parse_svg(viz.graph(h, max_nodes=40).svg)
+    boxes = [g for g in root.iter(SVG + "g") if g.find(SVG + "title") is not None]
+    assert len(boxes) <= 40
+    assert any(t and t.startswith("showing") for t in texts(root))
+    assert h._repr_svg_().count("<title>") <= 61
+
+
+def test_layout_keeps_boxes_apart_and_edges_between_layers():
+    import networkx as nx
+    graph = nx.DiGraph()
+    nodes = [f"n{k}" for k in range(12)]
+    sizes = {n: (40 + 7 * k, 30) for k, n in enumerate(nodes)}
+    edges = [(0, 3), (1, 3), (2, 4), (3, 5), (4, 5), (0, 6), (6, 7), (5, 7), (1, 8), (8, 9),
+             (9, 10), (2, 10), (10, 11), (7, 11), (0, 11)]
+    graph.add_nodes_from(nodes)
+    graph.add_edges_from((nodes[a], nodes[b]) for a, b in edges)
+    result = layout.layered_layout(graph, sizes, key=lambda n: int(n[1:]))
+    by_row = {}
+    for n, (x, y) in result.centers.items():
+        by_row.setdefault(y, []).append((x - sizes[n][0] / 2, x + sizes[n][0] / 2))
+    for boxes in by_row.values():
+        boxes.sort()
+        for (l1, r1), (l2, r2) in zip(boxes, boxes[1:]):
+            assert r1 <= l2  # no overlap within a layer
+    for (u, v), points in result.edges.items():
+        assert points[0][1] < points[-1][1]  # data flows downward
+        assert math.isclose(points[0][1], result.centers[u][1] + sizes[u][1] / 2)
+        assert math.isclose(points[-1][1], result.centers[v][1] - sizes[v][1] / 2)
+    again = layout.layered_layout(graph, sizes, key=lambda n: int(n[1:]))
+    assert again.centers == result.centers  # deterministic
+
+
+# ------------------------------------------------------------------------------ text
+
+def test_debugprint_marks_derivative_and_fused_nodes(softmax_regression, capsys):
+    m = softmax_regression
+    sg.debugprint([m["loss"], m["gW"]], forward=m["loss"])
+    text = capsys.readouterr().out
+    assert "log_softmax axis=1" in text and "∇" in text and "⬡" in text
+    assert "↑ #" in text  # shared nodes are referred to, not repeated
+    assert "… 2 input(s) not shown" in viz.debugformat(m["gW"], depth=0)
+
+
+def test_debugprint_of_a_function_lists_its_program(compiled):
+    text = viz.debugformat(compiled)
+    for step in compiled.program.steps:
+        assert f"{step.out} = " in text
+    assert text.splitlines()[0].startswith("function(arg0:x")
+
+
+def test_debugprint_of_a_deep_chain_does_not_recurse():
+    h = sg.placeholder("x", (2,), "float64")
+    for _ in range(3000):
+        h = sg.sin(h)
+    text = viz.debugformat(h)
+    assert len(text.splitlines()) == 3001 and "[3000] #" in text
+
+
+# ------------------------------------------------------------------------------ formulas
+
+def test_softmax_cross_entropy_gradient_reads_q_minus_p(softmax_regression):
+    m = softmax_regression
+    math_ = viz.derivative(m["loss"], m["z"], names={m["loss"]: "L", m["z"]: "z", m["y"]: "p"})
+    assert str(math_) == "∂L/∂z = (softmax(z) - p)/N"
+    assert math_.latex == (r"\frac{\partial L}{\partial z} = "
+                           r"\frac{\operatorname{softmax}\left(z\right) - p}{N}")
+    assert math_._repr_latex_().startswith("$")
+
+
+def test_names_follow_nodes_the_simplifier_rebuilt(softmax_regression):
+    m = softmax_regression
+    text = str(viz.derivative(m["loss"], m["W"], names={m["z"]: "z", m["y"]: "p"}))
+    assert "softmax(z)" in text and "xᵀ" in text and "#" not in text
+
+
+def test_elementwise_bodies_and_their_derivatives():
+    x = sg.placeholder("x", (3,), "float64")
+    t = sg.tanh(x)
+    assert str(viz.op_derivatives(t)) == r"\frac{\partial y}{\partial x} = 1 - y^{2}"
+    assert viz.latex(sg.sigmoid(x)).latex == r"\sigma\left(x\right)"
+    assert "cases" in viz.latex(sg.leaky_relu(x)).latex
+    assert str(viz.derivative(sg.sin(x) * x, x)) == "∂y/∂x = x·cos(x) + sin(x)"
+    fused = sg.simplify([sg.exp(x) * 2.0 + 1.0])[0][0]
+    assert fused.op == "elementwise" and str(viz.body(fused)) == "2*exp(x) + 1"
+
+
+# ------------------------------------------------------------------------------ rewrites, code
+
+def test_rewrites_table_names_each_rule(compiled):
+    table = viz.rewrites(compiled)
+    check_html(table.html)
+    for rule in {r.rule for r in compiled.rewrites}:
+        assert rule in table.html and rule in str(table)
+    assert "sum_of_distribution" in table.html and "softmax" in table.html
+
+
+def test_each_value_is_traced_to_its_lines(compiled):
+    lines = viz.source_lines(compiled)
+    assert [n for n, _, _ in lines] == list(range(1, len(lines) + 1))
+    for number, text, step in lines:
+        assigned = re.match(r"\s+(v\d+) = ", text)
+        if assigned:
+            assert step is not None and step.out == assigned.group(1)
+    matmul = next(s for s in compiled.program.steps if s.node.op == "matmul"
+                  and s.node.shape == (4, 3))
+    numbers = viz.lines_of(compiled, matmul.node)
+    assert numbers and any("@" in lines[n - 1][1] for n in numbers)
+    assert viz.lines_of(compiled, matmul.out) == numbers
+    html = viz.source(compiled).html
+    check_html(html)
+    assert f"{matmul.out} matmul" in html
+
+
+def test_gradient_table_of_the_course_notes_example():
+    x1 = sg.placeholder("x1", (), "float64")
+    x2 = sg.placeholder("x2", (), "float64")
+    z = sg.sin(x1) + x1 * x2
+    table = viz.gradient_table(z, {x1: 1.5, x2: 0.5}, tangents={x1: 1.0, x2: 0.0})
+    check_html(table.html)
+    rows = {line.split("  ")[0]: line.split("  ") for line in str(table).splitlines()[1:]}
+    assert float(rows["x1"][3]) == pytest.approx(math.cos(1.5) + 0.5, rel=1e-5)
+    assert float(rows["x2"][3]) == pytest.approx(1.5)
+    assert rows["v1"][1] == "sin(x1)" and rows["v3"][1] == "v1 + v2"
+    assert float(rows["v3"][4]) == pytest.approx(math.cos(1.5) + 0.5, rel=1e-5)  # ż along x1
