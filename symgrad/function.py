@@ -46,6 +46,13 @@ class Function:
         self.compile_seconds = time.perf_counter() - started
         self._scalar_out = [o.shape == () for o in self.outputs]
         self._arg_names = [getattr(n, "name", None) or f"argument {k}" for k, n in enumerate(self.inputs)]
+        # What each call checks, worked out once: (dtype, rank, [(axis, size) known statically]).
+        self._specs = [(np.dtype(n.dtype), n.ndim, [(k, d) for k, d in enumerate(n.shape) if d is not None])
+                       for n in self.inputs]
+        # State and constants are passed as the same array objects every call (a Variable's
+        # array is updated in place, never replaced).
+        self._fixed = [v.value.reshape(v.shape or (1,)) for v in self.program.state] + \
+                      [c.attrs["value"].reshape(c.shape or (1,)) for c in self.program.constants]
 
     @property
     def graph(self):
@@ -79,21 +86,22 @@ class Function:
                 raise ValueError(f"function: Variable '{variable.name}' is both an input and updated")
 
     def __call__(self, *args):
-        if len(args) != len(self.inputs):
+        if len(args) != len(self._specs):
             names = ", ".join(self._arg_names)
             raise TypeError(f"this function takes {len(self.inputs)} arguments ({names}), "
                             f"got {len(args)}")
         arrays = []
-        for node, value, name in zip(self.inputs, args, self._arg_names):
-            value = check_value(node, value, f"argument '{name}'")
-            arrays.append(np.ascontiguousarray(value).reshape(value.shape or (1,)))
-        arrays += [v.value.reshape(v.shape or (1,)) for v in self.program.state]
-        arrays += [c.attrs["value"].reshape(c.shape or (1,)) for c in self.program.constants]
-        results = self._kernel(*arrays)
-        results = [r.reshape(()) if scalar else r for r, scalar in zip(results, self._scalar_out)]
+        for (dtype, rank, known), value, k in zip(self._specs, args, range(len(args))):
+            if type(value) is not np.ndarray or value.dtype != dtype or value.ndim != rank or \
+                    any(value.shape[axis] != size for axis, size in known):
+                value = check_value(self.inputs[k], value, f"argument '{self._arg_names[k]}'")
+            if not value.flags.c_contiguous:
+                value = np.ascontiguousarray(value)
+            arrays.append(value if rank else value.reshape(1))
+        results = self._kernel(*arrays, *self._fixed)
         if self._single:
-            return results[0]
-        return results
+            return results[0].reshape(()) if self._scalar_out[0] else results[0]
+        return [r.reshape(()) if scalar else r for r, scalar in zip(results, self._scalar_out)]
 
     def __repr__(self):
         return (f"<symgrad.Function {len(self.inputs)} inputs -> {len(self.outputs)} outputs, "
