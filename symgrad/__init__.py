@@ -29,6 +29,7 @@ from .function import Function, function
 from .jit import clear_cache
 from .viz import debugprint
 from . import nn
+from . import linalg
 
 float32 = "float32"
 float64 = "float64"

@@ -1,0 +1,74 @@
+"""How much a compiled Hessian-vector product costs next to a compiled gradient.
+
+In: nothing (random data and weights). Out: printed median times of the compiled gradient
+and the compiled HVP (forward-over-reverse, and reverse-over-reverse), and their ratios, for
+the mnist-size MLP: batch 128, 784-256-128-10, tanh, softmax cross-entropy, float32.
+The goal (issue 6) is HVP <= ~1.5 × gradient. Both are timed in the same process, on the same
+data, as the median of many calls after a warm-up.
+Run: python benchmarks/hvp_vs_grad.py [--repeats N]
+"""
+import argparse
+import time
+
+import numpy as np
+
+import symgrad as sg
+
+
+def mlp(sizes, rng):
+    x = sg.placeholder("x", (None, sizes[0]), "float32")
+    y = sg.placeholder("y", (None, sizes[-1]), "float32")
+    params, h = [], x
+    for k, (m, n) in enumerate(zip(sizes[:-1], sizes[1:])):
+        W = sg.Variable((rng.standard_normal((m, n)) / np.sqrt(m)).astype(np.float32), name=f"W{k}")
+        b = sg.Variable(np.zeros(n, np.float32), name=f"b{k}")
+        params += [W, b]
+        h = h @ W + b
+        if k < len(sizes) - 2:
+            h = sg.tanh(h)
+    return x, y, params, h, sg.nn.softmax_cross_entropy(h, y)
+
+
+def median_seconds(f, args, repeats):
+    for _ in range(5):
+        f(*args)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        f(*args)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def main(repeats=200, batch=128, sizes=(784, 256, 128, 10), seed=0):
+    rng = np.random.default_rng(seed)
+    x, y, params, logits, loss = mlp(sizes, rng)
+    xb = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+    yb = np.eye(sizes[-1], dtype=np.float32)[rng.integers(0, sizes[-1], batch)]
+
+    started = time.perf_counter()
+    grad = sg.function([x, y], [loss] + sg.gradients(loss, params), name="loss and gradient")
+    print(f"compiled the gradient in {time.perf_counter() - started:.1f} s")
+    hessians = {}
+    for mode in ("forward", "reverse"):
+        started = time.perf_counter()
+        hessians[mode] = sg.linalg.HessianOperator(loss, params, [x, y], mode=mode)
+        print(f"compiled the {mode} HVP in {time.perf_counter() - started:.1f} s")
+    started = time.perf_counter()
+    gauss_newton = sg.linalg.GaussNewtonOperator(logits, "softmax_cross_entropy", params, [x, y])
+    print(f"compiled the Gauss-Newton product in {time.perf_counter() - started:.1f} s")
+
+    vs = [rng.standard_normal(p.shape).astype(np.float32) for p in params]
+    t_grad = median_seconds(grad, (xb, yb), repeats)
+    print(f"gradient (with loss)           {t_grad * 1e3:8.3f} ms")
+    rows = [(f"HVP, {mode}-over-reverse", op) for mode, op in hessians.items()]
+    rows.append(("Gauss-Newton product", gauss_newton))
+    for label, op in rows:
+        t = median_seconds(op.function, (*vs, xb, yb), repeats)
+        print(f"{label:30s} {t * 1e3:8.3f} ms   ratio to gradient {t / t_grad:5.2f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=200)
+    main(parser.parse_args().repeats)

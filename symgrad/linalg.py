@@ -1,0 +1,402 @@
+"""Krylov methods on compiled Hessian-vector products.
+
+The Hessian of a network is too large to form, but Krylov methods need only products H·v.
+
+In: a scalar loss node, the parameter nodes it is differentiated with respect to (Variables or
+placeholders), and the data placeholders it also depends on.
+Out: compiled curvature operators and solvers that use only their products. Vectors are lists
+of NumPy arrays, one per parameter, shaped like it (a flat vector is a list of one array).
+
+    HessianOperator(loss, params, inputs)       .matvec(vs, *data) -> [H v], one compiled call
+    GaussNewtonOperator(z, kind, params, inputs) the same for G = Jᵀ H_L J (positive semidefinite)
+    gauss_newton_vector_product(z, kind, params, vs) -> nodes G v (the graph transform)
+    conjugate_gradient(matvec, b)  solves (H + damping·I) x = b   -> CGResult
+    lanczos(matvec, k=k)           top-k eigenvalues and vectors  -> LanczosResult
+    hutchinson_trace(matvec)       tr(H) from Rademacher probes   -> TraceEstimate
+    to_dense(matvec)               H as an (n, n) matrix, n matvecs (for small problems, tests)
+    inner, norm, flatten, unflatten  helpers on lists of arrays
+
+`matvec` is any callable from a list of arrays to a list of arrays; `operator.bind(*data)`
+gives one for a batch of data, carrying the parameter shapes (`.like`) so the solvers need
+no shapes. The solvers do their arithmetic in float64 whatever the parameters' dtype.
+The Hessian-free optimizer built on these is `symgrad.optim_hf.HessianFree`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import ops
+from .autodiff import gradients, hessian_vector_product, jvp
+from .function import function
+from .graph import Node, constant, make, placeholder
+
+# ------------------------------------------------------------------------------ vectors as lists
+
+def _f64(arrays):
+    return [np.array(a, dtype=np.float64) for a in arrays]
+
+
+def inner(a, b):
+    """Σ over parameters of <a_i, b_i>: the inner product of two lists of arrays."""
+    return float(sum(np.vdot(x, y) for x, y in zip(a, b)))
+
+
+def norm(a):
+    """The Euclidean norm of a list of arrays, taken as one vector."""
+    return math.sqrt(inner(a, a))
+
+
+def _axpy(alpha, x, y):
+    """alpha·x + y, as a new list."""
+    return [alpha * xi + yi for xi, yi in zip(x, y)]
+
+
+def flatten(arrays):
+    """A list of arrays as one float64 vector (C order, parameters in order)."""
+    return np.concatenate([np.ravel(a) for a in arrays]).astype(np.float64)
+
+
+def unflatten(vector, like):
+    """A flat vector back to a list of arrays shaped like `like`."""
+    vector, out, start = np.asarray(vector), [], 0
+    for a in like:
+        out.append(vector[start:start + a.size].reshape(a.shape))
+        start += a.size
+    return out
+
+
+def _like_of(matvec, like):
+    if like is None:
+        like = getattr(matvec, "like", None)
+    if like is None:
+        raise ValueError("pass `like` (one array per parameter, for the shapes) or a matvec "
+                         "from `operator.bind(...)`, which carries them")
+    return [np.zeros(np.shape(a)) for a in like]
+
+
+# ------------------------------------------------------------------------------ compiled operators
+
+class BoundOperator:
+    """`operator.matvec(vs, *data)` with the data fixed: a callable vs -> [products], with
+    `.like` (zero arrays shaped like the parameters) for the solvers."""
+
+    def __init__(self, operator, data):
+        self.operator, self.data = operator, data
+        self.like = [np.zeros(p.shape, p.dtype) for p in operator.params]
+
+    def __call__(self, vs):
+        return self.operator.matvec(vs, *self.data)
+
+
+class CurvatureOperator:
+    """One compiled function from (v per parameter, *inputs) to a product per parameter.
+    Subclasses say which product (`_products`). The forward activations are computed once
+    per call and shared by the whole product: it is one graph, so one Numba call."""
+
+    kind = "curvature"
+
+    def __init__(self, params, inputs=(), name=None):
+        self.params = list(params)
+        self.inputs = list(inputs)
+        for p in self.params:
+            if not isinstance(p, Node) or p.op not in ("variable", "placeholder"):
+                raise TypeError(f"{type(self).__name__}: parameters must be Variables or "
+                                f"placeholders, got {p!r}")
+            if None in p.shape:
+                raise ValueError(f"{type(self).__name__}: parameter '{p.name}' needs a fully "
+                                 f"known shape, got {ops.fmt(p.shape)}")
+            if p.op == "placeholder" and p not in self.inputs:
+                raise ValueError(f"{type(self).__name__}: placeholder parameter '{p.name}' must "
+                                 f"also be listed in `inputs` (its value comes with the data)")
+        self.vectors = [placeholder(f"v{k}_{p.name}", p.shape, p.dtype)
+                        for k, p in enumerate(self.params)]
+        self.products = self._products(self.vectors)
+        self.function = function(self.vectors + self.inputs, self.products,
+                                 name=name or f"{self.kind}-vector product")
+
+    def _products(self, vectors):
+        raise NotImplementedError
+
+    def matvec(self, vs, *data):
+        """[product per parameter] for the vectors `vs` (one array per parameter) and the
+        values of `inputs`, in their order. Vectors are cast to the parameters' dtype."""
+        if len(vs) != len(self.params):
+            raise ValueError(f"matvec: {len(self.params)} parameters but {len(vs)} vectors")
+        vs = [np.asarray(v, dtype=p.dtype).reshape(p.shape) for v, p in zip(vs, self.params)]
+        return self.function(*vs, *data)
+
+    def bind(self, *data):
+        """A matvec for the solvers with this data fixed."""
+        return BoundOperator(self, data)
+
+
+class HessianOperator(CurvatureOperator):
+    """H·v of the scalar `loss` with respect to `params`, compiled as one function of
+    (vs, *inputs). `mode`: "forward" (forward-over-reverse, default) or "reverse"."""
+
+    kind = "Hessian"
+
+    def __init__(self, loss, params, inputs=(), mode="forward", name=None):
+        if loss.shape != ():
+            raise ValueError(f"HessianOperator: the loss must be a scalar, got shape {ops.fmt(loss.shape)}")
+        self.loss, self.mode = loss, mode
+        super().__init__(params, inputs, name)
+
+    def _products(self, vectors):
+        return hessian_vector_product(self.loss, self.params, vectors, mode=self.mode)
+
+
+class GaussNewtonOperator(CurvatureOperator):
+    """G·v = Jᵀ H_L J v for network output `z` (the loss's input) and a loss of `loss_kind`
+    (see gauss_newton_vector_product), compiled as one function of (vs, *inputs)."""
+
+    kind = "Gauss-Newton"
+
+    def __init__(self, z, loss_kind, params, inputs=(), name=None):
+        self.z, self.loss_kind = z, loss_kind
+        super().__init__(params, inputs, name)
+
+    def _products(self, vectors):
+        return gauss_newton_vector_product(self.z, self.loss_kind, self.params, vectors)
+
+
+# ------------------------------------------------------------------------------ Gauss-Newton
+
+LOSS_KINDS = ("softmax_cross_entropy", "mean_squared_error", "sigmoid_binary_cross_entropy")
+_ALIASES = {"softmax_ce": "softmax_cross_entropy", "ce": "softmax_cross_entropy",
+            "mse": "mean_squared_error", "sigmoid_bce": "sigmoid_binary_cross_entropy",
+            "bce": "sigmoid_binary_cross_entropy"}
+
+
+def _count(z, axes):
+    """The number of elements of z along `axes`, as a scalar node (known now or at run time)."""
+    sizes = [z.shape[a] for a in axes]
+    if None in sizes:
+        return make("size", [z], {"axes": tuple(axes)})
+    return constant(float(math.prod(sizes)), dtype=z.dtype)
+
+
+def loss_hessian_product(z, loss_kind, u):
+    """H_L·u, where H_L is the Hessian of the loss (as `symgrad.nn` defines it: a mean) with
+    respect to its input z. It does not depend on the labels, so none are needed.
+
+    softmax_cross_entropy (classes on the last axis): (diag(q) - q qᵀ) u per row / rows, q = softmax(z)
+    mean_squared_error: 2 u / (number of elements)
+    sigmoid_binary_cross_entropy: σ(z)(1 - σ(z)) u / (number of elements)"""
+    kind = _ALIASES.get(loss_kind, loss_kind)
+    if u.shape != z.shape:
+        raise ValueError(f"loss_hessian_product: u {ops.fmt(u.shape)} must have z's shape {ops.fmt(z.shape)}")
+    if kind == "softmax_cross_entropy":
+        q = ops.softmax(z, axis=-1)
+        qu = q * u
+        rows = _count(z, range(z.ndim - 1))
+        return (qu - q * ops.sum(qu, axis=-1, keepdims=True)) / rows
+    if kind == "mean_squared_error":
+        return u * (2.0 / _count(z, range(z.ndim)))
+    if kind == "sigmoid_binary_cross_entropy":
+        s = ops.sigmoid(z)
+        return s * (1.0 - s) * u / _count(z, range(z.ndim))
+    raise ValueError(f"loss_kind must be one of {LOSS_KINDS} (or {tuple(_ALIASES)}), not {loss_kind!r}")
+
+
+def gauss_newton_vector_product(z, loss_kind, params, vs):
+    """Gauss-Newton-vector products G·v = Jᵀ H_L J v as graph nodes, one per parameter.
+
+    J is the Jacobian of the network output `z` (logits or predictions) with respect to
+    `params`, H_L the Hessian of the loss with respect to z (see loss_hessian_product). G is
+    positive semidefinite because H_L is for these convex losses: the usual curvature for
+    Hessian-free training. Built as forward mode (J v), then H_L, then reverse mode with a
+    seed (Jᵀ ·), all on the graph that computes z, so the activations are shared."""
+    params = list(params)
+    u = jvp(z, params, vs)
+    hu = loss_hessian_product(z, loss_kind, u)
+    return gradients(z, params, grad_ys=hu, disconnected="zero")
+
+
+# ------------------------------------------------------------------------------ conjugate gradient
+
+@dataclass
+class CGResult:
+    """x: the solution (list of float64 arrays); iterations: matvecs used; residual_norm:
+    |b - (H + damping I) x|; converged: it reached the tolerance; negative_curvature: it stopped
+    at a direction p with pᵀ(H + damping I)p <= 0; residual: the residual vector (list)."""
+    x: list
+    iterations: int
+    residual_norm: float
+    converged: bool
+    negative_curvature: bool
+    residual: list
+
+
+def conjugate_gradient(matvec, b, x0=None, damping=0.0, tol=1e-6, atol=0.0, max_iter=None):
+    """Solve (H + damping·I) x = b, H given by `matvec` (symmetric), by conjugate gradients.
+
+    Stops when |r| <= max(tol·|b|, atol) or after `max_iter` matvecs (default: the number of
+    unknowns, where exact arithmetic would be exact). If H + damping·I is not positive definite
+    along a search direction, it stops there, as truncated Newton does: it returns the iterate
+    so far, or b itself if that happens on the first step (a descent direction when b = -∇f)."""
+    b = _f64(b)
+    n = sum(a.size for a in b)
+    max_iter = n if max_iter is None else int(max_iter)
+
+    def apply(v):
+        hv = _f64(matvec(v))
+        return _axpy(damping, v, hv) if damping else hv
+
+    if x0 is None:
+        x, r = [np.zeros_like(a) for a in b], [a.copy() for a in b]
+        used = 0
+    else:
+        x = _f64(x0)
+        r = _axpy(-1.0, apply(x), b)
+        used = 1
+    threshold = max(tol * norm(b), atol)
+    rr = inner(r, r)
+    p = [a.copy() for a in r]
+    negative = False
+    for it in range(max_iter):
+        if math.sqrt(rr) <= threshold:
+            break
+        hp = apply(p)
+        used += 1
+        curvature = inner(p, hp)
+        if curvature <= 0 or not math.isfinite(curvature):
+            negative = True
+            if it == 0 and x0 is None:
+                x = [a.copy() for a in b]
+                r = _axpy(-1.0, hp, b)  # b - A b, since x = p = b
+                rr = inner(r, r)
+            break
+        alpha = rr / curvature
+        x = _axpy(alpha, p, x)
+        r = _axpy(-alpha, hp, r)
+        rr_new = inner(r, r)
+        p = _axpy(rr_new / rr, p, r)
+        rr = rr_new
+    final = math.sqrt(rr)
+    return CGResult(x, used, final, final <= threshold, negative, r)
+
+
+# ------------------------------------------------------------------------------ Lanczos
+
+@dataclass
+class LanczosResult:
+    """eigenvalues: (k,) float64, ordered as `which` asks (largest first by default);
+    eigenvectors: k lists of arrays (one per parameter), unit norm over all parameters;
+    residuals: (k,) |H u - θ u| bounds for each Ritz pair (small = converged);
+    iterations: matvecs used."""
+    eigenvalues: np.ndarray
+    eigenvectors: list
+    residuals: np.ndarray
+    iterations: int
+
+
+def lanczos(matvec, like=None, k=6, n_iter=None, which="largest", seed=0):
+    """The k extreme eigenvalues (and eigenvectors) of the symmetric H given by `matvec`, by
+    Lanczos with full reorthogonalisation: it keeps all `n_iter` basis vectors (n_iter × n
+    floats), so it is for small problems or few iterations. `which`: "largest" (algebraic,
+    the default), "smallest" or "magnitude". With n_iter = n (the default caps it there) the
+    eigenvalues are exact up to rounding; fewer iterations give the extreme ones first.
+    n_iter defaults to max(2k + 20, 40), and is never more than n."""
+    like = _like_of(matvec, like)
+    n = sum(a.size for a in like)
+    if not 1 <= k <= n:
+        raise ValueError(f"lanczos: k must be between 1 and {n}, got {k}")
+    m = min(n, n_iter if n_iter is not None else max(2 * k + 20, 40))
+    if m < k:
+        raise ValueError(f"lanczos: n_iter={m} is fewer than k={k}")
+    rng = np.random.default_rng(seed)
+    basis = np.zeros((m, n))
+    alphas, betas = np.zeros(m), np.zeros(m)
+
+    def orthogonal_random(count):
+        # A fresh start, orthogonal to the basis so far (twice: one Gram-Schmidt pass loses it).
+        w = rng.standard_normal(n)
+        for _ in range(2):
+            w -= basis[:count].T @ (basis[:count] @ w)
+        return w / np.linalg.norm(w)
+
+    q = orthogonal_random(0)
+    scale = 0.0
+    for j in range(m):
+        basis[j] = q
+        w = flatten(matvec(unflatten(q, like)))
+        alphas[j] = q @ w
+        # Full reorthogonalisation against every basis vector, twice, instead of the
+        # three-term recurrence alone: rounding would otherwise bring back copies of
+        # converged eigenvectors (ghost eigenvalues).
+        for _ in range(2):
+            w -= basis[:j + 1].T @ (basis[:j + 1] @ w)
+        beta = np.linalg.norm(w)
+        scale = max(scale, abs(alphas[j]), beta)
+        if j + 1 == m:
+            betas[j] = beta
+            break
+        if beta <= 1e-10 * max(scale, 1e-300):
+            # An invariant subspace is found (H has few distinct eigenvalues along the start):
+            # continue from a new direction; the tridiagonal matrix splits into blocks.
+            betas[j] = 0.0
+            q = orthogonal_random(j + 1)
+        else:
+            betas[j] = beta
+            q = w / beta
+    tridiagonal = np.diag(alphas) + np.diag(betas[:m - 1], 1) + np.diag(betas[:m - 1], -1)
+    theta, s = np.linalg.eigh(tridiagonal)
+    order = {"largest": np.argsort(-theta), "smallest": np.argsort(theta),
+             "magnitude": np.argsort(-np.abs(theta))}.get(which)
+    if order is None:
+        raise ValueError(f"lanczos: which must be 'largest', 'smallest' or 'magnitude', not {which!r}")
+    order = order[:k]
+    vectors = basis.T @ s[:, order]
+    residuals = np.abs(betas[m - 1] * s[m - 1, order])
+    return LanczosResult(theta[order], [unflatten(v, like) for v in vectors.T], residuals, m)
+
+
+# ------------------------------------------------------------------------------ Hutchinson
+
+@dataclass
+class TraceEstimate:
+    """trace: the mean of zᵀ H z over the probes; stderr: its standard error;
+    samples: each probe's zᵀ H z."""
+    trace: float
+    stderr: float
+    samples: np.ndarray
+
+
+def hutchinson_trace(matvec, like=None, n_probes=100, seed=0):
+    """tr(H) ≈ mean of zᵀ H z over Rademacher probes z (entries ±1), one matvec each.
+    Unbiased; its variance is 2·Σ_{i≠j} H_ij² per probe, so it is exact for diagonal H."""
+    like = _like_of(matvec, like)
+    rng = np.random.default_rng(seed)
+    samples = np.empty(n_probes)
+    for i in range(n_probes):
+        z = [rng.integers(0, 2, size=a.shape) * 2.0 - 1.0 for a in like]
+        samples[i] = inner(z, _f64(matvec(z)))
+    stderr = samples.std(ddof=1) / math.sqrt(n_probes) if n_probes > 1 else math.inf
+    return TraceEstimate(float(samples.mean()), float(stderr), samples)
+
+
+# ------------------------------------------------------------------------------ dense (small)
+
+def to_dense(matvec, like=None):
+    """H as an (n, n) float64 matrix, one matvec per column: for checking small problems.
+    Rows and columns follow the parameters in order, each flattened in C order."""
+    like = _like_of(matvec, like)
+    n = sum(a.size for a in like)
+    columns = []
+    for i in range(n):
+        e = np.zeros(n)
+        e[i] = 1.0
+        columns.append(flatten(matvec(unflatten(e, like))))
+    return np.stack(columns, axis=1)
+
+
+def __getattr__(name):
+    # The optimizer lives in optim_hf.py (it uses this module); reachable here as well.
+    if name == "HessianFree":
+        from .optim_hf import HessianFree
+        return HessianFree
+    raise AttributeError(f"module 'symgrad.linalg' has no attribute {name!r}")
