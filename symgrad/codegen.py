@@ -67,6 +67,16 @@ class Code:
         users = self.consumers.get(name, [])
         return bool(users) and all(u is not None and test(u) for u in users)
 
+    def in_workspace(self, name):
+        return name in self.program.workspace
+
+    def alloc(self, node, out, dims):
+        """Code for the memory of `out`: a view of its workspace slot, or a new array."""
+        if out in self.program.workspace:
+            slot = self.program.workspace[out]
+            return f"ws_{node.dtype}[wso{slot}:wso{slot} + ws{slot}].reshape({self.shape(dims)})"
+        return f"np.empty({self.shape(dims)}, np.{node.dtype})"
+
     def leaf(self, node, out):
         value = float(node.attrs["value"])
         self.line(f"{out} = np.full((1,), {value!r}, np.{node.dtype})")
@@ -88,7 +98,7 @@ class Code:
             else:
                 full.append((node_in, arg))
         dims = self._output_dims(node, full, spread)
-        self.line(f"{out} = np.empty({self.shape(dims)}, np.{node.dtype})")
+        self.line(f"{out} = {self.alloc(node, out, dims)}")
         if not spread:
             for flat in [out] + sorted({arg for _, arg in full}):
                 if flat not in self._flat:
@@ -178,7 +188,41 @@ def generate(program, title=""):
     code.line("return (" + "".join(f"{r}, " for r in returned) + ")")
     arg_nodes = program.inputs + program.state + program.constants
     params = [names[n] for n in arg_nodes]
-    signature = "(" + "".join(_numba_type(n) + ", " for n in arg_nodes) + "), "
+    dtypes = workspace_dtypes(program)
+    signature = "(" + "".join(_numba_type(n) + ", " for n in arg_nodes) + \
+        "".join(f"numba.types.Array(numba.{d}, 1, 'C'), " for d in dtypes) + "), "
     header = HEADER.format(title=f": {title}" if title else "", signature=signature,
-                           params=", ".join(params))
-    return header + "\n".join(code.lines) + "\n"
+                           params=", ".join(params + [f"ws_{d}" for d in dtypes]))
+    sizes, preamble = _workspace_layout(program)
+    footer = _workspace_function(program, sizes)
+    return header + "\n".join(preamble + code.lines) + "\n" + footer
+
+
+def workspace_dtypes(program):
+    return sorted({dtype for dtype, _, _ in program.slots})
+
+
+def _slot_size(static, factors):
+    return " * ".join([str(static)] + [f"{name}.shape[{axis}]" for name, axis in factors])
+
+
+def _workspace_layout(program):
+    """Lines computing each slot's size and offset at the top of the kernel."""
+    if not program.slots:
+        return {}, []
+    lines = ["    # workspace slots (sizes and offsets in elements); the caller allocates it"]
+    end = {}
+    for k, (dtype, static, factors) in enumerate(program.slots):
+        lines.append(f"    ws{k} = {_slot_size(static, factors)}")
+        lines.append(f"    wso{k} = {end.get(dtype, '0')}")
+        end[dtype] = f"wso{k} + ws{k}"
+    return end, lines
+
+
+def _workspace_function(program, sizes):
+    """A plain Python function giving the workspace's element count per dtype."""
+    params = ", ".join(program.names[n] for n in program.inputs)
+    totals = {dtype: " + ".join(_slot_size(s, f) for d, s, f in program.slots if d == dtype)
+              for dtype in workspace_dtypes(program)}
+    body = "{" + ", ".join(f"{d!r}: {t}" for d, t in totals.items()) + "}"
+    return f"\n\ndef workspace_sizes({params}):\n    return {body}\n"

@@ -42,7 +42,8 @@ class Function:
             updates = [(var, new) for (var, _), new in zip(updates, roots[len(outputs):])]
         self.program = schedule(self.inputs, outputs, updates)
         self.source = codegen.generate(self.program, title=name or "")
-        self._kernel = jit.compile_source(self.source)
+        self._kernel, self._workspace_sizes = jit.compile_source(self.source)
+        self._workspaces = {}  # argument shapes -> workspace arrays (one per dtype)
         self.compile_seconds = time.perf_counter() - started
         self._scalar_out = [o.shape == () for o in self.outputs]
         self._arg_names = [getattr(n, "name", None) or f"argument {k}" for k, n in enumerate(self.inputs)]
@@ -98,10 +99,31 @@ class Function:
             if not value.flags.c_contiguous:
                 value = np.ascontiguousarray(value)
             arrays.append(value if rank else value.reshape(1))
-        results = self._kernel(*arrays, *self._fixed)
+        shapes = tuple([a.shape for a in arrays])
+        workspace = self._workspaces.get(shapes)
+        if workspace is None:
+            workspace = self._workspaces[shapes] = [
+                np.empty(n, dtype) for dtype, n in sorted(self._workspace_sizes(*arrays).items())]
+            if len(self._workspaces) > 16:  # many batch sizes: keep the newest few
+                self._workspaces.pop(next(iter(self._workspaces)))
+        results = self._kernel(*arrays, *self._fixed, *workspace)
         if self._single:
             return results[0].reshape(()) if self._scalar_out[0] else results[0]
         return [r.reshape(()) if scalar else r for r, scalar in zip(results, self._scalar_out)]
+
+    def memory(self, **sizes):
+        """Bytes of the reused workspace and the peak bytes of all intermediate values, for
+        the unknown sizes given by argument name and axis, e.g. `memory(x=128)` (axis 0) or
+        `memory(x=(128,))`; unknown sizes default to 1."""
+        dims = {}
+        for k, node in enumerate(self.inputs):
+            given = sizes.get(node.name if node.name else f"arg{k}", 1)
+            given = given if isinstance(given, tuple) else (given,) * node.ndim
+            for axis in range(node.ndim):
+                dims[(f"arg{k}", axis)] = given[axis] if axis < len(given) else 1
+        batch = max([1] + [d for d in dims.values()])
+        return {"workspace_bytes": self.program.workspace_bytes(dims),
+                "peak_bytes": self.program.peak_bytes(batch)}
 
     def __repr__(self):
         return (f"<symgrad.Function {len(self.inputs)} inputs -> {len(self.outputs)} outputs, "

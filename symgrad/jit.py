@@ -1,6 +1,7 @@
 """Just-in-time compilation of generated modules, with a disk cache.
 
-In: module source (codegen.py). Out: the compiled `kernel` (a Numba dispatcher).
+In: module source (codegen.py). Out: the compiled `kernel` (a Numba dispatcher) and the
+module's `workspace_sizes` function.
 
 The source is written to `<cache dir>/sg_<hash>.py`, where the hash covers the source and
 the versions of symgrad, Numba, NumPy and Python and the code of the runtime modules
@@ -102,7 +103,7 @@ def _import_kernel(key, path):
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
-    return module.kernel
+    return module.kernel, module.workspace_sizes
 
 
 def _in_memory(key, source):
@@ -111,11 +112,12 @@ def _in_memory(key, source):
     source = source.replace("cache=True", "cache=False")
     namespace = {"__name__": f"symgrad_generated_{key}"}
     exec(compile(source, filename, "exec"), namespace)
-    return namespace["kernel"]
+    return namespace["kernel"], namespace["workspace_sizes"]
 
 
 def compile_source(source):
-    """The compiled `kernel` of `source`, from memory, the disk cache, or a fresh compile."""
+    """(kernel, workspace_sizes) of `source`: the compiled kernel and the plain function
+    sizing its workspace, from memory, the disk cache, or a fresh compile."""
     key = source_hash(source)
     kernel = _loaded.get(key)
     if kernel is None:

@@ -1,7 +1,8 @@
 """Hand-written Numba kernels that generated code calls: reductions along one axis of an
 array viewed as (before, axis, after), and the row-wise softmax family.
 
-In: contiguous arrays and sizes. Out: new arrays. Every kernel here has a NumPy twin in
+In: a contiguous array, its sizes (before, axis, after), and the array to write the result
+into (shaped (before, after) for reductions, (before, axis, after) otherwise). Every kernel here has a NumPy twin in
 `ops.py` (the interpreter's semantics) and is tested against it through compiled functions.
 Kernels that call exp/log come in one version per dtype (`softmax_axis_float32`, ...) so the
 vectorisable float32 or float64 functions of `fastmath.py` are used.
@@ -23,20 +24,18 @@ def sign(x):
 
 
 @jit_sum
-def sum_axis(x, a, r, b):
+def sum_axis(x, a, r, b, out):
     v = x.reshape((a, r, b))
-    out = np.zeros((a, b), x.dtype)
+    out[:] = 0.0
     for i in range(a):
         for k in range(r):
             for j in range(b):
                 out[i, j] += v[i, k, j]
-    return out
 
 
 @jit
-def max_axis(x, a, r, b):
+def max_axis(x, a, r, b, out):
     v = x.reshape((a, r, b))
-    out = np.empty((a, b), x.dtype)
     for i in range(a):
         for j in range(b):
             out[i, j] = v[i, 0, j]
@@ -45,17 +44,17 @@ def max_axis(x, a, r, b):
                 value = v[i, k, j]
                 if value > out[i, j] or value != value:
                     out[i, j] = value
-    return out
 
 
 def _softmax_family(exp, log):
     """logsumexp, softmax and log_softmax along an axis, with the given exp and log."""
 
     @jit
-    def logsumexp_axis(x, a, r, b):
+    def logsumexp_axis(x, a, r, b, total):
         v = x.reshape((a, r, b))
-        m = max_axis(x, a, r, b)
-        total = np.zeros((a, b), x.dtype)
+        m = np.empty((a, b), x.dtype)
+        max_axis(x, a, r, b, m)
+        total[:] = 0.0
         for i in range(a):
             for j in range(b):
                 if not np.isfinite(m[i, j]):
@@ -67,29 +66,26 @@ def _softmax_family(exp, log):
         for i in range(a):
             for j in range(b):
                 total[i, j] = m[i, j] + log(total[i, j])
-        return total
 
     @jit
-    def softmax_axis(x, a, r, b):
+    def softmax_axis(x, a, r, b, out):
         v = x.reshape((a, r, b))
-        lse = logsumexp_axis(x, a, r, b)
-        out = np.empty((a, r, b), x.dtype)
+        lse = np.empty((a, b), x.dtype)
+        logsumexp_axis(x, a, r, b, lse)
         for i in range(a):
             for k in range(r):
                 for j in range(b):
                     out[i, k, j] = exp(v[i, k, j] - lse[i, j])
-        return out
 
     @jit
-    def log_softmax_axis(x, a, r, b):
+    def log_softmax_axis(x, a, r, b, out):
         v = x.reshape((a, r, b))
-        lse = logsumexp_axis(x, a, r, b)
-        out = np.empty((a, r, b), x.dtype)
+        lse = np.empty((a, b), x.dtype)
+        logsumexp_axis(x, a, r, b, lse)
         for i in range(a):
             for k in range(r):
                 for j in range(b):
                     out[i, k, j] = v[i, k, j] - lse[i, j]
-        return out
 
     return logsumexp_axis, softmax_axis, log_softmax_axis
 

@@ -590,7 +590,12 @@ def _emit_matmul(code, node, out, args):
     if a.shape[1] is None or b.shape[0] is None:
         code.check(f"{args[0]}.shape[1] == {args[1]}.shape[0]",
                    f"matmul: inner sizes differ ({fmt(a.shape)} @ {fmt(b.shape)})")
-    code.line(f"{out} = {args[0]} @ {args[1]}")
+    if code.in_workspace(out):
+        dims = [_runtime_dims(code, a, args[0])[0], _runtime_dims(code, b, args[1])[1]]
+        code.line(f"{out} = {code.alloc(node, out, dims)}")
+        code.line(f"np.dot({args[0]}, {args[1]}, {out})")
+    else:
+        code.line(f"{out} = {args[0]} @ {args[1]}")
 
 
 register(Op("matmul", _infer_matmul, lambda arrays, attrs: arrays[0] @ arrays[1],
@@ -617,7 +622,8 @@ def _emit_reduce(kernel, typed=False):
         axis = node.attrs["axis"]
         a, r, b = _axis_split(code, x, args[0], axis)
         out_dims = [d for k, d in enumerate(_runtime_dims(code, x, args[0])) if k != axis]
-        code.line(f"{out} = kernels.{name}({args[0]}, {a}, {r}, {b}).reshape({code.shape(out_dims)})")
+        code.line(f"{out} = {code.alloc(node, out, out_dims)}")
+        code.line(f"kernels.{name}({args[0]}, {a}, {r}, {b}, {out}.reshape(({a}, {b})))")
     return emit
 
 
@@ -674,7 +680,8 @@ def _infer_same(name):
 def _emit_along_axis(kernel):
     def emit(code, node, out, args):
         a, r, b = _axis_split(code, node.inputs[0], args[0], node.attrs["axis"])
-        code.line(f"{out} = kernels.{kernel}_{node.dtype}({args[0]}, {a}, {r}, {b}).reshape({args[0]}.shape)")
+        code.line(f"{out} = {code.alloc(node, out, _runtime_dims(code, node, args[0]))}")
+        code.line(f"kernels.{kernel}_{node.dtype}({args[0]}, {a}, {r}, {b}, {out}.reshape(({a}, {r}, {b})))")
     return emit
 
 

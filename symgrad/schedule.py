@@ -19,6 +19,9 @@ from .graph import Node, topological_order
 from .ops import OPS
 
 _VIEW_OPS = ("reshape", "stop_gradient", "distribution")  # outputs may share memory with their input
+# Ops whose generated code writes into memory it is given: their values can live in the
+# workspace, which the caller allocates once per batch size and every call reuses.
+_WORKSPACE_OPS = ("matmul", "sum", "max", "logsumexp", "softmax", "log_softmax")
 
 
 @dataclass(frozen=True)
@@ -39,12 +42,26 @@ class Program:
     names: dict             # node -> name of its value in generated code
     last_use: dict          # name -> index of the last step reading it (len(steps) if returned)
     graph: nx.DiGraph = field(repr=False)
+    workspace: dict = field(default_factory=dict)  # name -> slot index, for values in the workspace
+    slots: list = field(default_factory=list)      # (dtype, static size, ((arg name, axis), ...))
 
     def aliases_argument(self, node):
         """Whether `node`'s value may share memory with an argument array (leaf or view of one)."""
         while node.op in _VIEW_OPS:
             node = node.inputs[0]
         return node.op in ("placeholder", "variable", "constant")
+
+    def base(self, node):
+        """The node whose memory `node`'s value may be. Broadcasts and transposes count:
+        codegen may read them in place from their input (a loop, or BLAS on a `.T` view)."""
+        while node.op in _VIEW_OPS + ("broadcast_to", "transpose"):
+            node = node.inputs[0]
+        return node
+
+    def workspace_bytes(self, sizes):
+        """Bytes of workspace for run-time sizes {(arg name, axis): size}."""
+        return sum(np.dtype(dtype).itemsize * static * int(np.prod([sizes[f] for f in factors]))
+                   for dtype, static, factors in self.slots)
 
     def peak_bytes(self, batch=1):
         """Bytes of intermediate values alive at once at worst, with unknown sizes = `batch`."""
@@ -103,5 +120,62 @@ def schedule(inputs, outputs, updates=()):
             last_use[arg] = k
     for node in roots:
         last_use[names[node]] = len(steps)
-    return Program(list(inputs), state, constants, steps, list(outputs), list(updates), names,
-                   last_use, graph)
+    program = Program(list(inputs), state, constants, steps, list(outputs), list(updates), names,
+                      last_use, graph)
+    plan_workspace(program)
+    return program
+
+
+def _size_factors(program, node):
+    """`node`'s element count as (static product, ((arg name, axis), ...)), or None when an
+    unknown size cannot be traced to an argument of the function."""
+    from .simplify import size_source
+    static, factors = 1, []
+    for axis, d in enumerate(node.shape):
+        if d is not None:
+            static *= d
+            continue
+        leaf, (leaf_axis,) = size_source(node, (axis,))
+        if leaf not in program.inputs:
+            return None
+        factors.append((program.names[leaf], leaf_axis))
+    return static, tuple(sorted(factors))
+
+
+def plan_workspace(program):
+    """Assign workspace slots: a value whose memory is dead (after its last use, and that of
+    every view of it) hands its slot to a later value of the same dtype and size. Returned
+    values never live in the workspace: the next call would overwrite them."""
+    names = program.names
+    end = len(program.steps)
+    last = {}
+    for step in program.steps:
+        for node_in in step.node.inputs:
+            base = program.base(node_in)
+            last[base] = max(last.get(base, -1), program.last_use.get(names[node_in], -1))
+    for node in program.outputs:
+        last[program.base(node)] = end + 1  # never freed
+    for _, value in program.updates:
+        base = program.base(value)
+        last[base] = max(last.get(base, -1), end)
+    free, releases = {}, {}
+    for k, step in enumerate(program.steps):
+        for slot, signature in releases.pop(k - 1, []):
+            free.setdefault(signature, []).append(slot)
+        node = step.node
+        if OPS[node.op].body is None and node.op not in _WORKSPACE_OPS:
+            continue
+        if last.get(node, -1) > end or node.shape == ():
+            continue
+        factors = _size_factors(program, node)
+        if factors is None:
+            continue
+        signature = (node.dtype,) + factors
+        if free.get(signature):
+            slot = free[signature].pop()
+        else:
+            slot = len(program.slots)
+            program.slots.append(signature)
+        program.workspace[step.out] = slot
+        releases.setdefault(last.get(node, k), []).append((slot, signature))
+
