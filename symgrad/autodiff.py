@@ -49,8 +49,8 @@ def _stable_forms(ys, xs):
     """`ys` with the simplifier's rules applied (no fusion) before differentiating, so that
     derivatives come from stable forms: log(1 + exp(z)) is differentiated as softplus(z),
     giving sigmoid(z) rather than exp(z) / (1 + exp(z)), which is NaN at z = 1000."""
-    from .simplify import simplify
-    return simplify(ys, fusion=False, keep=xs)[0]
+    from .simplify import STABILITY_RULES, simplify
+    return simplify(ys, fusion=False, keep=xs, only=STABILITY_RULES)[0]
 
 
 def gradients(ys, xs, grad_ys=None, disconnected="raise"):

@@ -26,7 +26,7 @@ class ShapeError(ValueError):
 
 
 def _freeze(value):
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return tuple(_freeze(v) for v in value)
     if isinstance(value, slice):
         return ("slice", value.start, value.stop, value.step)

@@ -544,8 +544,10 @@ def _infer_distribution(inputs, attrs):
 # The identity, carrying a fact for the simplifier: x sums to 1 along `axis` (declared by a
 # loss whose labels are one-hot or probability rows).
 register(Op("distribution", _infer_distribution, lambda arrays, attrs: arrays[0],
-            lambda node, g, wanted: [g], _linear_jvp,
-            lambda code, node, out, args: code.line(f"{out} = {args[0]}"), linear=True))
+            lambda node, g, wanted: [g],
+            # not `linear`: a tangent of a distribution sums to 0, so it must not carry the fact
+            lambda node, tangents: tangents[0],
+            lambda code, node, out, args: code.line(f"{out} = {args[0]}")))
 
 
 def _emit_size(code, node, out, args):

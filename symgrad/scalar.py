@@ -103,8 +103,10 @@ class select(sympy.Function):
 
 
 def _heaviside_to_gt(expr):
-    # SymPy differentiates Max/Min/Abs into Heaviside; we want the convention H(0) = 0.
-    return expr.replace(sympy.Heaviside, lambda z, *h0: gt(z, 0))
+    # SymPy differentiates Max/Min/Abs into Heaviside, and those again into DiracDelta; the
+    # deep-learning convention is H(0) = 0 and a derivative of 0 at the kink.
+    expr = expr.replace(sympy.Heaviside, lambda z, *h0: gt(z, 0))
+    return expr.replace(sympy.DiracDelta, lambda *args: sympy.S.Zero)
 
 
 def derivative(body, symbol):

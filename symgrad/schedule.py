@@ -18,7 +18,10 @@ import numpy as np
 from .graph import Node, topological_order
 from .ops import OPS
 
-_VIEW_OPS = ("reshape", "stop_gradient", "distribution")  # outputs may share memory with their input
+# Ops whose generated code may return (a view of) their input's memory: reshape and the
+# identities always; a slice, transpose or broadcast when the result is already contiguous
+# or is read in place.
+_VIEW_OPS = ("reshape", "stop_gradient", "distribution", "slice", "transpose", "broadcast_to")
 # Ops whose generated code writes into memory it is given: their values can live in the
 # workspace, which the caller allocates once per batch size and every call reuses.
 _WORKSPACE_OPS = ("matmul", "sum", "max", "logsumexp", "softmax", "log_softmax")
@@ -47,14 +50,11 @@ class Program:
 
     def aliases_argument(self, node):
         """Whether `node`'s value may share memory with an argument array (leaf or view of one)."""
-        while node.op in _VIEW_OPS:
-            node = node.inputs[0]
-        return node.op in ("placeholder", "variable", "constant")
+        return self.base(node).op in ("placeholder", "variable", "constant")
 
     def base(self, node):
-        """The node whose memory `node`'s value may be. Broadcasts and transposes count:
-        codegen may read them in place from their input (a loop, or BLAS on a `.T` view)."""
-        while node.op in _VIEW_OPS + ("broadcast_to", "transpose"):
+        """The node whose memory `node`'s value may be (itself unless it is a view)."""
+        while node.op in _VIEW_OPS:
             node = node.inputs[0]
         return node
 

@@ -433,15 +433,20 @@ GRAPH_RULES = {
 }
 
 
-def _rules_for(node):
+# The rules safe to apply before differentiating: they change how a value is computed,
+# never what its derivative is (unlike drop_stop_gradient, or rules using a declared fact).
+STABILITY_RULES = ("log_of_softmax", "elementwise_identities")
+
+
+def _rules_for(node, only=None):
     rules = list(GRAPH_RULES.get(node.op, []))
     if is_elementwise(node):
         rules.append(("elementwise_identities", _elementwise_identities))
     rules.append(("constant_folding", _constant_folding))
-    return rules
+    return rules if only is None else [(n, r) for n, r in rules if n in only]
 
 
-def _rewrite_pass(roots, log, keep=frozenset()):
+def _rewrite_pass(roots, log, keep=frozenset(), only=None):
     """One bottom-up pass: rebuild each node on rewritten inputs, then apply its rules until
     none fires. Nodes in `keep` stay as they are. Returns the new roots and whether anything
     changed."""
@@ -455,7 +460,7 @@ def _rewrite_pass(roots, log, keep=frozenset()):
         inputs = [new[i] for i in node.inputs]
         current = node if inputs == list(node.inputs) else make(node.op, inputs, node.attrs)
         for _ in range(32):
-            for name, rule in _rules_for(current):
+            for name, rule in _rules_for(current, only):
                 result = rule(current)
                 if result is None:
                     continue
@@ -468,7 +473,7 @@ def _rewrite_pass(roots, log, keep=frozenset()):
                     break
             else:
                 break
-        if current.op == "broadcast_to":
+        if current.op == "broadcast_to" and only is None:
             # equal values: the same source spread to the same shape (the `like` input only
             # names where unknown sizes come from, and those sizes are checked equal)
             current = canonical_broadcast.setdefault((current.inputs[0], current.shape), current)
@@ -522,13 +527,14 @@ def fuse_elementwise(roots, log):
     return [new[r] for r in roots]
 
 
-def simplify(roots, fusion=True, keep=()):
+def simplify(roots, fusion=True, keep=(), only=None):
     """Simplified equivalents of `roots` (a list of nodes) and the log of rewrites.
-    Nodes in `keep` are left as they are (differentiation keeps its targets)."""
+    Nodes in `keep` are left as they are (differentiation keeps its targets); `only` limits
+    the rules to those named."""
     log = []
     roots, keep = list(roots), frozenset(keep)
     for _ in range(16):
-        roots, changed = _rewrite_pass(roots, log, keep)
+        roots, changed = _rewrite_pass(roots, log, keep, only)
         if not changed:
             break
     if fusion:

@@ -244,3 +244,26 @@ def test_hessian_and_jacobian_of_small_functions():
     np.testing.assert_allclose(J, (1 - np.tanh(xv @ A) ** 2)[:, None] * A.T, rtol=1e-12)
     compiled = sg.function([x], sg.hessian(quad, x))(xv)
     np.testing.assert_allclose(compiled, H, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- memory plan
+
+def test_workspace_slots_are_reused_and_outputs_survive_the_next_call():
+    sizes = [6, 8, 8, 8, 3]
+    x, y, params, loss = _mlp(sizes, "float64", seed=5)
+    grads = sg.gradients(loss, params)
+    f = sg.function([x, y], [loss] + grads)
+    program = f.program
+    assert len(program.slots) < len(program.workspace)  # dead values' memory is reused
+    memory = f.memory(x=64)
+    assert 0 < memory["workspace_bytes"] and 0 < memory["peak_bytes"]
+    xb, yb = _batch(9, sizes, "float64")
+    first = [a.copy() for a in f(xb, yb)]
+    kept = f(xb, yb)
+    f(*_batch(9, sizes, "float64", seed=7))   # same batch size: same workspace
+    f(*_batch(4, sizes, "float64", seed=8))   # another batch size: another workspace
+    for a, b in zip(first, kept):
+        np.testing.assert_array_equal(a, b)
+    reference = sg.evaluate([loss] + grads, {x: xb, y: yb})
+    for a, b in zip(kept, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)

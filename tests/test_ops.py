@@ -144,21 +144,6 @@ def _np_softmax(x, axis):
 
 C4 = np.array([0.5, -1.0, 2.0, 0.25])
 
-# Known bugs of the package (see the report in each reason), as xfails of the checks they break.
-CONCAT_BUG = ("BUG: ops._vjp_concatenate passes raw `slice` objects in the slice op's `index` "
-              "attr (graph._freeze only converts slices inside lists, not tuples), so "
-              "ops._slices fails: TypeError 'slice' object is not subscriptable")
-CONCAT_XFAIL = dict.fromkeys(("vjp", "jvp", "hvp", "float32", "compiled"), CONCAT_BUG)
-ABS_BUG = ("BUG: scalar.derivative maps Heaviside to gt but not DiracDelta: d2/dx2 |x| = "
-           "2*DiracDelta(x) reaches lambdify (NameError) and ScalarPrinter (not printable)")
-ABS_XFAIL = dict.fromkeys(("hvp", "float32", "compiled"), ABS_BUG)
-PRE_DIFF_BUG = ("BUG: autodiff._stable_forms runs the simplifier's graph rules on ys before "
-                "differentiating, including the fact-based sum_of_distribution (sum(p * b) -> b "
-                "drops p) and drop_stop_gradient, so gradients no longer differentiate the graph "
-                "that evaluate() computes")
-PRE_DIFF_XFAIL = dict.fromkeys(("vjp", "jvp", "hvp", "float32", "compiled"),
-                               PRE_DIFF_BUG + " (here: DisconnectedInputError for p)")
-
 E = Entry
 TABLE = [
     # --- arithmetic, same shapes
@@ -205,7 +190,7 @@ TABLE = [
     E("softplus", sg.softplus, lambda a: np.logaddexp(0, a), ((3, 4),),
       each(lambda r, s: _normal(r, s, 3.0))),
     E("softsign", sg.softsign, lambda a: a / (1 + np.abs(a)), ((3, 4),), AWAY),
-    E("abs", sg.abs, np.abs, ((3, 4),), AWAY, hessian="zero", xfail=ABS_XFAIL),
+    E("abs", sg.abs, np.abs, ((3, 4),), AWAY, hessian="zero"),
     E("sin", sg.sin, np.sin, ((3, 4),)),
     E("cos", sg.cos, np.cos, ((3, 4),)),
     E("sqrt", sg.sqrt, np.sqrt, ((3, 4),), POSITIVE),
@@ -289,14 +274,12 @@ TABLE = [
       hessian="zero"),
     # --- concatenate
     E("concatenate-axis0", lambda a, b: sg.concatenate([a, b], axis=0),
-      lambda a, b: np.concatenate([a, b], axis=0), ((2, 4), (3, 4)), hessian="zero",
-      xfail=CONCAT_XFAIL),
+      lambda a, b: np.concatenate([a, b], axis=0), ((2, 4), (3, 4)), hessian="zero"),
     E("concatenate-axis-1-three", lambda a, b, c: sg.concatenate([a, b, c], axis=-1),
       lambda a, b, c: np.concatenate([a, b, c], axis=-1), ((3, 2), (3, 1), (3, 4)),
-      hessian="zero", xfail=CONCAT_XFAIL),
+      hessian="zero"),
     E("concatenate-batch", lambda a, b: sg.concatenate([a, b], axis=1),
-      lambda a, b: np.concatenate([a, b], axis=1), ((None, 2), (None, 3)), hessian="zero",
-      xfail=CONCAT_XFAIL),
+      lambda a, b: np.concatenate([a, b], axis=1), ((None, 2), (None, 3)), hessian="zero"),
     # --- softmax family
     E("softmax", sg.softmax, lambda a: _np_softmax(a, -1), ((3, 4),),
       each(lambda r, s: _normal(r, s, 2.0)), compile32=True),
@@ -321,8 +304,7 @@ TABLE = [
       lambda p, b: np.sum(p * b, axis=-1), ((3, 4), (3, 1)), each(_simplex, _normal), wrt=(1,),
       hessian="zero", compile32=True),
     E("distribution-sum-wrt-p", lambda p, b: sg.sum(sg.distribution(p) * b, axis=-1),
-      lambda p, b: np.sum(p * b, axis=-1), ((3, 4), (3, 1)), each(_simplex, _normal),
-      xfail=PRE_DIFF_XFAIL),
+      lambda p, b: np.sum(p * b, axis=-1), ((3, 4), (3, 1)), each(_simplex, _normal)),
     # --- cast: inputs of a fixed dtype; float32 arithmetic needs a larger step and tolerance
     E("cast-up", lambda a: sg.square(sg.cast(a, F64)), lambda a: np.square(a.astype(F64)),
       ((3, 4),), dtypes=(F32,), eps=1e-3, rtol=1e-3),
@@ -621,7 +603,6 @@ def test_stop_gradient_forward():
     assert_close(sg.function([x], y)(xv), 2 * xv, rtol=0)
 
 
-@pytest.mark.xfail(strict=True, reason=PRE_DIFF_BUG + " (here: d/dx x*sg(x) = 2x)")
 def test_stop_gradient_blocks_the_gradient():
     """y = x * stop_gradient(x): dy/dx = x (not 2x), J v = v * x, and H = 0."""
     x, v, xv, vv = _stop_gradient_case()
@@ -637,7 +618,6 @@ def test_stop_gradient_blocks_the_gradient():
         assert_close(b, e, rtol=1e-12, atol=1e-14, what=f"compiled {node}")
 
 
-@pytest.mark.xfail(strict=True, reason=PRE_DIFF_BUG + " (here: the gradient is ones)")
 def test_stop_gradient_alone_is_disconnected():
     x, v, xv, vv = _stop_gradient_case()
     alone = sg.stop_gradient(x)
