@@ -3,8 +3,8 @@
 In: nothing (random data and weights). Out: printed median times of the compiled gradient
 and the compiled HVP (forward-over-reverse, and reverse-over-reverse), and their ratios, for
 the mnist-size MLP: batch 128, 784-256-128-10, tanh, softmax cross-entropy, float32.
-The goal (issue 6) is HVP <= ~1.5 × gradient. Both are timed in the same process, on the same
-data, as the median of many calls after a warm-up.
+The goal (issue 6) is HVP <= ~1.5 × gradient. All are timed in the same process, on the same
+data, as the median of many calls (interleaved) after a warm-up.
 Run: python benchmarks/hvp_vs_grad.py [--repeats N]
 """
 import argparse
@@ -29,15 +29,19 @@ def mlp(sizes, rng):
     return x, y, params, h, sg.nn.softmax_cross_entropy(h, y)
 
 
-def median_seconds(f, args, repeats):
-    for _ in range(5):
-        f(*args)
-    times = []
+def median_seconds(functions, repeats):
+    """Median seconds per call of each (f, args), calls interleaved round-robin so that
+    a change in machine load (other processes) affects every function alike."""
+    for f, args in functions:
+        for _ in range(5):
+            f(*args)
+    times = [[] for _ in functions]
     for _ in range(repeats):
-        start = time.perf_counter()
-        f(*args)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        for (f, args), bucket in zip(functions, times):
+            start = time.perf_counter()
+            f(*args)
+            bucket.append(time.perf_counter() - start)
+    return [float(np.median(bucket)) for bucket in times]
 
 
 def main(repeats=200, batch=128, sizes=(784, 256, 128, 10), seed=0):
@@ -59,14 +63,13 @@ def main(repeats=200, batch=128, sizes=(784, 256, 128, 10), seed=0):
     print(f"compiled the Gauss-Newton product in {time.perf_counter() - started:.1f} s")
 
     vs = [rng.standard_normal(p.shape).astype(np.float32) for p in params]
-    t_grad = median_seconds(grad, (xb, yb), repeats)
-    print(f"gradient (with loss)           {t_grad * 1e3:8.3f} ms")
     rows = [(f"HVP, {mode}-over-reverse", op) for mode, op in hessians.items()]
     rows.append(("Gauss-Newton product", gauss_newton))
-    for label, op in rows:
-        t = median_seconds(op.function, (*vs, xb, yb), repeats)
+    timed = [(grad, (xb, yb))] + [(op.function, (*vs, xb, yb)) for _, op in rows]
+    t_grad, *t_rows = median_seconds(timed, repeats)
+    print(f"gradient (with loss)           {t_grad * 1e3:8.3f} ms")
+    for (label, _), t in zip(rows, t_rows):
         print(f"{label:30s} {t * 1e3:8.3f} ms   ratio to gradient {t / t_grad:5.2f}")
-
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
