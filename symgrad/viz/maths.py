@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sympy
 from sympy.printing.latex import LatexPrinter
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 from ..graph import Node
@@ -65,6 +66,33 @@ class _Printer(LatexPrinter):
                        key=lambda t: t.could_extract_minus_sign())
         return super()._print_Add(sympy.Add(*terms, evaluate=False), order="none")
 
+    def _print_Mul(self, expr):
+        return _hadamard(self, expr, r" \odot ", super()._print_Mul)
+
+
+def _hadamard(printer, expr, symbol, plain_mul):
+    """A product of two or more tensors is elementwise: written with ⊙, so that it is not
+    read as a matrix product; scalar factors (numbers, N) stay in front."""
+    tensors = getattr(printer, "tensors", ())
+    factors = expr.as_ordered_factors()
+    tensor_factors = [f for f in factors if f.free_symbols & tensors]
+    if len(tensor_factors) < 2:
+        return plain_mul(expr)
+    scalar = sympy.Mul(*[f for f in factors if not f.free_symbols & tensors])
+    compound = getattr(printer, "compound", ())
+
+    def factor(f):
+        text = printer.parenthesize(f, PRECEDENCE["Mul"], strict=True)
+        if f in compound:  # a matrix product inside an elementwise one
+            return r"\left(" + text + r"\right)" if "odot" in symbol else f"({text})"
+        return text
+    text = symbol.join(factor(f) for f in tensor_factors)
+    if scalar == 1:
+        return text
+    if scalar == -1:
+        return "- " + text
+    return printer.parenthesize(scalar, PRECEDENCE["Mul"]) + " " + text
+
 
 class _TextPrinter(StrPrinter):
     """The same, as text for terminals."""
@@ -81,14 +109,20 @@ class _TextPrinter(StrPrinter):
                        key=lambda t: t.could_extract_minus_sign())
         return super()._print_Add(sympy.Add(*terms, evaluate=False), order="none")
 
+    def _print_Mul(self, expr):
+        return _hadamard(self, expr, " ⊙ ", super()._print_Mul)
 
-def _tex(expr, symbol_names):
-    return _Printer({"symbol_names": symbol_names}).doprint(expr)
+
+def _tex(expr, symbol_names, tensors=frozenset(), compound=frozenset()):
+    printer = _Printer({"symbol_names": symbol_names})
+    printer.tensors, printer.compound = tensors, compound
+    return printer.doprint(expr)
 
 
-def _text(expr, atoms):
+def _text(expr, atoms, tensors=frozenset(), compound=frozenset()):
     printer = _TextPrinter()
     printer._settings["atoms"] = atoms
+    printer.tensors, printer.compound = tensors, compound
     return printer.doprint(expr).replace("**", "^").replace("*", "·")
 
 
@@ -104,19 +138,23 @@ class _Formulas:
         self.keys = keys
         self.symbol_names = {}   # Symbol -> LaTeX
         self.symbol_text = {}    # Symbol -> text
+        self.tensors = set()     # the atoms that are not scalars
+        self.compound = set()    # atoms printed as several terms (matrix products)
         self.cache = {}
 
     def atom(self, node, tex, text):
         symbol = sympy.Symbol(f"n{node.serial}", real=True)
         self.symbol_names[symbol] = tex
         self.symbol_text[symbol] = text
+        if node.shape != ():
+            self.tensors.add(symbol)
         return symbol
 
     def tex(self, expr):
-        return _tex(expr, self.symbol_names)
+        return _tex(expr, self.symbol_names, self.tensors, self.compound)
 
     def text(self, expr):
-        return _text(expr, self.symbol_text)
+        return _text(expr, self.symbol_text, self.tensors, self.compound)
 
     def expr(self, node, depth):
         key = (node, depth)
@@ -132,8 +170,9 @@ class _Formulas:
             name = node.name or node.op
             return self.atom(node, sympy.latex(sympy.Symbol(name)), name)
         if node.op == "constant":
-            if node.shape == ():
-                return number(node.attrs["value"])
+            value = node.attrs["value"]
+            if node.shape == () or (value.size and (value == value.flat[0]).all()):
+                return number(value.flat[0])  # a filled array reads as its one value
             return self.atom(node, rf"C_{{{node.serial}}}", f"C{node.serial}")
         if node.op in TRANSPARENT:
             return self.expr(node.inputs[0], depth)
@@ -142,7 +181,10 @@ class _Formulas:
         if OPS[node.op].body is not None:
             body = elementwise_body(node)
             return body.xreplace({X[k]: self.expr(i, depth - 1) for k, i in enumerate(node.inputs)})
-        return self.atom(node, *self._function(node, depth))
+        atom = self.atom(node, *self._function(node, depth))
+        if node.op == "matmul":
+            self.compound.add(atom)
+        return atom
 
     def _argument(self, node, depth, wrap=True):
         expr = self.expr(node, depth - 1)
@@ -232,7 +274,7 @@ def op_derivatives(node, names=None):
     return Math(r" \qquad ".join(lines), "; ".join(lines))
 
 
-def derivative(y, x, names=None, simplify=True, depth=6):
+def derivative(y, x, names=None, simplify=True, depth=10):
     """∂y/∂x as a formula: the gradient graph symgrad builds (TF1 semantics: y summed),
     simplified as `sg.function` would simplify it, written as mathematics."""
     from ..autodiff import gradients
@@ -240,9 +282,11 @@ def derivative(y, x, names=None, simplify=True, depth=6):
     names = dict(names or {})
     g = gradients(y, x)
     if simplify:
-        (g,), _ = simplify_graph([g], keep=[x])
+        # without fusion: it changes no mathematics, and fused bodies would hide the
+        # forward nodes that `names` names
+        (g,), _ = simplify_graph([g], fusion=False, keep=[x])
     tex, text = formula(g, names, depth)
-    y_tex = _name_tex(y, names, "y")
+    y_tex = _name_tex(y, names, "L" if y.shape == () else "y")
     x_tex = _name_tex(x, names, "x")
     lhs = rf"\frac{{\partial {y_tex}}}{{\partial {x_tex}}}"
     return Math(f"{lhs} = {tex}", f"∂{_plain_name(y_tex)}/∂{_plain_name(x_tex)} = {text}")

@@ -36,7 +36,7 @@ class Item:
 @dataclass
 class Scene:
     graph: nx.DiGraph      # node -> Item as attribute "item"
-    total: int             # nodes in the whole graph
+    total: int             # nodes that would be drawn without a depth limit
     depth: int | None      # the depth limit applied, if any
     forward_nodes: set | None   # the forward set colours were chosen by (None: unknown)
     title: str = ""
@@ -112,13 +112,17 @@ def build_scene(roots, forward=None, value_names=None, tags=None, depth=None,
                     describe.tooltip(node, value_names.get(node)), list(tags.get(node, [])),
                     elided=depth is not None and dist[node] == depth + 1 and bool(node.inputs))
         graph.add_node(node, item=item)
-    for node in graph:
+    for node in list(graph):
         if graph.nodes[node]["item"].elided:
             continue
+        # the letters a, b, ... of a fused body's label, written on its input edges
+        operands = describe.operand_names(node) if node.op == "elementwise" else []
         for k, i in enumerate(node.inputs):
             if i in graph and not (describe.is_scalar_constant(i) and describe.is_elementwise(node)):
-                graph.add_edge(i, node, index=k, shape_only=k in OPS[node.op].shape_only)
-    return Scene(graph, len(order), depth, forward_nodes, title)
+                operand = operands[k] if operands and len(operands[k]) == 1 and operands[k] != i.name else ""
+                graph.add_edge(i, node, index=k, shape_only=k in OPS[node.op].shape_only,
+                               operand=operand)
+    return Scene(graph, len(shown), depth, forward_nodes, title)
 
 
 def function_scene(function, forward="auto", depth=None, max_nodes=120):

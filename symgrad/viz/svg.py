@@ -28,6 +28,7 @@ COLOURS = {
     describe.INPUT: ("#dcfce7", "#16a34a"),
     describe.VARIABLE: ("#fef3c7", "#b45309"),
     describe.CONSTANT: ("#f3f4f6", "#6b7280"),
+    "neutral": ("#ffffff", "#374151"),
 }
 TEXT = "#111827"
 MUTED = "#6b7280"
@@ -36,8 +37,14 @@ EDGE = "#94a3b8"
 _ids = itertools.count()
 
 
-def _box_size(item):
-    width = max(len(item.label) * CHAR_W, len(item.sub) * SUB_CHAR_W) + 2 * PAD
+def _sub_text(item, inside):
+    """The second line: the value's name, and its output tags when edges leave from below
+    (where a tag under the box would sit on them)."""
+    return item.sub + "".join(f" · {t}" for t in item.tags) if inside else item.sub
+
+
+def _box_size(item, inside=False):
+    width = max(len(item.label) * CHAR_W, len(_sub_text(item, inside)) * SUB_CHAR_W) + 2 * PAD
     if item.kind == describe.FUSED:
         width += 14  # the hexagon's points
     return (max(width, 44), BOX_H)
@@ -105,11 +112,11 @@ def _legend(scene, uid):
         entries.append((describe.OPERATION, describe.OPERATION, "op"))
     if describe.DERIVATIVE in passes:
         entries.append((describe.DERIVATIVE, describe.DERIVATIVE, "derivative op"))
+    # shapes and borders say what a node is, whatever its pass: their samples are uncoloured
     if describe.FUSED in items:
-        fused_pass = describe.OPERATION if not scene.forward_known else describe.FORWARD
-        entries.append((describe.FUSED, fused_pass, "fused elementwise"))
+        entries.append((describe.FUSED, "neutral", "fused elementwise"))
     if any(scene.graph.nodes[n]["item"].tags for n in scene.graph):
-        entries.append(("output", describe.OPERATION, "output (bold)"))
+        entries.append(("output", "neutral", "output (bold)"))
     parts, x = [], 12.0
     from .select import Item
     for kind, pass_, text in entries:
@@ -118,16 +125,13 @@ def _legend(scene, uid):
         parts.append(_shape(sample, x + 15, 14, 30, 16))
         parts.append(f'<text x="{x + 36:.1f}" y="18" font-size="11" fill="{TEXT}">{escape(text)}</text>')
         x += 36 + len(text) * 6.7 + 16
-    notes = []
+    notes = ["edges: value shapes (? = size known at call time)"]
     if scene.depth is not None:
         notes.append(f"showing {scene.graph.number_of_nodes()} of {scene.total} nodes, "
-                     f"{scene.depth} steps up from the outputs; dashed: inputs not shown")
-    if not scene.forward_known and describe.OPERATION in passes:
-        notes.append("pass forward= to tell forward from derivative nodes")
-    notes.append("edge labels: value shapes, ? = known at call time")
-    parts.append(f'<text x="12" y="40" font-size="10.5" fill="{MUTED}">'
-                 f'{escape(" · ".join(notes))}</text>')
-    return "\n".join(parts), x, 52
+                     f"{scene.depth} steps up from the outputs (dashed boxes: inputs not shown)")
+    note = " · ".join(notes)
+    parts.append(f'<text x="12" y="40" font-size="10.5" fill="{MUTED}">{escape(note)}</text>')
+    return "\n".join(parts), max(x, 12 + len(note) * 6.4), 52
 
 
 def render(scene, links=None, anchors=None):
@@ -137,7 +141,8 @@ def render(scene, links=None, anchors=None):
     links, anchors = links or {}, anchors or {}
     graph = scene.graph
     items = {n: graph.nodes[n]["item"] for n in graph}
-    sizes = {n: _box_size(items[n]) for n in graph}
+    inside = {n for n in graph if items[n].tags and graph.out_degree(n)}
+    sizes = {n: _box_size(items[n], n in inside) for n in graph}
     layout = layered_layout(graph, sizes, key=lambda n: n.serial)
     legend, legend_width, top = _legend(scene, uid)
     edges = {e: list(p) for e, p in layout.edges.items()}
@@ -168,14 +173,22 @@ def render(scene, links=None, anchors=None):
             y += sizes[node][1] / 2
             out.append(f'<text x="{x + 6:.1f}" y="{y + 12:.1f}" font-size="10" fill="{MUTED}">'
                        f'{escape(describe.shape_text(node.shape))}</text>')
+    for (u, v), points in edges.items():
+        operand = graph.edges[u, v].get("operand")
+        if operand:  # which edge is which letter of the body in v's label
+            x, y = points[-1]
+            out.append(f'<text x="{x - 3:.1f}" y="{y - 5:.1f}" text-anchor="end" font-size="10" '
+                       f'font-style="italic" fill="{TEXT}">{escape(operand)}</text>')
     for node in sorted(graph, key=lambda n: n.serial):
         out.append(_node_svg(node, items[node], layout.centers[node], sizes[node], links.get(node),
-                             anchors.get(node)))
+                             anchors.get(node), inside=node in inside))
     out.append("</g></svg>")
     return "\n".join(out)
 
 
-def _node_svg(node, item, center, size, link, anchor):
+def _node_svg(node, item, center, size, link, anchor, inside=False):
+    """One box with its label, sub-label and output tags (under the box, or `inside` it on
+    the second line when edges leave from below)."""
     x, y = center
     w, h = size
     colour = MUTED if item.elided else TEXT
@@ -184,11 +197,11 @@ def _node_svg(node, item, center, size, link, anchor):
              f'<text x="{x:.1f}" y="{y - 1:.1f}" text-anchor="middle" font-size="12" '
              f'fill="{colour}">{escape(item.label)}</text>',
              f'<text x="{x:.1f}" y="{y + 11:.1f}" text-anchor="middle" font-size="10" '
-             f'fill="{MUTED}">{escape(item.sub + (" …" if item.elided else ""))}</text>']
-    if item.tags:
-        tag = " · ".join(item.tags) + "  " + describe.shape_text(node.shape)
+             f'fill="{MUTED}">{escape(_sub_text(item, inside) + (" …" if item.elided else ""))}</text>']
+    if item.tags and not inside:
+        tag = escape(" · ".join(item.tags) + "  " + describe.shape_text(node.shape))
         parts.append(f'<text x="{x:.1f}" y="{y + h / 2 + 13:.1f}" text-anchor="middle" '
-                     f'font-size="10.5" font-weight="bold" fill="{TEXT}">{escape(tag)}</text>')
+                     f'font-size="10.5" font-weight="bold" fill="{TEXT}">{tag}</text>')
     parts.append("</g>")
     body = "\n".join(parts)
     if link:
