@@ -10,7 +10,7 @@ export SYMGRAD_CACHE_DIR ?= $(CURDIR)/.symgrad-cache
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,plot,progress]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
 demo: $(STAMP)
-	$(BIN)/python examples/logistic_xor.py
+	$(BIN)/symgrad demo
 
 clean:
-	rm -rf $(VENV) .symgrad-cache .pytest_cache
+	rm -rf $(VENV) .symgrad-cache .pytest_cache symgrad-demo

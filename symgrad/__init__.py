@@ -28,7 +28,7 @@ from .simplify import simplify
 from .function import Function, function
 from .jit import clear_cache
 from .viz import debugprint
-from . import nn
+from . import data, nn, optim, train
 from . import linalg
 
 float32 = "float32"

@@ -1,16 +1,29 @@
-"""Losses and layers of the course notes, built from symgrad ops.
+"""Layers, activations, losses and initialisers of the course notes, built from symgrad ops.
 
-In: symbolic tensors. Out: symbolic tensors (losses are means over the batch, axis 0).
+In: symbolic tensors (placeholders, Variables, nodes) and NumPy random generators.
+Out: symbolic tensors. Losses are means over the batch (axis 0). Layers are small Python
+objects that own their Variables (`params`, split into `weights` and `biases`, so weight decay
+can skip biases) and, when called on a node, return the node of their output.
+
+Integer class labels: the graph has no gather op, so softmax cross-entropy takes one-hot (or
+probability) rows. `one_hot(labels, num_classes)` makes them from integer labels outside the
+graph, checking every label is in range; the training loop (train.py) calls it for you.
 """
 from __future__ import annotations
 
-from . import ops
+import numpy as np
 
+from . import ops
+from .graph import Node, Variable
+from .data.batching import one_hot  # noqa: F401 - re-exported: integer labels -> one-hot rows
+
+
+# ============================================================================ losses
 
 def softmax_cross_entropy(logits, labels, axis=-1, labels_sum_to_one=True):
     """Mean over the batch of -sum(labels * log_softmax(logits)). Labels are one-hot or
     probability rows; `labels_sum_to_one` declares it, so the gradient simplifies to
-    softmax(logits) - labels (scaled by 1/batch)."""
+    softmax(logits) - labels (scaled by 1/batch). For integer labels, feed `one_hot(labels, k)`."""
     if labels_sum_to_one:
         labels = ops.distribution(labels, axis)
     per_example = -ops.sum(labels * ops.log_softmax(logits, axis), axis=axis)
@@ -25,3 +38,315 @@ def sigmoid_binary_cross_entropy(logits, labels):
 def mean_squared_error(predictions, targets):
     """Mean over all elements of (predictions - targets)²."""
     return ops.mean(ops.square(predictions - targets))
+
+
+def gaussian_negative_log_likelihood(mean, targets, precision):
+    """Mean over all elements of -log N(y; mu, 1/beta) up to its constant:
+    -1/2 log(beta) + 1/2 beta (y - mu)^2. `precision` (beta > 0) is a node of any shape that
+    broadcasts against `mean`, e.g. `sg.exp(log_beta)` for a learned scalar Variable `log_beta`,
+    or a per-example network output passed through softplus."""
+    return ops.mean(-0.5 * ops.log(precision) + 0.5 * precision * ops.square(targets - mean))
+
+
+gaussian_nll = gaussian_negative_log_likelihood
+
+
+def l2_weight_decay(params, coefficient, include_biases=False):
+    """coefficient/2 · sum of squared weights, to add to a loss. `params` is a layer or model
+    (its `.weights`, plus `.biases` if `include_biases`) or a list of Variables, in which case
+    1-D Variables count as biases (the usual convention: weights are matrices)."""
+    if hasattr(params, "weights"):
+        chosen = list(params.weights) + (list(params.biases) if include_biases else [])
+    else:
+        chosen = [p for p in params if include_biases or p.ndim >= 2]
+    if not chosen:
+        raise ValueError("l2_weight_decay: no weights to decay")
+    total = ops.add(*[ops.sum(ops.square(p)) for p in chosen])
+    return (0.5 * coefficient) * total
+
+
+def accuracy(outputs, labels):
+    """Fraction of rows classified correctly (NumPy, outside the graph). `outputs` are logits
+    or probabilities: argmax over the last axis, or, with one column, a logit above 0.
+    `labels` are integer classes or one-hot rows."""
+    outputs, labels = np.asarray(outputs), np.asarray(labels)
+    if outputs.ndim == 2 and outputs.shape[1] == 1:
+        predicted = (outputs[:, 0] > 0).astype(np.int64)
+        truth = labels.reshape(len(labels), -1)[:, 0] > 0.5
+    else:
+        predicted = outputs.argmax(axis=-1)
+        truth = labels.argmax(axis=-1) if labels.ndim == outputs.ndim else labels
+    return float(np.mean(predicted == truth))
+
+
+# ============================================================================ activations
+
+def identity(x):
+    return x
+
+
+def absolute_value_rectification(x):
+    """g(z) = |z|: the rectifier that keeps the magnitude of negative inputs too."""
+    return ops.abs(x)
+
+
+ACTIVATIONS = {
+    "identity": identity,
+    "linear": identity,
+    "sigmoid": ops.sigmoid,
+    "tanh": ops.tanh,
+    "relu": ops.relu,
+    "leaky_relu": ops.leaky_relu,
+    "abs": absolute_value_rectification,
+    "softplus": ops.softplus,
+    "softsign": ops.softsign,
+    "cos": ops.cos,
+}
+# Activations with parameters are layers: "prelu" (PReLU) and "maxout" (Maxout), which MLP knows.
+PARAMETRIC_ACTIVATIONS = ("prelu", "maxout")
+RELU_LIKE = ("relu", "leaky_relu", "prelu", "abs", "maxout")
+
+
+def activation(name):
+    """The activation function called `name` (or `name` itself if it is already callable)."""
+    if callable(name):
+        return name
+    if name not in ACTIVATIONS:
+        known = ", ".join(sorted(ACTIVATIONS) + list(PARAMETRIC_ACTIVATIONS))
+        raise ValueError(f"unknown activation {name!r}; choose one of {known}")
+    return ACTIVATIONS[name]
+
+
+# ============================================================================ initialisers
+# Each takes (shape, rng, dtype) and returns a NumPy array. fan_in/fan_out are the first and
+# last sizes of a weight matrix.
+
+def _fans(shape):
+    if len(shape) < 2:
+        return 1, 1
+    return shape[0], shape[-1]
+
+
+def gaussian(std=0.01):
+    """N(0, std²) with a fixed standard deviation."""
+    def init(shape, rng, dtype="float32"):
+        return (rng.standard_normal(shape) * std).astype(dtype)
+    init.__name__ = f"gaussian({std})"
+    return init
+
+
+def xavier_uniform(shape, rng, dtype="float32"):
+    """Glorot & Bengio (2010): U(-a, a) with a = sqrt(6 / (fan_in + fan_out)), which keeps
+    activation and gradient variances roughly constant across tanh/sigmoid layers."""
+    fan_in, fan_out = _fans(shape)
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, shape).astype(dtype)
+
+
+def xavier_normal(shape, rng, dtype="float32"):
+    """Glorot normal: N(0, 2 / (fan_in + fan_out))."""
+    fan_in, fan_out = _fans(shape)
+    return (rng.standard_normal(shape) * np.sqrt(2.0 / (fan_in + fan_out))).astype(dtype)
+
+
+def he_normal(shape, rng, dtype="float32"):
+    """He et al. (2015, "MSRA"): N(0, 2 / fan_in), which compensates for ReLU zeroing half
+    of its inputs."""
+    fan_in, _ = _fans(shape)
+    return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
+
+
+def zeros(shape, rng=None, dtype="float32"):
+    return np.zeros(shape, dtype)
+
+
+def constant(value):
+    """Every entry `value`: e.g. 0.1 for ReLU biases, so units start active."""
+    def init(shape, rng=None, dtype="float32"):
+        return np.full(shape, value, dtype)
+    init.__name__ = f"constant({value})"
+    return init
+
+
+INITIALISERS = {
+    "gaussian": gaussian(0.01),
+    "xavier": xavier_uniform, "glorot": xavier_uniform, "xavier_uniform": xavier_uniform,
+    "xavier_normal": xavier_normal, "glorot_normal": xavier_normal,
+    "he": he_normal, "msra": he_normal, "he_normal": he_normal,
+    "zeros": zeros,
+}
+
+
+def initialiser(spec):
+    """An initialiser from a name, a number (a constant), or a callable (returned as is)."""
+    if callable(spec):
+        return spec
+    if isinstance(spec, (int, float)):
+        return constant(float(spec))
+    if spec not in INITIALISERS:
+        raise ValueError(f"unknown initialiser {spec!r}; choose one of {', '.join(INITIALISERS)}, "
+                         f"a number, or a function (shape, rng, dtype) -> array")
+    return INITIALISERS[spec]
+
+
+def _rng(rng):
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+# ============================================================================ layers
+
+class Layer:
+    """Base of the layers: `params` are its Variables; `weights` get weight decay, `biases`
+    (and other vectors such as PReLU slopes) do not by default."""
+
+    weights: list
+    biases: list
+
+    @property
+    def params(self):
+        return list(self.weights) + list(self.biases)
+
+    def __call__(self, x):
+        raise NotImplementedError
+
+
+class Dense(Layer):
+    """y = activation(x @ W + b), W of shape (n_in, n_out). Variables are named
+    '<name>/W' and '<name>/b' (the names key saved parameter files)."""
+
+    def __init__(self, n_in, n_out, activation=None, weight_init="xavier", bias_init=0.0,
+                 rng=None, name="dense", dtype="float32"):
+        rng = _rng(rng)
+        self.name = name
+        self.activation = globals()["activation"](activation or "identity")
+        self.W = Variable(initialiser(weight_init)((n_in, n_out), rng, dtype), name=f"{name}/W")
+        self.b = Variable(initialiser(bias_init)((n_out,), rng, dtype), name=f"{name}/b")
+        self.weights, self.biases = [self.W], [self.b]
+
+    def __call__(self, x):
+        return self.activation(x @ self.W + self.b)
+
+
+class LowRankDense(Layer):
+    """A dense layer whose weight matrix is factored W = U V with U (n_in, rank) and
+    V (rank, n_out): rank·(n_in + n_out) parameters instead of n_in·n_out."""
+
+    def __init__(self, n_in, n_out, rank, activation=None, weight_init="xavier", bias_init=0.0,
+                 rng=None, name="lowrank", dtype="float32"):
+        rng = _rng(rng)
+        init = initialiser(weight_init)
+        self.name = name
+        self.activation = globals()["activation"](activation or "identity")
+        self.U = Variable(init((n_in, rank), rng, dtype), name=f"{name}/U")
+        self.V = Variable(init((rank, n_out), rng, dtype), name=f"{name}/V")
+        self.b = Variable(initialiser(bias_init)((n_out,), rng, dtype), name=f"{name}/b")
+        self.weights, self.biases = [self.U, self.V], [self.b]
+
+    def __call__(self, x):
+        # (x U) V, never U V: the product through the narrow rank is the cheap one.
+        return self.activation((x @ self.U) @ self.V + self.b)
+
+
+class PReLU(Layer):
+    """Parametric ReLU: max(0, z) + a·min(0, z) with one learnable slope `a` per unit
+    (He et al. 2015; a = 0.25 at the start). The slopes are not decayed by default."""
+
+    def __init__(self, units, slope=0.25, name="prelu", dtype="float32"):
+        self.name = name
+        self.slope = Variable(np.full((units,), slope, dtype), name=f"{name}/slope")
+        self.weights, self.biases = [], [self.slope]
+
+    def __call__(self, z):
+        return ops.relu(z) - self.slope * ops.relu(-z)
+
+
+class Maxout(Layer):
+    """Maxout units (Goodfellow et al. 2013): each of `units` outputs is the max over `pieces`
+    affine pieces of the input. One weight matrix holds all pieces side by side."""
+
+    def __init__(self, n_in, units, pieces=2, weight_init="xavier", bias_init=0.0, rng=None,
+                 name="maxout", dtype="float32"):
+        rng = _rng(rng)
+        self.name, self.units, self.pieces = name, units, pieces
+        self.W = Variable(initialiser(weight_init)((n_in, units * pieces), rng, dtype), name=f"{name}/W")
+        self.b = Variable(initialiser(bias_init)((units * pieces,), rng, dtype), name=f"{name}/b")
+        self.weights, self.biases = [self.W], [self.b]
+
+    def __call__(self, x):
+        z = x @ self.W + self.b
+        out = z[:, 0:self.units]
+        for k in range(1, self.pieces):
+            out = ops.maximum(out, z[:, k * self.units:(k + 1) * self.units])
+        return out
+
+
+class Sequential(Layer):
+    """Layers applied one after another."""
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+
+    @property
+    def weights(self):
+        return [w for layer in self.layers for w in layer.weights]
+
+    @property
+    def biases(self):
+        return [b for layer in self.layers for b in layer.biases]
+
+    def __call__(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class _Activation(Layer):
+    def __init__(self, fn):
+        self.fn, self.weights, self.biases = fn, [], []
+
+    def __call__(self, x):
+        return self.fn(x)
+
+
+class MLP(Sequential):
+    """A multilayer perceptron: `sizes` = [n_in, hidden..., n_out], `activation` between
+    layers (a name of ACTIVATIONS, "prelu", "maxout", or a function), `output_activation`
+    after the last (default none: the outputs are logits).
+
+    Defaults follow the notes: He initialisation for ReLU-like units and Xavier otherwise;
+    hidden ReLU biases start at 0.1 so units begin active, other biases at 0. `rank` makes the
+    hidden layers low-rank (W = U V)."""
+
+    def __init__(self, sizes, activation="relu", output_activation=None, weight_init=None,
+                 bias_init=None, seed=0, rank=None, pieces=2, name="mlp", dtype="float32"):
+        if len(sizes) < 2:
+            raise ValueError(f"MLP: sizes must list at least the input and output sizes, got {sizes}")
+        rng = _rng(seed)
+        self.sizes, self.activation_name = list(sizes), activation
+        relu_like = activation in RELU_LIKE
+        weight_init = weight_init or ("he" if relu_like else "xavier")
+        hidden_bias = bias_init if bias_init is not None else (0.1 if activation == "relu" else 0.0)
+        layers = []
+        last = len(sizes) - 2
+        for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            lname = f"{name}/{k}"
+            if k == last:
+                # The output layer is linear (then softmax/sigmoid in the loss): Xavier, bias 0.
+                out_init = "xavier" if weight_init == "he" else weight_init
+                layers.append(Dense(n_in, n_out, output_activation, out_init, 0.0, rng, lname, dtype))
+            elif activation == "maxout":
+                layers.append(Maxout(n_in, n_out, pieces, weight_init, hidden_bias, rng, lname, dtype))
+            elif rank is not None and rank < min(n_in, n_out):
+                layers.append(LowRankDense(n_in, n_out, rank, None, weight_init, hidden_bias, rng,
+                                           lname, dtype))
+                layers.append(self._nonlinearity(activation, n_out, lname, dtype))
+            else:
+                layers.append(Dense(n_in, n_out, None, weight_init, hidden_bias, rng, lname, dtype))
+                layers.append(self._nonlinearity(activation, n_out, lname, dtype))
+        super().__init__(layers)
+
+    @staticmethod
+    def _nonlinearity(name, units, lname, dtype):
+        if name == "prelu":
+            return PReLU(units, name=f"{lname}/prelu", dtype=dtype)
+        return _Activation(activation(name))
