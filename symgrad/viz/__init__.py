@@ -18,7 +18,6 @@ Forward vs derivative: see describe.py. The layout is our own (layout.py): no Gr
 """
 from __future__ import annotations
 
-from ..graph import Node
 from .codeview import lines_of, source_html, source_lines
 from .describe import forward_set
 from .html import HTML, function_card, gradient_table, rewrites
@@ -29,7 +28,7 @@ from .text import debugformat, debugprint
 
 __all__ = ["Graph", "graph", "debugprint", "debugformat", "latex", "derivative", "body",
            "op_derivatives", "rewrites", "source", "lines_of", "source_lines", "inspect",
-           "gradient_table", "Math", "HTML"]
+           "gradient_table", "forward_set", "Math", "HTML"]
 
 
 class Graph:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from html import escape
 
-from ..graph import Node, topological_order
+from ..graph import topological_order
 from . import describe
 from .maths import formula
 

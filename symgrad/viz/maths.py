@@ -18,7 +18,6 @@ from sympy.printing.latex import LatexPrinter
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
-from ..graph import Node
 from ..ops import OPS, elementwise_body, elementwise_derivative
 from ..scalar import X, Y, number
 from .describe import _BodyPrinter, value_keys as _value_keys

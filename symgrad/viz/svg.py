@@ -13,6 +13,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from . import describe
 from .layout import layered_layout
+from .select import Item
 
 FONT = "DejaVu Sans Mono, Menlo, Consolas, monospace"
 CHAR_W = 7.3       # width of one character at 12px in the monospace font
@@ -97,7 +98,7 @@ def _path(points):
     return " ".join(parts)
 
 
-def _legend(scene, uid):
+def _legend(scene):
     """Sample boxes for the kinds present, left to right; returns (svg, height)."""
     items = {scene.graph.nodes[n]["item"].kind for n in scene.graph}
     passes = {scene.graph.nodes[n]["item"].pass_ for n in scene.graph}
@@ -118,7 +119,6 @@ def _legend(scene, uid):
     if any(scene.graph.nodes[n]["item"].tags for n in scene.graph):
         entries.append(("output", "neutral", "output (bold)"))
     parts, x = [], 12.0
-    from .select import Item
     for kind, pass_, text in entries:
         sample = Item(kind if kind != "output" else describe.OPERATION, pass_, "", "", "",
                       tags=["x"] if kind == "output" else [])
@@ -144,7 +144,7 @@ def render(scene, links=None, anchors=None):
     inside = {n for n in graph if items[n].tags and graph.out_degree(n)}
     sizes = {n: _box_size(items[n], n in inside) for n in graph}
     layout = layered_layout(graph, sizes, key=lambda n: n.serial)
-    legend, legend_width, top = _legend(scene, uid)
+    legend, legend_width, top = _legend(scene)
     edges = {e: list(p) for e, p in layout.edges.items()}
     _spread(edges, layout, sizes, incoming=False)
     _spread(edges, layout, sizes, incoming=True)
@@ -155,7 +155,7 @@ def render(scene, links=None, anchors=None):
            f'<defs><marker id="{uid}-arrow" viewBox="0 0 10 10" refX="9" refY="5" '
            f'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
            f'<path d="M0,0 L10,5 L0,10 z" fill="{EDGE}"/></marker></defs>',
-           f'<rect width="100%" height="100%" fill="white"/>']
+           '<rect width="100%" height="100%" fill="white"/>']
     if scene.title:
         out.append(f'<title>{escape(scene.title)}</title>')
     out.append(legend)
