@@ -25,6 +25,10 @@ import numpy as np
 
 from symgrad import fastmath, kernels
 
+jit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=fastmath.SAFE_FLAGS)
+'''
+
+KERNEL = '''
 
 @numba.njit({signature}cache=True, nogil=True, error_model="numpy", fastmath=fastmath.SAFE_FLAGS)
 def kernel({params}):
@@ -41,7 +45,7 @@ class Code:
     def __init__(self, program):
         self.program = program
         self.lines = []
-        self._flat = set()        # arrays whose flat view `<name>f` is already defined
+        self.loops = {}           # loop function text -> its name
         self.broadcasts = {}      # name -> (source name, source node): broadcasts read in place
         consumers = {}
         for step in program.steps:
@@ -89,42 +93,52 @@ class Code:
         self.line(f"{out} = np.ascontiguousarray(np.broadcast_to({source}, {self.shape(dims)}))")
 
     def elementwise_loop(self, node, out, args, body):
-        names, full, spread = {}, [], []
+        """Allocate `out` and call a loop function computing `body` into it. Loop functions
+        are shared: an MLP's layers reuse one compiled loop, so compile time follows the
+        number of distinct loops, not the depth of the model."""
+        names, full, spread, operands = {}, [], [], []
         for k, (node_in, arg) in enumerate(zip(node.inputs, args)):
             if node_in.op == "constant" and node_in.shape == ():
                 names[f"x{k}"] = scalar.ScalarPrinter({}, node.dtype)._number(node_in.attrs["value"])
-            elif arg in self.broadcasts:
+                continue
+            source, index = arg, None
+            if arg in self.broadcasts:
                 spread.append((k, arg))
+                source, source_node = self.broadcasts[arg]
+                lead = node.ndim - source_node.ndim
+                index = ["0" if d == 1 and node.shape[lead + j] != 1 else f"i{lead + j}"
+                         for j, d in enumerate(source_node.shape)] or ["0"]
             else:
                 full.append((node_in, arg))
+            if (source, index) not in operands:
+                operands.append((source, index))
+            names[f"x{k}"] = (operands.index((source, index)), index)
         dims = self._output_dims(node, full, spread)
         self.line(f"{out} = {self.alloc(node, out, dims)}")
-        if not spread:
-            for flat in [out] + sorted({arg for _, arg in full}):
-                if flat not in self._flat:
-                    self.line(f"{flat}f = {flat}.reshape(-1)")
-                    self._flat.add(flat)
-            for k, (node_in, arg) in enumerate(zip(node.inputs, args)):
-                names.setdefault(f"x{k}", f"{arg}f[i]")
-            self.line(f"for i in range({out}f.size):")
-            self.line(f"    {out}f[i] = {scalar.scalar_code(body, names, node.dtype)}")
-            return
-        # Nested loops over the output; a broadcast operand is indexed in place (size-1 and
-        # missing axes read index 0), so the innermost loop still runs over contiguous memory.
+        flat = not spread
         rank = node.ndim
-        index = ", ".join(f"i{d}" for d in range(rank))
-        for k, (node_in, arg) in enumerate(zip(node.inputs, args)):
-            if arg in self.broadcasts:
-                source, source_node = self.broadcasts[arg]
-                lead = rank - source_node.ndim
-                idx = ["0" if d == 1 and node.shape[lead + j] != 1 else f"i{lead + j}"
-                       for j, d in enumerate(source_node.shape)] or ["0"]
-                names[f"x{k}"] = f"{source}[{', '.join(idx)}]"
-            else:
-                names.setdefault(f"x{k}", f"{arg}[{index}]")
-        for d in range(rank):
-            self.line("    " * d + f"for i{d} in range({out}.shape[{d}]):")
-        self.line("    " * rank + f"{out}[{index}] = {scalar.scalar_code(body, names, node.dtype)}")
+        full_index = "i" if flat else ", ".join(f"i{d}" for d in range(rank))
+        for key, value in names.items():
+            if isinstance(value, tuple):
+                position, index = value
+                names[key] = f"a{position}[{full_index if index is None else ', '.join(index)}]"
+        statement = f"o[{full_index}] = {scalar.scalar_code(body, names, node.dtype)}"
+        params = ["o"] + [f"a{j}" for j in range(len(operands))]
+        lines = [f"def {{name}}({', '.join(params)}):"]
+        if flat:
+            lines += [f"    {p} = {p}.reshape(-1)" for p in params]
+            lines += ["    for i in range(o.size):", f"        {statement}"]
+        else:
+            lines += ["    " * (d + 1) + f"for i{d} in range(o.shape[{d}]):" for d in range(rank)]
+            lines += ["    " * (rank + 1) + statement]
+        name = self.loop_function("\n".join(lines))
+        self.line(f"{name}({', '.join([out] + [source for source, _ in operands])})")
+
+    def loop_function(self, template):
+        """The name of the loop function with this text (`{name}` left open), defined once."""
+        if template not in self.loops:
+            self.loops[template] = f"loop{len(self.loops)}"
+        return self.loops[template]
 
     def _output_dims(self, node, full, spread):
         """Run-time sizes of an elementwise output, with checks where they are unknown."""
@@ -191,11 +205,12 @@ def generate(program, title=""):
     dtypes = workspace_dtypes(program)
     signature = "(" + "".join(_numba_type(n) + ", " for n in arg_nodes) + \
         "".join(f"numba.types.Array(numba.{d}, 1, 'C'), " for d in dtypes) + "), "
-    header = HEADER.format(title=f": {title}" if title else "", signature=signature,
-                           params=", ".join(params + [f"ws_{d}" for d in dtypes]))
+    header = HEADER.format(title=f": {title}" if title else "")
+    loops = "".join(f"\n\n@jit\n{text.format(name=name)}\n" for text, name in code.loops.items())
+    kernel = KERNEL.format(signature=signature, params=", ".join(params + [f"ws_{d}" for d in dtypes]))
     sizes, preamble = _workspace_layout(program)
     footer = _workspace_function(program, sizes)
-    return header + "\n".join(preamble + code.lines) + "\n" + footer
+    return header + loops + kernel + "\n".join(preamble + code.lines) + "\n" + footer
 
 
 def workspace_dtypes(program):

@@ -19,8 +19,10 @@ jit_sum = numba.njit(cache=True, nogil=True, fastmath=fastmath.SAFE_FLAGS | {"re
 
 
 @jit
-def sign(x):
-    return x * 0.0 if x == 0 or x != x else (1.0 if x > 0 else -1.0)  # keeps 0 and NaN
+def matmul(a, b, out):
+    # BLAS through NumPy's dot; `a` or `b` may be a transposed (Fortran-ordered) view.
+    # One compiled function per layout, cached, instead of BLAS glue at every call site.
+    np.dot(a, b, out)
 
 
 @jit_sum

@@ -595,7 +595,7 @@ def _emit_matmul(code, node, out, args):
     if code.in_workspace(out):
         dims = [_runtime_dims(code, a, args[0])[0], _runtime_dims(code, b, args[1])[1]]
         code.line(f"{out} = {code.alloc(node, out, dims)}")
-        code.line(f"np.dot({args[0]}, {args[1]}, {out})")
+        code.line(f"kernels.matmul({args[0]}, {args[1]}, {out})")
     else:
         code.line(f"{out} = {args[0]} @ {args[1]}")
 
