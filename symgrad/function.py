@@ -125,6 +125,11 @@ class Function:
         return {"workspace_bytes": self.program.workspace_bytes(dims),
                 "peak_bytes": self.program.peak_bytes(batch)}
 
+    def _repr_html_(self):
+        """The notebook view: summary, graph, program, rewrites and traced source."""
+        from .viz import function_card
+        return function_card(self).html
+
     def __repr__(self):
         return (f"<symgrad.Function {len(self.inputs)} inputs -> {len(self.outputs)} outputs, "
                 f"{len(self.updates)} updates, {len(self.program.steps)} steps>")

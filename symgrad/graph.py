@@ -192,8 +192,9 @@ def is_constant(node, value=None):
 
 # ------------------------------------------------------------------------------ walks
 
-def topological_order(outputs):
-    """All nodes that `outputs` depend on, inputs before users. Iterative: any depth works."""
+def topological_order(outputs, stop=frozenset()):
+    """All nodes that `outputs` depend on, inputs before users. Iterative: any depth works.
+    Nodes in `stop` are listed but not looked through (their inputs are not visited)."""
     order, state = [], {}
     for root in outputs:
         stack = [(root, False)]
@@ -208,7 +209,7 @@ def topological_order(outputs):
                 continue
             state[node] = 1
             stack.append((node, True))
-            for parent in reversed(node.inputs):
+            for parent in reversed(node.inputs if node not in stop else ()):
                 if parent not in state:
                     stack.append((parent, False))
     return order

@@ -453,7 +453,7 @@ def _rewrite_pass(roots, log, keep=frozenset(), only=None):
     new = {}
     canonical_broadcast = {}
     changed = False
-    for node in topological_order(roots):
+    for node in topological_order(roots, stop=keep):
         if not node.inputs or node in keep:
             new[node] = node
             continue

@@ -88,18 +88,3 @@ def inspect(function, forward="auto", depth=None, max_nodes=120):
 def node_svg(node):
     """What `Node._repr_svg_` shows: the node's graph, cut to a readable size."""
     return render(build_scene([node], max_nodes=60))
-
-
-def _function_html(self):
-    return function_card(self).html
-
-
-def _install_function_display():
-    """Give Function its notebook view. function.py belongs to the compiler core; when it
-    defines its own `_repr_html_`, that one is kept."""
-    from ..function import Function
-    if not hasattr(Function, "_repr_html_"):
-        Function._repr_html_ = _function_html
-
-
-_install_function_display()
