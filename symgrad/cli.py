@@ -231,6 +231,9 @@ def main(argv=None):
     except (FileNotFoundError, IDXFormatError, ValueError) as error:
         print(f"symgrad: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside the training loop (which handles its own): just stop
+        print("\nsymgrad: interrupted", file=sys.stderr)
+        return 130
     return 130 if summary["interrupted"] else 0
 
 

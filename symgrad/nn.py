@@ -117,6 +117,9 @@ def activation(name):
     return ACTIVATIONS[name]
 
 
+_lookup_activation = activation  # layers take an `activation` argument that shadows the name
+
+
 # ============================================================================ initialisers
 # Each takes (shape, rng, dtype) and returns a NumPy array. fan_in/fan_out are the first and
 # last sizes of a weight matrix.
@@ -218,7 +221,7 @@ class Dense(Layer):
                  rng=None, name="dense", dtype="float32"):
         rng = _rng(rng)
         self.name = name
-        self.activation = globals()["activation"](activation or "identity")
+        self.activation = _lookup_activation(activation or "identity")
         self.W = Variable(initialiser(weight_init)((n_in, n_out), rng, dtype), name=f"{name}/W")
         self.b = Variable(initialiser(bias_init)((n_out,), rng, dtype), name=f"{name}/b")
         self.weights, self.biases = [self.W], [self.b]
@@ -236,7 +239,7 @@ class LowRankDense(Layer):
         rng = _rng(rng)
         init = initialiser(weight_init)
         self.name = name
-        self.activation = globals()["activation"](activation or "identity")
+        self.activation = _lookup_activation(activation or "identity")
         self.U = Variable(init((n_in, rank), rng, dtype), name=f"{name}/U")
         self.V = Variable(init((rank, n_out), rng, dtype), name=f"{name}/V")
         self.b = Variable(initialiser(bias_init)((n_out,), rng, dtype), name=f"{name}/b")

@@ -170,6 +170,22 @@ def _fmt(record):
 
 # ============================================================================ trainer
 
+def _call(compiled, *args):
+    """Call a compiled function, letting Ctrl-C through as KeyboardInterrupt. A SIGINT that
+    arrives while the kernel runs is raised when Numba next runs Python code, which is while
+    it boxes the results (after every update is written); Numba reports that as a SystemError
+    caused by the KeyboardInterrupt. The step did happen, and the step count says so."""
+    try:
+        return compiled(*args)
+    except SystemError as error:
+        cause = error
+        while cause is not None:
+            if isinstance(cause, KeyboardInterrupt):
+                raise KeyboardInterrupt("interrupted during a compiled call") from error
+            cause = cause.__cause__ or cause.__context__
+        raise
+
+
 class Trainer:
     """Trains `params` to minimise `loss`, a scalar node of the placeholders `inputs` (x) and
     `targets` (y), with `optimizer` (default SGD 0.1) and an optional learning-rate `schedule`.
@@ -247,7 +263,7 @@ class Trainer:
         """One compiled step on one minibatch; returns (loss, outputs or None)."""
         self.compile()
         x, y = self.prepare(x, y, "train_step")
-        result = self.step_function(x, y)
+        result = _call(self.step_function, x, y)
         return float(result[0]), (result[1] if len(result) > 1 else None)
 
     def evaluate(self, x, y, batch_size=1024, prepared=False):
@@ -258,7 +274,7 @@ class Trainer:
         total_loss, correct = 0.0, 0.0
         for start in range(0, len(x), batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            result = self.eval_function(xb, yb)
+            result = _call(self.eval_function, xb, yb)
             total_loss += float(result[0]) * len(xb)
             if self.accuracy:
                 correct += nn.accuracy(result[1], yb) * len(xb)
@@ -277,7 +293,7 @@ class Trainer:
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size]
             yb = np.zeros((len(xb),) + tuple(self.targets.shape[1:]), self.targets.dtype)
-            chunks.append(self.eval_function(xb, yb)[1])
+            chunks.append(_call(self.eval_function, xb, yb)[1])
         return np.concatenate(chunks)
 
     # ------------------------------------------------------------------ checkpoints
@@ -394,7 +410,7 @@ class Trainer:
         for k, idx in enumerate(batches):
             xb, yb = x[idx], y[idx]
             t0 = time.perf_counter()
-            result = self.step_function(xb, yb)
+            result = _call(self.step_function, xb, yb)
             step_time += time.perf_counter() - t0
             total_loss += float(result[0]) * len(idx)
             if self.accuracy:
