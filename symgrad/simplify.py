@@ -401,6 +401,20 @@ def _compose_deep(node, depth):
     return body, inputs
 
 
+def _scalar_operands(node):
+    """An elementwise operand that is a scalar constant spread to a shape is read as the
+    scalar itself (elementwise ops take scalar constants), so fusion writes it into the body
+    and x * 1 disappears. At least one operand must keep the node's shape."""
+    def spread_constant(i):
+        return i.op == "broadcast_to" and i.inputs[0].op == "constant" and i.inputs[0].shape == ()
+    if not any(spread_constant(i) for i in node.inputs):
+        return None
+    if not any(i.shape == node.shape and not spread_constant(i) for i in node.inputs):
+        return None
+    inputs = [i.inputs[0] if spread_constant(i) else i for i in node.inputs]
+    return make(node.op, inputs, node.attrs)
+
+
 _IDENTITY_HEADS = ("log", "divide", "power", "elementwise")  # where a body rule can match
 
 
@@ -441,6 +455,7 @@ STABILITY_RULES = ("log_of_softmax", "elementwise_identities")
 def _rules_for(node, only=None):
     rules = list(GRAPH_RULES.get(node.op, []))
     if is_elementwise(node):
+        rules.append(("scalar_operands", _scalar_operands))
         rules.append(("elementwise_identities", _elementwise_identities))
     rules.append(("constant_folding", _constant_folding))
     return rules if only is None else [(n, r) for n, r in rules if n in only]

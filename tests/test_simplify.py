@@ -126,6 +126,7 @@ def _graph_rule_cases():
                                             * sg.broadcast_to(sg.reshape(sg.sum(s, 1), (-1, 1)), (None, 4), like=s), axis=1)),
         "elementwise_identities": ([x], sg.log(sg.sigmoid(x))),
         "fuse_elementwise": ([x], sg.tanh(sg.exp(x) * 2.0 + 1.0)),
+        "scalar_operands": ([x], x * sg.ones_like(x) + sg.broadcast_to(sg.constant(np.float64(2.0)), (3, 4))),
     }
 
 
@@ -139,7 +140,7 @@ def _feed(inputs):
 
 def test_every_rule_has_a_case():
     names = {name for rules in GRAPH_RULES.values() for name, _ in rules}
-    names |= {"constant_folding", "elementwise_identities", "fuse_elementwise"}
+    names |= {"constant_folding", "elementwise_identities", "fuse_elementwise", "scalar_operands"}
     assert names <= set(_graph_rule_cases())
 
 
