@@ -47,6 +47,8 @@ class Code:
         self.lines = []
         self.loops = {}           # loop function text -> its name
         self.broadcasts = {}      # name -> (source name, source node): broadcasts read in place
+        self.slices = {}          # name -> (source name, [(start, step) per axis]): likewise
+        self.padded = {}          # name -> (source name, [(start, stop) per axis], dtype): likewise
         consumers = {}
         for step in program.steps:
             for arg in step.args:
@@ -85,6 +87,25 @@ class Code:
         value = float(node.attrs["value"])
         self.line(f"{out} = np.full((1,), {value!r}, np.{node.dtype})")
 
+    def read_in_place(self, node, out, source, offsets):
+        """Leave a slice to the elementwise loops that read it, if only they read it:
+        `offsets` gives each axis's (start, step) into `source`. Returns whether it did."""
+        if not (node.ndim and None not in node.shape and self.consumed_only_by(out, is_elementwise)):
+            return False
+        self.slices[out] = (source, offsets)
+        self.spread_dims[out] = list(node.shape)
+        return True
+
+    def read_padded(self, node, out, source, windows):
+        """Leave a zero-padded array (the gradient of a slice) to the elementwise loops that
+        read it, if only they read it: `windows` gives each axis's [start, stop) holding
+        `source`; elsewhere the value is 0. Returns whether it did."""
+        if not (node.ndim and self.consumed_only_by(out, is_elementwise)):
+            return False
+        self.padded[out] = (source, windows, node.dtype)
+        self.spread_dims[out] = list(node.shape)
+        return True
+
     def broadcast(self, node, out, source, dims):
         """Materialise a broadcast, or leave it to the elementwise loops that read it."""
         if node.ndim and self.consumed_only_by(out, is_elementwise):
@@ -102,7 +123,25 @@ class Code:
                 names[f"x{k}"] = scalar.ScalarPrinter({}, node.dtype)._number(node_in.attrs["value"])
                 continue
             source, index = arg, None
-            if arg in self.broadcasts:
+            if arg in self.padded:
+                spread.append((k, arg))
+                source, windows, dtype = self.padded[arg]
+                index = [f"i{d} - {start}" if start else f"i{d}" for d, (start, _) in enumerate(windows)]
+                inside = " and ".join(f"{start} <= i{d} < {stop}" for d, (start, stop) in enumerate(windows))
+                zero = scalar.ScalarPrinter({}, dtype)._number(0)
+                if (source, index) not in operands:
+                    operands.append((source, index))
+                position = operands.index((source, index))
+                # filled in below, once the loop's index names are known
+                names[f"x{k}"] = ("padded", position, index, inside, zero)
+                continue
+            if arg in self.slices:
+                spread.append((k, arg))
+                source, offsets = self.slices[arg]
+                index = [f"{start} + {step} * i{d}" if step != 1 else
+                         (f"i{d} + {start}" if start else f"i{d}")
+                         for d, (start, step) in enumerate(offsets)]
+            elif arg in self.broadcasts:
                 spread.append((k, arg))
                 source, source_node = self.broadcasts[arg]
                 lead = node.ndim - source_node.ndim
@@ -119,7 +158,10 @@ class Code:
         rank = node.ndim
         full_index = "i" if flat else ", ".join(f"i{d}" for d in range(rank))
         for key, value in names.items():
-            if isinstance(value, tuple):
+            if isinstance(value, tuple) and value[0] == "padded":
+                _, position, index, inside, zero = value
+                names[key] = f"(a{position}[{', '.join(index)}] if {inside} else {zero})"
+            elif isinstance(value, tuple):
                 position, index = value
                 names[key] = f"a{position}[{full_index if index is None else ', '.join(index)}]"
         statement = f"o[{full_index}] = {scalar.scalar_code(body, names, node.dtype)}"

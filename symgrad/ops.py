@@ -441,7 +441,15 @@ def _infer_slice(inputs, attrs):
 
 
 def _emit_slice(code, node, out, args):
-    code.line(f"{out} = np.ascontiguousarray({args[0]}[{_slice_text(node.attrs['index'])}])")
+    index = node.attrs["index"]
+    # Read in place by elementwise loops when every start is known: element i of axis d is
+    # at start + step * i of the input.
+    starts = [s[1] or 0 for s in index]
+    steps = [s[3] or 1 for s in index]
+    if all(isinstance(a, int) and a >= 0 for a in starts) and all(t > 0 for t in steps):
+        if code.read_in_place(node, out, args[0], list(zip(starts, steps))):
+            return
+    code.line(f"{out} = np.ascontiguousarray({args[0]}[{_slice_text(index)}])")
 
 
 register(Op("slice", _infer_slice, lambda arrays, attrs: arrays[0][_slices(attrs["index"])],
@@ -467,6 +475,14 @@ def _np_unslice(arrays, attrs):
 
 
 def _emit_unslice(code, node, out, args):
+    index = node.attrs["index"]
+    # Read in place by elementwise loops when every window is known: element i of axis d is
+    # g[i - start] inside [start, stop) and 0 outside.
+    windows = [(s[1] or 0, s[2] if s[2] is not None else d) for s, d in zip(index, node.shape)]
+    if None not in node.shape and all(s[3] in (None, 1) for s in index) and \
+            all(isinstance(a, int) and isinstance(b, int) and 0 <= a <= b for a, b in windows):
+        if code.read_padded(node, out, args[0], windows):
+            return
     dims = _unslice_dims(node.attrs, [f"{args[1]}.shape[{k}]" for k in range(node.inputs[1].ndim)]) \
         if len(args) > 1 else list(node.shape)
     code.line(f"{out} = np.zeros({code.shape(dims)}, np.{node.dtype})")
