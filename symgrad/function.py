@@ -106,7 +106,14 @@ class Function:
                 np.empty(n, dtype) for dtype, n in sorted(self._workspace_sizes(*arrays).items())]
             if len(self._workspaces) > 16:  # many batch sizes: keep the newest few
                 self._workspaces.pop(next(iter(self._workspaces)))
-        results = self._kernel(*arrays, *self._fixed, *workspace)
+        try:
+            results = self._kernel(*arrays, *self._fixed, *workspace)
+        except SystemError as error:
+            # Ctrl-C while Numba boxes the results surfaces as SystemError; the call itself
+            # had finished (updates written), so report it as the interrupt it is.
+            if isinstance(error.__cause__, KeyboardInterrupt):
+                raise KeyboardInterrupt from None
+            raise
         if self._single:
             return results[0].reshape(()) if self._scalar_out[0] else results[0]
         return [r.reshape(()) if scalar else r for r, scalar in zip(results, self._scalar_out)]

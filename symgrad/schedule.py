@@ -93,7 +93,11 @@ def schedule(inputs, outputs, updates=()):
     """Order the computation of `outputs` and the update values into a Program."""
     roots = list(outputs) + [value for _, value in updates]
     graph = to_networkx(roots)
-    order = list(nx.lexicographical_topological_sort(graph, key=lambda n: n.serial))
+    # The key is each node's place in a depth-first walk from the roots: it depends on the
+    # graph's structure only, so the same model gives the same source (and cache entry) in
+    # any process, whatever was built before it.
+    place = {node: k for k, node in enumerate(topological_order(roots))}
+    order = list(nx.lexicographical_topological_sort(graph, key=place.__getitem__))
     names, state, constants, steps = {}, [], [], []
     for k, node in enumerate(inputs):
         names[node] = f"arg{k}"

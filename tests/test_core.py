@@ -267,3 +267,17 @@ def test_workspace_slots_are_reused_and_outputs_survive_the_next_call():
     reference = sg.evaluate([loss] + grads, {x: xb, y: yb})
     for a, b in zip(kept, reference):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_generated_source_depends_only_on_the_model():
+    # The same model gives the same source (and so the same cache entry) whatever was built
+    # before it in the process.
+    def build():
+        x = sg.placeholder("x", (None, 3), "float32")
+        y = sg.placeholder("y", (None, 2), "float32")
+        W = sg.Variable(np.ones((3, 2), np.float32), name="W")
+        loss = sg.nn.softmax_cross_entropy(sg.tanh(x @ W) * 2.0 + 1.0, y)
+        return sg.function([x, y], loss, updates=[(W, W - 0.1 * sg.grad(loss, W))]).source
+    first = build()
+    sg.constant(np.float32(2.0)) * sg.placeholder("other", (3,), "float32")  # unrelated nodes
+    assert build() == first
