@@ -46,6 +46,7 @@ class Code:
         self.program = program
         self.lines = []
         self.loops = {}           # loop function text -> its name
+        self.in_place = {}        # value name -> state name: updates written in place
         self.broadcasts = {}      # name -> (source name, source node): broadcasts read in place
         self.slices = {}          # name -> (source name, [(start, step) per axis]): likewise
         self.padded = {}          # name -> (source name, [(start, stop) per axis], dtype): likewise
@@ -78,6 +79,8 @@ class Code:
 
     def alloc(self, node, out, dims):
         """Code for the memory of `out`: a view of its workspace slot, or a new array."""
+        if out in self.in_place:
+            return self.in_place[out]  # the Variable's own array: the update is written in place
         if out in self.program.workspace:
             slot = self.program.workspace[out]
             return f"ws_{node.dtype}[wso{slot}:wso{slot} + ws{slot}].reshape({self.shape(dims)})"
@@ -204,22 +207,61 @@ def _numba_type(node):
     return f"numba.types.Array(numba.{node.dtype}, {max(node.ndim, 1)}, 'C')"
 
 
-def generate(program, title=""):
-    """The module source for `program`."""
+def _emit_steps(program, in_place):
+    """Emit every step; return the Code and, per value, the line count after its step."""
     code = Code(program)
     code.spread_dims = {}
-    names = program.names
-    defined = set()
+    code.in_place = in_place
+    code.defined = set()
+    positions = {}
     for step in program.steps:
         node = step.node
         if node.op == "constant":
             continue  # scalar constants are emitted where a non-loop op needs them
         for node_in, arg in zip(node.inputs, step.args):
-            if node_in.op == "constant" and node_in.shape == () and arg not in defined \
+            if node_in.op == "constant" and node_in.shape == () and arg not in code.defined \
                     and not is_elementwise(node):
                 code.leaf(node_in, arg)
-                defined.add(arg)
+                code.defined.add(arg)
         OPS[node.op].emit(code, node, step.out, list(step.args))
+        positions[step.out] = len(code.lines)
+    return code, positions
+
+
+def _in_place_updates(program, code, positions):
+    """Updates an elementwise loop can write straight into their Variable ({value name: state
+    name}): the value has no other use, nothing after it reads the Variable's old value, and
+    no check that could fail comes after it, so a failed call still changes nothing."""
+    names = program.names
+    last_check = max([k for k, line in enumerate(code.lines) if "raise " in line], default=-1)
+    step_index = {s.out: k for k, s in enumerate(program.steps)}
+    last_read = {}
+    for k, step in enumerate(program.steps):
+        for node_in in step.node.inputs:
+            last_read[program.base(node_in)] = k
+    for node in program.outputs:
+        last_read[program.base(node)] = len(program.steps)
+    chosen = {}
+    for variable, value in program.updates:
+        name = names[value]
+        if name not in step_index or not is_elementwise(value) or value.op == "constant":
+            continue
+        if code.consumers.get(name) != [None] or positions[name] <= last_check + 1:
+            continue
+        if last_read.get(variable, -1) > step_index[name]:
+            continue
+        chosen[name] = names[variable]
+    return chosen
+
+
+def generate(program, title=""):
+    """The module source for `program`."""
+    names = program.names
+    code, positions = _emit_steps(program, {})
+    in_place = _in_place_updates(program, code, positions)
+    if in_place:
+        code, _ = _emit_steps(program, in_place)
+    defined = code.defined
     returned = []
     for node in program.outputs:
         name = names[node]
@@ -230,6 +272,8 @@ def generate(program, title=""):
     writes = []
     for variable, value in program.updates:
         name = names[value]
+        if name in in_place:
+            continue  # already written by its loop
         if value.op == "constant" and value.shape == () and name not in defined:
             code.leaf(value, name)
             defined.add(name)

@@ -97,6 +97,11 @@ def schedule(inputs, outputs, updates=()):
     # graph's structure only, so the same model gives the same source (and cache entry) in
     # any process, whatever was built before it.
     place = {node: k for k, node in enumerate(topological_order(roots))}
+    # Update values come last, after every other step (and every run-time check), so codegen
+    # can write them straight into their Variables without risking a half-done update.
+    for _, value in updates:
+        if value.inputs and value not in outputs:
+            place[value] += len(place)
     order = list(nx.lexicographical_topological_sort(graph, key=place.__getitem__))
     names, state, constants, steps = {}, [], [], []
     for k, node in enumerate(inputs):
