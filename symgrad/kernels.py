@@ -70,24 +70,24 @@ def _softmax_family(exp, log):
                 total[i, j] = m[i, j] + log(total[i, j])
 
     @jit
-    def softmax_axis(x, a, r, b, out):
+    def shifted_axis(x, a, r, b, out, exponentiate):
+        # x - logsumexp(x) along the axis (log_softmax), or its exp (softmax)
         v = x.reshape((a, r, b))
         lse = np.empty((a, b), x.dtype)
         logsumexp_axis(x, a, r, b, lse)
         for i in range(a):
             for k in range(r):
                 for j in range(b):
-                    out[i, k, j] = exp(v[i, k, j] - lse[i, j])
+                    shifted = v[i, k, j] - lse[i, j]
+                    out[i, k, j] = exp(shifted) if exponentiate else shifted
+
+    @jit
+    def softmax_axis(x, a, r, b, out):
+        shifted_axis(x, a, r, b, out, True)
 
     @jit
     def log_softmax_axis(x, a, r, b, out):
-        v = x.reshape((a, r, b))
-        lse = np.empty((a, b), x.dtype)
-        logsumexp_axis(x, a, r, b, lse)
-        for i in range(a):
-            for k in range(r):
-                for j in range(b):
-                    out[i, k, j] = v[i, k, j] - lse[i, j]
+        shifted_axis(x, a, r, b, out, False)
 
     return logsumexp_axis, softmax_axis, log_softmax_axis
 
