@@ -92,6 +92,10 @@ def _infer_elementwise(name):
     return infer
 
 
+def is_elementwise(node):
+    return OPS[node.op].body is not None
+
+
 def elementwise_body(node):
     return OPS[node.op].body(node.attrs)
 

@@ -16,7 +16,7 @@ import networkx as nx
 import numpy as np
 
 from .graph import Node, topological_order
-from .ops import OPS
+from .ops import is_elementwise
 
 # Ops whose generated code may return (a view of) their input's memory: reshape and the
 # identities always; a slice, transpose or broadcast when the result is already contiguous
@@ -172,7 +172,7 @@ def plan_workspace(program):
         for slot, signature in releases.pop(k - 1, []):
             free.setdefault(signature, []).append(slot)
         node = step.node
-        if OPS[node.op].body is None and node.op not in _WORKSPACE_OPS:
+        if not is_elementwise(node) and node.op not in _WORKSPACE_OPS:
             continue
         if last.get(node, -1) > end or node.shape == ():
             continue

@@ -31,7 +31,7 @@ import sympy
 
 from . import ops, scalar
 from .graph import Node, constant, make, topological_order
-from .ops import OPS, elementwise_body, fuse
+from .ops import OPS, elementwise_body, fuse, is_elementwise
 from .scalar import X
 
 MAX_BODY_OPS = 48     # fused bodies stay small enough to print, differentiate and compile
@@ -47,10 +47,6 @@ class Rewrite:
 
     def __repr__(self):
         return f"{self.rule}: {self.before!r} -> {self.after!r}"
-
-
-def is_elementwise(node):
-    return OPS[node.op].body is not None
 
 
 # ============================================================================ body rules
