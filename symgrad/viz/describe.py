@@ -18,7 +18,7 @@ import sympy
 from sympy.printing.str import StrPrinter
 
 from ..graph import Node, topological_order
-from ..ops import OPS
+from ..ops import OPS, is_elementwise
 
 # Kinds of node, each drawn differently (colour for the pass, shape for the kind).
 INPUT, VARIABLE, CONSTANT = "input", "variable", "constant"
@@ -26,10 +26,6 @@ FORWARD, DERIVATIVE, OPERATION, FUSED = "forward", "derivative", "operation", "f
 
 _ATTR_NAMES = {"axis": "axis", "axes": "axes", "perm": "perm", "dtype": "", "alpha": "α"}
 _LETTERS = "abcdefghijklmnopqrstuvw"
-
-
-def is_elementwise(node):
-    return OPS[node.op].body is not None
 
 
 def is_scalar_constant(node):
