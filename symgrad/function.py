@@ -3,9 +3,12 @@
 In: input placeholders, output nodes, optional updates [(Variable, new value node)].
 Out: a callable `Function`. Calling it checks the arguments (count, shapes, dtypes, named in
 every error), makes one call into compiled code, and returns NumPy arrays. Variables not listed
-as inputs are read from, and updated into, their `.value`.
+as inputs are read from, and updated into, their `.value`. The workspace of intermediate values
+is allocated once per set of argument shapes and reused by every later call with those shapes
+(so a Function is not meant to be called from several threads at once).
 
-Pipeline: schedule (schedule.py) -> generate source (codegen.py) -> compile (jit.py).
+Pipeline: simplify (simplify.py) -> schedule (schedule.py) -> generate source (codegen.py)
+-> compile (jit.py).
 """
 from __future__ import annotations
 

@@ -2,8 +2,10 @@
 
 In: the nodes a function must compute (outputs and update values) and its declared inputs.
 Out: a `Program`: the leaves in argument order, a list of `Step`s in a deterministic
-topological order (nodes no output needs are never visited: dead-code elimination), each
-value's last use, and a `networkx.DiGraph` of the scheduled graph for inspection.
+topological order keyed by the graph's structure (nodes no output needs are never visited:
+dead-code elimination; update values come last), each value's last use, the memory plan
+(workspace slots shared by values whose lifetimes do not overlap), and a `networkx.DiGraph`
+of the scheduled graph for inspection.
 
 After this stage nothing looks at the node graph's shape of things again: codegen reads the
 Program only, as a jaxpr is read.
