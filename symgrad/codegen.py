@@ -43,6 +43,7 @@ class Code:
         self.lines = []
         self.loops = {}           # loop function text -> its name
         self.in_place = {}        # value name -> state name: updates written in place
+        self.hoisted = {}         # (size code, size code) -> message: checks at the top
         self.broadcasts = {}      # name -> (source name, source node): broadcasts read in place
         self.slices = {}          # name -> (source name, [(start, step) per axis]): likewise
         self.padded = {}          # name -> (source name, [(start, stop) per axis], dtype): likewise
@@ -65,6 +66,34 @@ class Code:
     def check(self, condition, message):
         self.line(f"if not ({condition}):")
         self.line(f"    raise ValueError({message!r})")
+
+    def _argument_size(self, node, axis):
+        """(code, description) of an argument's size equal to `node`'s at `axis`, or None."""
+        from .simplify import size_source
+        leaf, (leaf_axis,) = size_source(node, (axis,))
+        if leaf not in self.program.inputs:
+            return None
+        name = self.program.names[leaf]
+        return f"{name}.shape[{leaf_axis}]", f"'{leaf.name or name}' axis {leaf_axis}"
+
+    def same_size(self, a, b, message):
+        """Check at run time that two sizes agree. `a` is (node, axis, array name); `b` is the
+        same or an int. Sizes that come from the arguments are checked once, at the top of the
+        kernel (before anything is computed or written); others where they are needed."""
+        node, axis, name = a
+        left = self._argument_size(node, axis)
+        if isinstance(b, int):
+            right = (str(b), str(b))
+        else:
+            right = self._argument_size(b[0], b[1])
+        if left is not None and right is not None:
+            if left[0] != right[0]:
+                key = tuple(sorted((left[0], right[0])))
+                self.hoisted.setdefault(key, f"{message}: the sizes of {left[1]} and {right[1]} "
+                                             f"must be equal")
+            return
+        other = str(b) if isinstance(b, int) else f"{b[2]}.shape[{b[1]}]"
+        self.check(f"{name}.shape[{axis}] == {other}", message)
 
     def consumed_only_by(self, name, test):
         users = self.consumers.get(name, [])
@@ -190,12 +219,14 @@ class Code:
             dims = self.spread_dims[spread[0][1]]
         else:
             return []
+        ref_node, ref = full[0] if full else (None, None)
         for node_in, arg in full:
             for k, d in enumerate(node_in.shape):
-                if d is None and arg != full[0][1]:
-                    self.check(f"{arg}.shape[{k}] == {dims[k]}",
-                               f"{node.op}: operand sizes differ along axis {k} "
-                               f"(shapes {' and '.join(fmt(i.shape) for i in node.inputs)})")
+                if d is None and arg != ref:
+                    other = node.shape[k] if node.shape[k] is not None else (ref_node, k, ref)
+                    self.same_size((node_in, k, arg), other,
+                                   f"{node.op}: operand sizes differ along axis {k} "
+                                   f"(shapes {' and '.join(fmt(i.shape) for i in node.inputs)})")
         return dims
 
 
@@ -291,6 +322,8 @@ def generate(program, title=""):
     loops = "".join(f"\n\n@jit\n{text.format(name=name)}\n" for text, name in code.loops.items())
     kernel = KERNEL.format(signature=signature, params=", ".join(params + [f"ws_{d}" for d in dtypes]))
     preamble = _workspace_layout(program)
+    for (left, right), message in code.hoisted.items():
+        preamble += [f"    if {left} != {right}:", f"        raise ValueError({message!r})"]
     footer = _workspace_function(program)
     return header + loops + kernel + "\n".join(preamble + code.lines) + "\n" + footer
 

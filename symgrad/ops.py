@@ -610,8 +610,9 @@ def _jvp_matmul(node, tangents):
 def _emit_matmul(code, node, out, args):
     a, b = node.inputs
     if a.shape[1] is None or b.shape[0] is None:
-        code.check(f"{args[0]}.shape[1] == {args[1]}.shape[0]",
-                   f"matmul: inner sizes differ ({fmt(a.shape)} @ {fmt(b.shape)})")
+        other = b.shape[0] if b.shape[0] is not None else (b, 0, args[1])
+        code.same_size((a, 1, args[0]), other,
+                       f"matmul: inner sizes differ ({fmt(a.shape)} @ {fmt(b.shape)})")
     if code.in_workspace(out):
         dims = [_runtime_dims(code, a, args[0])[0], _runtime_dims(code, b, args[1])[1]]
         code.line(f"{out} = {code.alloc(node, out, dims)}")
