@@ -38,11 +38,13 @@ def kernel({params}):
 class Code:
     """The body of the kernel being written, with helpers the ops' emit rules use."""
 
-    def __init__(self, program):
+    def __init__(self, program, in_place):
         self.program = program
         self.lines = []
         self.loops = {}           # loop function text -> its name
-        self.in_place = {}        # value name -> state name: updates written in place
+        self.in_place = in_place  # value name -> state name: updates written in place
+        self.defined = set()      # scalar constants already written out
+        self.spread_dims = {}     # name -> run-time sizes of a value left to the loops
         self.hoisted = {}         # (size code, size code) -> message: checks at the top
         self.broadcasts = {}      # name -> (source name, source node): broadcasts read in place
         self.slices = {}          # name -> (source name, [(start, step) per axis]): likewise
@@ -114,6 +116,13 @@ class Code:
     def leaf(self, node, out):
         value = float(node.attrs["value"])
         self.line(f"{out} = np.full((1,), {value!r}, np.{node.dtype})")
+
+    def scalar_constant(self, node, name):
+        """Write out scalar constant `node` as `name` once, where code other than a loop body
+        needs it as an array (loops write the number into their body instead)."""
+        if node.op == "constant" and node.shape == () and name not in self.defined:
+            self.leaf(node, name)
+            self.defined.add(name)
 
     def read_in_place(self, node, out, source, offsets):
         """Leave a slice to the elementwise loops that read it, if only they read it:
@@ -236,20 +245,15 @@ def _numba_type(node):
 
 def _emit_steps(program, in_place):
     """Emit every step; return the Code and, per value, the line count after its step."""
-    code = Code(program)
-    code.spread_dims = {}
-    code.in_place = in_place
-    code.defined = set()
+    code = Code(program, in_place)
     positions = {}
     for step in program.steps:
         node = step.node
         if node.op == "constant":
             continue  # scalar constants are emitted where a non-loop op needs them
-        for node_in, arg in zip(node.inputs, step.args):
-            if node_in.op == "constant" and node_in.shape == () and arg not in code.defined \
-                    and not is_elementwise(node):
-                code.leaf(node_in, arg)
-                code.defined.add(arg)
+        if not is_elementwise(node):
+            for node_in, arg in zip(node.inputs, step.args):
+                code.scalar_constant(node_in, arg)
         OPS[node.op].emit(code, node, step.out, list(step.args))
         positions[step.out] = len(code.lines)
     return code, positions
@@ -288,22 +292,17 @@ def generate(program, title=""):
     in_place = _in_place_updates(program, code, positions)
     if in_place:
         code, _ = _emit_steps(program, in_place)
-    defined = code.defined
     returned = []
     for node in program.outputs:
         name = names[node]
-        if node.op == "constant" and node.shape == () and name not in defined:
-            code.leaf(node, name)
-            defined.add(name)
+        code.scalar_constant(node, name)
         returned.append(f"{name}.copy()" if program.aliases_argument(node) else name)
     writes = []
     for variable, value in program.updates:
         name = names[value]
         if name in in_place:
             continue  # already written by its loop
-        if value.op == "constant" and value.shape == () and name not in defined:
-            code.leaf(value, name)
-            defined.add(name)
+        code.scalar_constant(value, name)
         if program.aliases_argument(value):
             code.line(f"{name}_new = {name}.copy()")
             name = f"{name}_new"

@@ -183,13 +183,6 @@ def constant(value, dtype=None):
     return node
 
 
-def is_constant(node, value=None):
-    """Whether `node` is a constant (equal everywhere to `value`, if given)."""
-    if node.op != "constant":
-        return False
-    return value is None or bool(np.all(node.attrs["value"] == value))
-
-
 # ------------------------------------------------------------------------------ walks
 
 def topological_order(outputs, stop=frozenset()):

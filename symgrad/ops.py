@@ -24,7 +24,7 @@ import numpy as np
 import sympy
 
 from . import scalar
-from .graph import Node, ShapeError, as_node, constant, is_constant, make
+from .graph import Node, ShapeError, as_node, constant, make
 from .scalar import X, Y
 
 OPS: dict[str, "Op"] = {}
@@ -238,7 +238,7 @@ def _linear_jvp(node, tangents):
     return make(node.op, inputs, node.attrs)
 
 
-def _runtime_dims(code, node, name):
+def _runtime_dims(node, name):
     """The sizes of `node`'s array `name` as code: ints where known, `name.shape[d]` if not."""
     return [d if d is not None else f"{name}.shape[{k}]" for k, d in enumerate(node.shape)]
 
@@ -248,8 +248,8 @@ def _product(dims):
     return " * ".join(dims) if dims else "1"
 
 
-def _axis_split(code, node, name, axis):
-    dims = _runtime_dims(code, node, name)
+def _axis_split(node, name, axis):
+    dims = _runtime_dims(node, name)
     return _product(dims[:axis]), str(dims[axis]), _product(dims[axis + 1:])
 
 
@@ -571,7 +571,7 @@ register(Op("distribution", _infer_distribution, lambda arrays, attrs: arrays[0]
 
 
 def _emit_size(code, node, out, args):
-    dims = _runtime_dims(code, node.inputs[0], args[0])
+    dims = _runtime_dims(node.inputs[0], args[0])
     size = _product([dims[a] for a in node.attrs["axes"]])
     code.line(f"{out} = np.full((1,), {size}, np.{node.dtype})")
 
@@ -614,7 +614,7 @@ def _emit_matmul(code, node, out, args):
         code.same_size((a, 1, args[0]), other,
                        f"matmul: inner sizes differ ({fmt(a.shape)} @ {fmt(b.shape)})")
     if code.in_workspace(out):
-        dims = [_runtime_dims(code, a, args[0])[0], _runtime_dims(code, b, args[1])[1]]
+        dims = [_runtime_dims(a, args[0])[0], _runtime_dims(b, args[1])[1]]
         code.line(f"{out} = {code.alloc(node, out, dims)}")
         code.line(f"kernels.matmul({args[0]}, {args[1]}, {out})")
     else:
@@ -643,8 +643,8 @@ def _emit_reduce(kernel, typed=False):
         name = f"{kernel}_{node.dtype}" if typed else kernel
         x = node.inputs[0]
         axis = node.attrs["axis"]
-        a, r, b = _axis_split(code, x, args[0], axis)
-        out_dims = [d for k, d in enumerate(_runtime_dims(code, x, args[0])) if k != axis]
+        a, r, b = _axis_split(x, args[0], axis)
+        out_dims = [d for k, d in enumerate(_runtime_dims(x, args[0])) if k != axis]
         code.line(f"{out} = {code.alloc(node, out, out_dims)}")
         code.line(f"kernels.{name}({args[0]}, {a}, {r}, {b}, {out}.reshape(({a}, {b})))")
     return emit
@@ -702,8 +702,8 @@ def _infer_same(name):
 
 def _emit_along_axis(kernel):
     def emit(code, node, out, args):
-        a, r, b = _axis_split(code, node.inputs[0], args[0], node.attrs["axis"])
-        code.line(f"{out} = {code.alloc(node, out, _runtime_dims(code, node, args[0]))}")
+        a, r, b = _axis_split(node.inputs[0], args[0], node.attrs["axis"])
+        code.line(f"{out} = {code.alloc(node, out, _runtime_dims(node, args[0]))}")
         code.line(f"kernels.{kernel}_{node.dtype}({args[0]}, {a}, {r}, {b}, {out}.reshape(({a}, {r}, {b})))")
     return emit
 

@@ -16,7 +16,6 @@ import functools
 
 import numpy as np
 import sympy
-from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.pycode import PythonCodePrinter
 
 # Operand symbols x0, x1, ... of an elementwise body; `Y` is the op's own output, which a

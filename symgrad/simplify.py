@@ -31,7 +31,7 @@ import sympy
 
 from . import ops, scalar
 from .graph import Node, constant, make, topological_order
-from .ops import OPS, elementwise_body, fuse, is_elementwise
+from .ops import elementwise_body, fuse, is_elementwise
 from .scalar import X
 
 MAX_BODY_OPS = 48     # fused bodies stay small enough to print, differentiate and compile
