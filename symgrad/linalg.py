@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from . import ops
 from .autodiff import gradients, hessian_vector_product, jvp
 from .function import function
-from .graph import Node, constant, make, placeholder
+from .graph import Node, constant, make, placeholder, topological_order
+from .partial import split
+from .simplify import simplify
 
 # ------------------------------------------------------------------------------ vectors as lists
 
@@ -80,21 +83,42 @@ def _like_of(matvec, like):
 # ------------------------------------------------------------------------------ compiled operators
 
 class BoundOperator:
-    """`operator.matvec(vs, *data)` with the data fixed: a callable vs -> [products], with
-    `.like` (zero arrays shaped like the parameters) for the solvers."""
+    """The operator at one point: the data fixed, and the parameters' values as they were
+    when bound. A callable vs -> [products], with `.like` (zero arrays shaped like the
+    parameters) for the solvers.
+
+    Binding evaluates, once, everything in the product that does not depend on v (the forward
+    pass and the primal backward pass: the residuals of `partial.split`); each call then
+    computes only what v changes. Later updates of the Variables do not reach a bound
+    operator: bind again after a step."""
 
     def __init__(self, operator, data):
+        staged = operator.staged
         self.operator, self.data = operator, data
         self.like = [np.zeros(p.shape, p.dtype) for p in operator.params]
+        computed = staged.prepare(*data) if staged.prepare is not None else []
+        captured = [v.value.copy() for v in staged.captured]
+        self._args = [*computed, *captured, *(data[k] for k in staged.data_used)]
 
     def __call__(self, vs):
-        return self.operator.matvec(vs, *self.data)
+        return self.operator.staged.apply(*self.operator._vectors(vs), *self._args)
+
+
+@dataclass
+class Staged:
+    """A product compiled in two stages (see BoundOperator): `prepare(*inputs)` -> the
+    residuals it computes; `apply(*vs, *those residuals, *the captured Variables' values,
+    *the inputs at positions `data_used`)` -> the products."""
+    prepare: object
+    apply: object
+    captured: list
+    data_used: list
 
 
 class CurvatureOperator:
-    """One compiled function from (v per parameter, *inputs) to a product per parameter.
-    Subclasses say which product (`_products`). The forward activations are computed once
-    per call and shared by the whole product: it is one graph, so one Numba call."""
+    """A product per parameter from (v per parameter, *inputs), compiled on first use: in
+    one call (`matvec`, `function`), or in two stages for many products at one point
+    (`bind`, `staged`). Subclasses say which product (`_products`)."""
 
     kind = "curvature"
 
@@ -114,22 +138,48 @@ class CurvatureOperator:
         self.vectors = [placeholder(f"v{k}_{p.name}", p.shape, p.dtype)
                         for k, p in enumerate(self.params)]
         self.products = self._products(self.vectors)
-        self.function = function(self.vectors + self.inputs, self.products,
-                                 name=name or f"{self.kind}-vector product")
+        self.name = name or f"{self.kind}-vector product"
 
     def _products(self, vectors):
         raise NotImplementedError
 
-    def matvec(self, vs, *data):
-        """[product per parameter] for the vectors `vs` (one array per parameter) and the
-        values of `inputs`, in their order. Vectors are cast to the parameters' dtype."""
+    @cached_property
+    def function(self):
+        """The product as one compiled function of (vs, *inputs): everything recomputed."""
+        return function(self.vectors + self.inputs, self.products, name=self.name)
+
+    @cached_property
+    def staged(self):
+        """The product split where v starts to matter (partial.split), as two functions."""
+        roots, _ = simplify(self.products, fusion=False)
+        parts = split(roots, self.vectors)
+        pairs = list(zip(parts.residuals, parts.placeholders))
+        computed = [(r, p) for r, p in pairs if r.op != "variable"]
+        captured = [(r, p) for r, p in pairs if r.op == "variable"]
+        prepare = None
+        if computed:
+            prepare = function(self.inputs, [r for r, _ in computed], name=f"{self.name}: prepare")
+        used = set(topological_order(parts.outputs))
+        data_used = [k for k, i in enumerate(self.inputs) if i in used]
+        apply = function(self.vectors + [p for _, p in computed + captured] +
+                         [self.inputs[k] for k in data_used], parts.outputs,
+                         name=f"{self.name}: apply")
+        return Staged(prepare, apply, [r for r, _ in captured], data_used)
+
+    def _vectors(self, vs):
         if len(vs) != len(self.params):
             raise ValueError(f"matvec: {len(self.params)} parameters but {len(vs)} vectors")
-        vs = [np.asarray(v, dtype=p.dtype).reshape(p.shape) for v, p in zip(vs, self.params)]
-        return self.function(*vs, *data)
+        return [np.asarray(v, dtype=p.dtype).reshape(p.shape) for v, p in zip(vs, self.params)]
+
+    def matvec(self, vs, *data):
+        """[product per parameter] for the vectors `vs` (one array per parameter) and the
+        values of `inputs`, in their order, in one call. Vectors are cast to the parameters'
+        dtype. For many products at one point, `bind` once and call that instead."""
+        return self.function(*self._vectors(vs), *data)
 
     def bind(self, *data):
-        """A matvec for the solvers with this data fixed."""
+        """A matvec for the solvers at this data and the parameters' present values, the
+        work that does not depend on v done once, here (see BoundOperator)."""
         return BoundOperator(self, data)
 
 

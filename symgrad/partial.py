@@ -1,0 +1,66 @@
+"""Partial evaluation: split a graph into the part fixed now and the part that varies.
+
+In: output nodes and the placeholders among their inputs that will vary (`varying`).
+Out: a `Split`: the `residuals` (nodes that do not depend on `varying` but feed nodes that do),
+a placeholder standing in for each, and the outputs rebuilt to read those placeholders.
+Evaluating the residuals once, then the rebuilt outputs for many values of `varying`, gives
+the values of the original graph while doing the fixed work once. This is how a Krylov method
+takes many Hessian-vector products at one point: the forward pass and the primal backward
+pass are residuals, and each product computes only tangents (JAX's `linearize` does the same).
+
+Some fixed nodes are not stored but rebuilt on the varying side from their own inputs:
+constants and placeholders (passed as they are), and cheap views and sizes (a transpose, a
+broadcast bias), which codegen reads in place. Variables are residuals: their values at the
+time the residuals are evaluated are part of the point, so later updates do not mix in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .graph import make, placeholder, topological_order
+
+# Fixed nodes recomputed on the varying side instead of stored: free to compute, and storing
+# them would turn a view (a transposed weight, a spread bias) into a copy.
+_REBUILT_OPS = frozenset({"transpose", "reshape", "broadcast_to", "slice", "size",
+                          "stop_gradient", "distribution"})
+_PASSED_OPS = frozenset({"placeholder", "constant"})
+
+
+@dataclass
+class Split:
+    """residuals: nodes to evaluate now; placeholders: their stand-ins, in the same order;
+    outputs: the outputs in terms of `varying`, the placeholders, and the graph's other
+    placeholders and constants."""
+    residuals: list
+    placeholders: list
+    outputs: list
+
+
+def split(outputs, varying, prefix="residual"):
+    """Split `outputs` at the boundary between what `varying` changes and what it does not
+    (see the module docstring). Each residual's placeholder is named `prefix` + its index,
+    or, for a Variable, `prefix` + ':' + the Variable's name."""
+    outputs, varying = list(outputs), set(varying)
+    order = topological_order(outputs)
+    depends = set()
+    for node in order:
+        if node in varying or any(i in depends for i in node.inputs):
+            depends.add(node)
+    # The fixed nodes the varying side reads, directly or through views it rebuilds.
+    needed = {o for o in outputs if o not in depends}
+    for node in reversed(order):
+        if node in depends or (node in needed and node.op in _REBUILT_OPS):
+            needed.update(i for i in node.inputs if i not in depends)
+    stand_in, residuals, placeholders = {}, [], []
+    for node in order:
+        if node in varying or (node in needed and node.op in _PASSED_OPS):
+            stand_in[node] = node
+        elif node in depends or (node in needed and node.op in _REBUILT_OPS):
+            inputs = [stand_in[i] for i in node.inputs]
+            stand_in[node] = node if inputs == list(node.inputs) else make(node.op, inputs, node.attrs)
+        elif node in needed:
+            label = f"{prefix}:{node.name}" if node.op == "variable" else f"{prefix}{len(residuals)}"
+            stand_in[node] = placeholder(label, node.shape, node.dtype)
+            residuals.append(node)
+            placeholders.append(stand_in[node])
+    return Split(residuals, placeholders, [stand_in[o] for o in outputs])
