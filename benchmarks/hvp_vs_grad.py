@@ -1,15 +1,19 @@
 """How much a compiled Hessian-vector product costs next to a compiled gradient.
 
-In: nothing (random data and weights). Out: printed median times of the compiled gradient
-and the compiled HVP (forward-over-reverse, and reverse-over-reverse), and their ratios, for
-the mnist-size MLP: batch 128, 784-256-128-10, tanh, softmax cross-entropy, float32.
-The goal (issue 6) is HVP <= ~1.5 × gradient. All are timed in the same process, on the same
-data, as the median and the minimum of many calls (interleaved) after a warm-up: on a
-shared machine the minimum is the steadier figure. Under load, multi-threaded BLAS makes
-medians jump (a GEMM waits for a descheduled thread); OPENBLAS_NUM_THREADS=1 steadies them.
-For this net the layer-1 matmuls bound the ratio: 3 (x·W, x·V, xᵀ·ġ) against 2 (x·W, xᵀ·g),
-so about 1.5 is the floor.
-Run: OPENBLAS_NUM_THREADS=1 python benchmarks/hvp_vs_grad.py [--repeats N]
+In: nothing (random data and weights). Out: printed median and minimum times, and their
+ratios to the compiled gradient, for the mnist-size MLP (batch 128, 784-256-128-10, tanh,
+softmax cross-entropy, float32), of
+  - the HVP in one call (forward-over-reverse and reverse-over-reverse): everything recomputed;
+  - the HVP of a bound operator (`HessianOperator.bind(x, y)`), the way Krylov methods use it:
+    binding evaluates the forward pass and the primal backward pass once (partial.split),
+    and each product computes only tangents; and the cost of binding, once per point;
+  - the same for the Gauss-Newton product.
+The goal (issue 6) is HVP <= ~1.5 × gradient. By flop count the one-call HVP of this net
+cannot go below about 1.73 × (layer 1: x·W, x·V, xᵀ·ġ against x·W, xᵀ·g, and layer 2 costs
+8 products against 3); a bound product drops x·W and the primal products: about 1.2 ×.
+All are timed in the same process, on the same data, calls interleaved, after a warm-up.
+Under load, multi-threaded BLAS makes medians jump; OPENBLAS_NUM_THREADS=1 steadies them.
+Run: python benchmarks/hvp_vs_grad.py [--repeats N]
 """
 import argparse
 import time
@@ -57,25 +61,33 @@ def main(repeats=200, batch=128, sizes=(784, 256, 128, 10), seed=0):
     started = time.perf_counter()
     grad = sg.function([x, y], [loss] + sg.gradients(loss, params), name="loss and gradient")
     print(f"compiled the gradient in {time.perf_counter() - started:.1f} s")
-    hessians = {}
+    operators = {}
     for mode in ("forward", "reverse"):
+        operators[f"HVP, {mode}-over-reverse"] = sg.linalg.HessianOperator(loss, params, [x, y], mode=mode)
+    operators["Gauss-Newton product"] = sg.linalg.GaussNewtonOperator(
+        logits, "softmax_cross_entropy", params, [x, y])
+    for label, op in operators.items():
         started = time.perf_counter()
-        hessians[mode] = sg.linalg.HessianOperator(loss, params, [x, y], mode=mode)
-        print(f"compiled the {mode} HVP in {time.perf_counter() - started:.1f} s")
-    started = time.perf_counter()
-    gauss_newton = sg.linalg.GaussNewtonOperator(logits, "softmax_cross_entropy", params, [x, y])
-    print(f"compiled the Gauss-Newton product in {time.perf_counter() - started:.1f} s")
+        op.function, op.staged  # compile both forms now, not in the timings
+        print(f"compiled the {label} (one call and two stages) in {time.perf_counter() - started:.1f} s")
 
     vs = [rng.standard_normal(p.shape).astype(np.float32) for p in params]
-    rows = [(f"HVP, {mode}-over-reverse", op) for mode, op in hessians.items()]
-    rows.append(("Gauss-Newton product", gauss_newton))
-    timed = [(grad, (xb, yb))] + [(op.function, (*vs, xb, yb)) for _, op in rows]
+    rows, timed = [], [(grad, (xb, yb))]
+    for label, op in operators.items():
+        bound = op.bind(xb, yb)
+        rows += [(label + ", one call", 0), (label + ", bound", 0), (label + ": bind", 0)]
+        timed += [(op.function, (*vs, xb, yb)), (bound, (vs,)), (op.bind, (xb, yb))]
     (grad_median, grad_min), *t_rows = seconds(timed, repeats)
-    print(f"{'':30s} {'median':>9s} {'min':>9s}   ratio to gradient (median, min)")
-    print(f"{'gradient (with loss)':30s} {grad_median * 1e3:6.3f} ms {grad_min * 1e3:6.3f} ms")
+    print(f"{'':42s} {'median':>9s} {'min':>9s}   ratio to gradient (median, min)")
+    print(f"{'gradient (with loss)':42s} {grad_median * 1e3:6.3f} ms {grad_min * 1e3:6.3f} ms")
     for (label, _), (median, least) in zip(rows, t_rows):
-        print(f"{label:30s} {median * 1e3:6.3f} ms {least * 1e3:6.3f} ms   "
+        print(f"{label:42s} {median * 1e3:6.3f} ms {least * 1e3:6.3f} ms   "
               f"{median / grad_median:5.2f}  {least / grad_min:5.2f}")
+    bind, bound = t_rows[2][0], t_rows[1][0]
+    for k in (1, 10, 50):
+        print(f"CG with {k:2d} products at one point (forward HVP): "
+              f"{(bind + k * bound) / k / grad_median:.2f} gradients per product")
+
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -169,7 +169,14 @@ class CurvatureOperator:
     def _vectors(self, vs):
         if len(vs) != len(self.params):
             raise ValueError(f"matvec: {len(self.params)} parameters but {len(vs)} vectors")
-        return [np.asarray(v, dtype=p.dtype).reshape(p.shape) for v, p in zip(vs, self.params)]
+        arrays = []
+        for k, (v, p) in enumerate(zip(vs, self.params)):
+            v = np.asarray(v, dtype=p.dtype)
+            if v.size != math.prod(p.shape):
+                raise ValueError(f"matvec: vector {k} for '{p.name}' has {v.size} elements; "
+                                 f"it needs shape {p.shape}")
+            arrays.append(v.reshape(p.shape))
+        return arrays
 
     def matvec(self, vs, *data):
         """[product per parameter] for the vectors `vs` (one array per parameter) and the
