@@ -12,6 +12,7 @@ and compile forward, backward and train-step functions with Numba.
     jit.py          source -> Numba kernel, disk cache (compile)
     function.py     sg.function: the checked callable
     interpreter.py  sg.evaluate: the NumPy oracle
+    partial.py      split a graph at what varies: fixed work done once
 """
 __version__ = "0.1.0"
 

@@ -17,8 +17,10 @@ of NumPy arrays, one per parameter, shaped like it (a flat vector is a list of o
     inner, norm, flatten, unflatten  helpers on lists of arrays
 
 `matvec` is any callable from a list of arrays to a list of arrays; `operator.bind(*data)`
-gives one for a batch of data, carrying the parameter shapes (`.like`) so the solvers need
-no shapes. The solvers do their arithmetic in float64 whatever the parameters' dtype.
+gives one for a batch of data at the parameters' present values, carrying their shapes
+(`.like`) so the solvers need no shapes. Binding evaluates the part of the product that does
+not depend on v once (partial.py), so each product costs only its tangents: for the mnist-size
+MLP about 1.3 gradients, against 1.75 for `matvec`, which recomputes everything. The solvers do their arithmetic in float64 whatever the parameters' dtype.
 The Hessian-free optimizer built on these is `symgrad.optim_hf.HessianFree`.
 """
 from __future__ import annotations
