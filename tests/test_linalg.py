@@ -92,12 +92,21 @@ def test_conjugate_gradient_warm_start_and_truncation():
     warm = linalg.conjugate_gradient(matvec, b, x0=truncated.x, tol=1e-12)
     assert warm.converged
     np.testing.assert_allclose(warm.x[0], 1 / np.arange(1.0, 21.0), rtol=1e-9)
+    damped = linalg.conjugate_gradient(matvec, b, x0=truncated.x, damping=0.5, tol=1e-12)
+    np.testing.assert_allclose(damped.x[0], 1 / np.arange(1.5, 21.0), rtol=1e-9)
+    np.testing.assert_allclose(damped.residual[0], 1 - np.arange(1.5, 21.0) * damped.x[0], atol=1e-11)
 
 
 def test_conjugate_gradient_stops_on_negative_curvature():
     A = np.diag([1.0, -2.0, 3.0])
     result = linalg.conjugate_gradient(lambda v: [A @ v[0]], [np.ones(3)])
     assert result.negative_curvature and not result.converged
+    # Stopped on the first step (bᵀ(A + λI)b < 0): b itself is returned, with b - (A + λI)b.
+    A = np.diag([1.0, -6.0, 3.0])
+    result = linalg.conjugate_gradient(lambda v: [A @ v[0]], [np.ones(3)], damping=0.5)
+    assert result.negative_curvature and result.iterations == 1
+    np.testing.assert_allclose(result.x[0], np.ones(3))
+    np.testing.assert_allclose(result.residual[0], 1 - (np.diag(A) + 0.5))
 
 
 def test_lanczos_matches_dense_eigenpairs(net):
