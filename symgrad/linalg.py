@@ -100,7 +100,8 @@ class BoundOperator:
     Binding evaluates, once, everything in the product that does not depend on v (the forward
     pass and the primal backward pass: the residuals of `partial.split`); each call then
     computes only what v changes. Later updates of the Variables do not reach a bound
-    operator: bind again after a step."""
+    operator (their values are copied): bind again after a step. The data arrays are kept as
+    given, not copied."""
 
     def __init__(self, operator, data):
         staged = operator.staged
