@@ -101,15 +101,17 @@ class BoundOperator:
     pass and the primal backward pass: the residuals of `partial.split`); each call then
     computes only what v changes. Later updates of the Variables do not reach a bound
     operator (their values are copied): bind again after a step. The data arrays are kept as
-    given, not copied."""
+    given, not copied. `values`: the operator's `also` nodes at this point, computed by the
+    same call (the loss and gradient, say, which share the forward pass)."""
 
     def __init__(self, operator, data):
         staged = operator.staged
         self.operator, self.data = operator, data
         self.like = [np.zeros(p.shape, p.dtype) for p in operator.params]
         computed = staged.prepare(*data) if staged.prepare is not None else []
+        self.values = computed[:len(operator.also)]
         captured = [v.value.copy() for v in staged.captured]
-        self._args = [*computed, *captured, *(data[k] for k in staged.data_used)]
+        self._args = [*computed[len(operator.also):], *captured, *(data[k] for k in staged.data_used)]
 
     def __call__(self, vs):
         return self.operator.staged.apply(*self.operator._vectors(vs), *self._args)
@@ -118,7 +120,7 @@ class BoundOperator:
 @dataclass
 class Staged:
     """A product compiled in two stages (see BoundOperator): `prepare(*inputs)` -> the
-    residuals it computes; `apply(*vs, *those residuals, *the captured Variables' values,
+    operator's `also` values, then the residuals it computes; `apply(*vs, *those residuals, *the captured Variables' values,
     *the inputs at positions `data_used`)` -> the products."""
     prepare: object
     apply: object
@@ -129,13 +131,15 @@ class Staged:
 class CurvatureOperator:
     """A product per parameter from (v per parameter, *inputs), compiled on first use: in
     one call (`matvec`, `function`), or in two stages for many products at one point
-    (`bind`, `staged`). Subclasses say which product (`_products`)."""
+    (`bind`, `staged`). Subclasses say which product (`_products`). `also`: nodes that
+    binding computes as well, in the same call, into `BoundOperator.values`."""
 
     kind = "curvature"
 
-    def __init__(self, params, inputs=(), name=None):
+    def __init__(self, params, inputs=(), name=None, also=()):
         self.params = list(params)
         self.inputs = list(inputs)
+        self.also = list(also)
         for p in self.params:
             if not isinstance(p, Node) or p.op not in ("variable", "placeholder"):
                 raise TypeError(f"{type(self).__name__}: parameters must be Variables or "
@@ -168,8 +172,9 @@ class CurvatureOperator:
         computed = [(r, p) for r, p in pairs if r.op != "variable"]
         captured = [(r, p) for r, p in pairs if r.op == "variable"]
         prepare = None
-        if computed:
-            prepare = function(self.inputs, [r for r, _ in computed], name=f"{self.name}: prepare")
+        if computed or self.also:
+            prepare = function(self.inputs, self.also + [r for r, _ in computed],
+                               name=f"{self.name}: prepare")
         used = set(topological_order(parts.outputs))
         data_used = [k for k, i in enumerate(self.inputs) if i in used]
         apply = function(self.vectors + [p for _, p in computed + captured] +
@@ -207,11 +212,11 @@ class HessianOperator(CurvatureOperator):
 
     kind = "Hessian"
 
-    def __init__(self, loss, params, inputs=(), mode="forward", name=None):
+    def __init__(self, loss, params, inputs=(), mode="forward", name=None, also=()):
         if loss.shape != ():
             raise ValueError(f"HessianOperator: the loss must be a scalar, got shape {ops.fmt(loss.shape)}")
         self.loss, self.mode = loss, mode
-        super().__init__(params, inputs, name)
+        super().__init__(params, inputs, name, also)
 
     def _products(self, vectors):
         return hessian_vector_product(self.loss, self.params, vectors, mode=self.mode)
@@ -223,9 +228,9 @@ class GaussNewtonOperator(CurvatureOperator):
 
     kind = "Gauss-Newton"
 
-    def __init__(self, z, loss_kind, params, inputs=(), name=None):
+    def __init__(self, z, loss_kind, params, inputs=(), name=None, also=()):
         self.z, self.loss_kind = z, loss_kind
-        super().__init__(params, inputs, name)
+        super().__init__(params, inputs, name, also)
 
     def _products(self, vectors):
         return gauss_newton_vector_product(self.z, self.loss_kind, self.params, vectors)

@@ -16,7 +16,9 @@ Each step (Martens 2010, "Deep learning via Hessian-free optimization"):
   4. a backtracking (Armijo) line search along d, as in Martens & Sutskever 2012: the step
      α·d is taken for the largest α in 1, ½, ¼, ... with f(θ + αd) <= f + c·α·gᵀd; if none
      is found the parameters are left as they were.
-Two compiled functions: loss-and-gradient, and the curvature product.
+Compiled: the loss (for the line search), and the curvature product in two stages: binding it
+to the batch computes the loss, the gradient and everything the products share, once per step
+(linalg.BoundOperator); each CG iteration then computes only a product's tangents.
 """
 from __future__ import annotations
 
@@ -71,15 +73,17 @@ class HessianFree:
         self.damping, self.boost, self.drop, self.min_damping = damping, boost, drop, min_damping
         self.cg_max_iter, self.cg_tol, self.warm_start = cg_max_iter, cg_tol, warm_start
         self.armijo, self.max_backtracks = armijo, max_backtracks
-        self.loss_and_grad = function(self.inputs, [loss] + gradients(loss, params, disconnected="zero"),
-                                      name="loss and gradient")
+        # Binding the curvature at a point also gives the loss and gradient there, from the
+        # same forward pass; the line search needs only losses.
+        also = [loss] + gradients(loss, params, disconnected="zero")
+        self.loss = function(self.inputs, loss, name="loss")
         if curvature == "hessian":
-            self.curvature = linalg.HessianOperator(loss, params, self.inputs)
+            self.curvature = linalg.HessianOperator(loss, params, self.inputs, also=also)
         elif curvature == "gauss_newton":
             if z is None or loss_kind is None:
                 raise ValueError("HessianFree: curvature='gauss_newton' needs the network output "
                                  "`z` and `loss_kind`")
-            self.curvature = linalg.GaussNewtonOperator(z, loss_kind, params, self.inputs)
+            self.curvature = linalg.GaussNewtonOperator(z, loss_kind, params, self.inputs, also=also)
         else:
             raise ValueError(f"HessianFree: curvature must be 'hessian' or 'gauss_newton', "
                              f"not {curvature!r}")
@@ -88,7 +92,8 @@ class HessianFree:
 
     def step(self, *data):
         """One truncated Newton step on this batch; returns the loss before the step."""
-        loss, *grad = self.loss_and_grad(*data)
+        curvature = self.curvature.bind(*data)
+        loss, *grad = curvature.values
         loss = float(loss)
         grad = [np.asarray(g, np.float64) for g in grad]
         b = [-g for g in grad]
@@ -96,7 +101,7 @@ class HessianFree:
         x0 = None
         if self._previous is not None and self.warm_start:
             x0 = [self.warm_start * d for d in self._previous]
-        result = linalg.conjugate_gradient(self.curvature.bind(*data), b, x0=x0, damping=damping,
+        result = linalg.conjugate_gradient(curvature, b, x0=x0, damping=damping,
                                            tol=self.cg_tol, max_iter=self.cg_max_iter)
         d = result.x
         # The model's change q(d) - q(0) = gᵀd + ½ dᵀB d, with B d read off CG's residual
@@ -136,5 +141,5 @@ class HessianFree:
         """The loss with the parameters set to base + step·direction (left set there)."""
         for p, value, di in zip(self.params, base, direction):
             p.value = value + step * di
-        loss = float(self.loss_and_grad(*data)[0])
+        loss = float(self.loss(*data))
         return loss if math.isfinite(loss) else math.inf

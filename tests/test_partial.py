@@ -82,8 +82,9 @@ def mlp():
     z = sg.tanh(x @ params[0] + params[1]) @ params[2] + params[3]
     loss = sg.nn.softmax_cross_entropy(z, y)
     data = (rng.standard_normal((9, 5)), np.eye(3)[rng.integers(0, 3, 9)])
-    return dict(params=params, data=data,
-                hessian=linalg.HessianOperator(loss, params, [x, y]),
+    also = [loss] + sg.gradients(loss, params)
+    return dict(params=params, data=data, x=x, y=y, also=also,
+                hessian=linalg.HessianOperator(loss, params, [x, y], also=also),
                 gauss_newton=linalg.GaussNewtonOperator(z, "softmax_ce", params, [x, y]))
 
 
@@ -96,6 +97,14 @@ def test_bound_product_equals_the_one_call_product(mlp, which):
         vs = [rng.standard_normal(p.shape) for p in mlp["params"]]
         for got, expected in zip(bound(vs), op.matvec(vs, *mlp["data"])):
             np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_binding_computes_the_also_values(mlp):
+    bound = mlp["hessian"].bind(*mlp["data"])
+    expected = sg.evaluate(mlp["also"], dict(zip([mlp["x"], mlp["y"]], mlp["data"])))
+    assert len(bound.values) == len(expected) == 5
+    for got, want in zip(bound.values, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
 def test_bound_operator_keeps_its_point(mlp):
