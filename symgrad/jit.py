@@ -5,7 +5,7 @@ module's `workspace_sizes` function.
 
 The source is written to `<cache dir>/sg_<hash>.py`, where the hash covers the source and
 the versions of symgrad, Numba, NumPy and Python and the code of the runtime modules
-(fastmath, kernels) that Numba inlines, and imported from there; Numba's own cache
+(blas, fastmath, kernels) that Numba inlines, and imported from there; Numba's own cache
 (`cache=True`) then stores the machine code beside it, so a second process compiles nothing.
 Tracebacks show generated lines because the module is a real file. The directory is
 `$SYMGRAD_CACHE_DIR`, else `~/.cache/symgrad`. If it cannot be written, we compile in memory
@@ -43,9 +43,9 @@ def clear_cache():
 def _runtime_digest():
     """A digest of the modules generated code calls into: Numba inlines them into the cached
     machine code, so a change there must change the cache key too."""
-    from . import fastmath, kernels
+    from . import blas, fastmath, kernels
     digest = hashlib.sha256()
-    for module in (fastmath, kernels):
+    for module in (blas, fastmath, kernels):
         with open(module.__file__, "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()[:16]

@@ -10,7 +10,7 @@ vectorisable float32 or float64 functions of `fastmath.py` are used.
 import numba
 import numpy as np
 
-from . import fastmath
+from . import blas, fastmath
 
 jit = numba.njit(cache=True, nogil=True, fastmath=fastmath.SAFE_FLAGS, error_model="numpy")
 # Sums may be reassociated (vectorised accumulation); nothing else here may.
@@ -23,6 +23,44 @@ def matmul(a, b, out):
     # BLAS through NumPy's dot; `a` or `b` may be a transposed (Fortran-ordered) view.
     # One compiled function per layout, cached, instead of BLAS glue at every call site.
     np.dot(a, b, out)
+
+
+@jit
+def _blas_layout(x):
+    """(CBLAS transposition flag, leading dimension) under which BLAS reads the 2-D array x
+    in place: row-major, or a transposed view of one. (0, 0) if it cannot."""
+    rows, cols = x.shape
+    row_step, col_step = x.strides
+    item = x.itemsize
+    if col_step == item and row_step % item == 0 and row_step >= max(1, cols) * item:
+        return blas.NO_TRANS, row_step // item
+    if row_step == item and col_step % item == 0 and col_step >= max(1, rows) * item:
+        return blas.TRANS, col_step // item
+    return 0, 0
+
+
+@jit
+def gemm(a, b, out):
+    # out = a @ b through NumPy's BLAS (blas.py; only called where blas.AVAILABLE). a and b
+    # may be transposed views; out is row-major. Anything else goes to np.dot.
+    m, k = a.shape
+    n = b.shape[1]
+    trans_a, lda = _blas_layout(a)
+    trans_b, ldb = _blas_layout(b)
+    if m == 0 or n == 0 or k == 0 or lda == 0 or ldb == 0 or \
+            out.strides[1] != out.itemsize or out.strides[0] != max(1, n) * out.itemsize:
+        np.dot(a, b, out)
+    elif a.itemsize == 4:
+        blas.sgemm(blas.ROW_MAJOR, trans_a, trans_b, m, n, k, np.float32(1.0), a.ctypes.data,
+                   lda, b.ctypes.data, ldb, np.float32(0.0), out.ctypes.data, n)
+    else:
+        blas.dgemm(blas.ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a.ctypes.data, lda,
+                   b.ctypes.data, ldb, 0.0, out.ctypes.data, n)
+
+
+# The product generated code and the solvers call: NumPy's BLAS where blas.py found it.
+MATMUL = "gemm" if blas.AVAILABLE else "matmul"
+product = gemm if blas.AVAILABLE else matmul
 
 
 @jit_sum

@@ -31,9 +31,8 @@ from functools import cached_property
 
 import numba
 import numpy as np
-from scipy.linalg import blas
 
-from . import ops
+from . import kernels, ops
 from .autodiff import gradients, hessian_vector_product, jvp
 from .function import function
 from .graph import Node, constant, make, placeholder, topological_order
@@ -43,9 +42,8 @@ from .simplify import simplify
 # ------------------------------------------------------------------------------ vectors as lists
 
 def _dot(x, y):
-    """<x, y> of two arrays, summed in float64. Not through NumPy's BLAS: compiled functions
-    call SciPy's, and on a small machine the two libraries' idle threads (each spins a while
-    after a call) slow each other down several times over (measured: CG iterations 3× slower)."""
+    """<x, y> of two arrays, summed in float64, without BLAS: NumPy's may not be the library
+    compiled functions call, and mixing two slows both (blas.py)."""
     return float(np.einsum("i,i", np.ravel(x), np.ravel(y), dtype=np.float64))
 
 
@@ -405,13 +403,16 @@ class LanczosResult:
 
 
 def _project_out(basis, w):
-    """w -= basisᵀ·(basis·w) in place, for orthonormal rows `basis`. Through SciPy's BLAS,
-    the library compiled functions call: NumPy's would leave its own threads spinning beside
-    theirs (measured: each Hessian-vector product in Lanczos 10× slower). The transposed view
-    is Fortran-ordered, as BLAS wants it, so nothing is copied."""
+    """w -= basisᵀ·(basis·w) in place, for orthonormal rows `basis`, through the BLAS that
+    compiled functions call (kernels.product): with two libraries, each one's idle threads
+    slow the other's calls (measured: each Hessian-vector product in Lanczos 10× slower)."""
     if len(basis):
-        coefficients = blas.dgemv(1.0, basis.T, w, trans=1)
-        blas.dgemv(-1.0, basis.T, coefficients, beta=1.0, y=w, overwrite_y=1)
+        column = w.reshape(-1, 1)
+        coefficients = np.empty((len(basis), 1))
+        kernels.product(basis, column, coefficients)
+        correction = np.empty_like(column)
+        kernels.product(basis.T, coefficients, correction)
+        w -= correction[:, 0]
 
 
 def lanczos(matvec, like=None, k=6, n_iter=None, which="largest", seed=0):

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 import sympy
 
-from . import scalar
+from . import kernels, scalar
 from .graph import Node, ShapeError, as_node, constant, make
 from .scalar import X, Y
 
@@ -613,12 +613,9 @@ def _emit_matmul(code, node, out, args):
         other = b.shape[0] if b.shape[0] is not None else (b, 0, args[1])
         code.same_size((a, 1, args[0]), other,
                        f"matmul: inner sizes differ ({fmt(a.shape)} @ {fmt(b.shape)})")
-    if code.in_workspace(out):
-        dims = [_runtime_dims(a, args[0])[0], _runtime_dims(b, args[1])[1]]
-        code.line(f"{out} = {code.alloc(node, out, dims)}")
-        code.line(f"kernels.matmul({args[0]}, {args[1]}, {out})")
-    else:
-        code.line(f"{out} = {args[0]} @ {args[1]}")
+    dims = [_runtime_dims(a, args[0])[0], _runtime_dims(b, args[1])[1]]
+    code.line(f"{out} = {code.alloc(node, out, dims)}")
+    code.line(f"kernels.{kernels.MATMUL}({args[0]}, {args[1]}, {out})")
 
 
 register(Op("matmul", _infer_matmul, lambda arrays, attrs: arrays[0] @ arrays[1],

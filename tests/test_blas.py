@@ -1,0 +1,81 @@
+"""Matrix products through NumPy's BLAS (symgrad/blas.py, kernels.gemm), and the fallback.
+
+The reference is NumPy's matmul. Layouts are every one generated code passes: row-major
+arrays and transposed views, sizes 0 and 1 included, float32 and float64.
+"""
+import glob
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import symgrad as sg
+from symgrad import blas, kernels
+
+NUMPY_OPENBLAS = glob.glob(os.path.join(os.path.dirname(os.path.dirname(np.__file__)),
+                                        "numpy*libs", "*openblas64*"))
+
+
+def test_numpy_blas_is_found_where_numpy_ships_it():
+    if not NUMPY_OPENBLAS:
+        pytest.skip("this NumPy does not bundle OpenBLAS: generated code uses np.dot")
+    assert blas.AVAILABLE and kernels.MATMUL == "gemm"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gemm_matches_numpy_in_every_layout(dtype):
+    if not blas.AVAILABLE:
+        pytest.skip("NumPy's BLAS was not found")
+    rng = np.random.default_rng(0)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    for m, k, n in [(3, 4, 5), (1, 4, 5), (3, 1, 5), (3, 4, 1), (1, 1, 1), (0, 4, 5), (3, 0, 5),
+                    (3, 4, 0), (64, 33, 17)]:
+        A = rng.standard_normal((m, k)).astype(dtype)
+        B = rng.standard_normal((k, n)).astype(dtype)
+        for a in (A, np.ascontiguousarray(A.T).T):
+            for b in (B, np.ascontiguousarray(B.T).T):
+                out = np.full((m, n), np.nan, dtype)
+                kernels.gemm(a, b, out)
+                np.testing.assert_allclose(out, A @ B, rtol=tol, atol=tol)
+
+
+def test_gemm_writes_into_a_view_of_a_larger_buffer():
+    if not blas.AVAILABLE:
+        pytest.skip("NumPy's BLAS was not found")
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((5, 3)), rng.standard_normal((3, 4))
+    buffer = np.full(40, 7.0)
+    kernels.gemm(a, b, buffer[10:30].reshape(5, 4))  # a workspace slot
+    np.testing.assert_allclose(buffer[10:30].reshape(5, 4), a @ b, rtol=1e-12)
+    assert (buffer[:10] == 7.0).all() and (buffer[30:] == 7.0).all()
+
+
+FALLBACK = """
+import numpy as np, symgrad as sg
+from symgrad import kernels
+x = sg.placeholder("x", (None, 3), "float64")
+W = sg.Variable(np.arange(6.0).reshape(3, 2), name="W")
+f = sg.function([x], [x @ W, x.T @ x])
+X = np.arange(12.0).reshape(4, 3)
+a, b = f(X)
+assert kernels.MATMUL == "matmul" and "kernels.matmul(" in f.source
+assert np.allclose(a, X @ W.value) and np.allclose(b, X.T @ X)
+print("ok")
+"""
+
+
+def test_generated_code_calls_the_chosen_product(tmp_path):
+    x = sg.placeholder("x", (None, 3), "float64")
+    W = sg.Variable(np.arange(6.0).reshape(3, 2), name="W")
+    f = sg.function([x], [x @ W, x.T @ x])
+    assert f"kernels.{kernels.MATMUL}(" in f.source and " @ " not in f.source
+    X = np.arange(12.0).reshape(4, 3)
+    a, b = f(X)
+    np.testing.assert_allclose(a, X @ W.value)
+    np.testing.assert_allclose(b, X.T @ X)
+    # SYMGRAD_SCIPY_BLAS=1: Numba's np.dot (SciPy's BLAS), in a process of its own.
+    env = dict(os.environ, SYMGRAD_SCIPY_BLAS="1", SYMGRAD_CACHE_DIR=str(tmp_path))
+    run = subprocess.run([sys.executable, "-c", FALLBACK], env=env, capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
