@@ -67,3 +67,13 @@ def test_decision_boundary(tmp_path):
 def test_logistic_xor_still_works():
     losses, accuracy = load("logistic_xor").main(epochs=10)
     assert losses[-1] < losses[0] and accuracy > 0.9
+
+
+def test_hessian_spectrum_follows_training(tmp_path):
+    # The docstring's claim: the curvature rises in the first epochs as the network leaves its
+    # near-linear start, and stays far below 2 / learning rate.
+    history = load("hessian_spectrum_digits").main(epochs=3, every=3, plot=str(tmp_path / "s.png"))
+    (first, at_start), (third, later) = history
+    assert (first, third) == (0, 3)
+    assert later[0] > at_start[0] * 1.05 and later[0] < 2 / 0.1
+    assert list(at_start) == sorted(at_start, reverse=True)
