@@ -35,6 +35,7 @@ import numpy as np
 from . import kernels, ops
 from .autodiff import gradients, hessian_vector_product, jvp
 from .function import function
+from .interpreter import check_value
 from .graph import Node, constant, make, placeholder, topological_order
 from .partial import split
 from .simplify import simplify
@@ -59,10 +60,14 @@ def norm(a):
 
 def flatten(arrays, out=None):
     """A list of arrays as one float64 vector (C order, parameters in order), written into
-    `out` if given."""
+    `out` if given (it must have room for exactly all of them)."""
     arrays = [np.asarray(a) for a in arrays]
+    size = sum(a.size for a in arrays)
     if out is None:
-        out = np.empty(sum(a.size for a in arrays), np.float64)
+        out = np.empty(size, np.float64)
+    elif size != out.size:
+        raise ValueError(f"expected {out.size} numbers in all (one array per parameter), got "
+                         f"{size}: a matvec must return arrays shaped like its input")
     start = 0
     for a in arrays:
         out[start:start + a.size] = a.ravel()
@@ -97,12 +102,18 @@ class BoundOperator:
 
     Binding evaluates, once, everything in the product that does not depend on v (the forward
     pass and the primal backward pass: the residuals of `partial.split`); each call then
-    computes only what v changes. Later updates of the Variables do not reach a bound
-    operator (their values are copied): bind again after a step. The data arrays are kept as
-    given, not copied. `values`: the operator's `also` nodes at this point, computed by the
-    same call (the loss and gradient, say, which share the forward pass)."""
+    computes only what v changes. The point is copied (the Variables' values, and the data
+    the products read), so later changes to either do not reach a bound operator: bind again
+    after a step. `values`: the operator's `also` nodes at this point, computed by the same
+    call (the loss and gradient, say, which share the forward pass)."""
 
     def __init__(self, operator, data):
+        inputs = operator.inputs
+        if len(data) != len(inputs):
+            names = ", ".join(f"'{i.name}'" for i in inputs)
+            raise TypeError(f"bind: the operator takes {len(inputs)} inputs ({names}), got {len(data)}")
+        data = [np.array(check_value(i, d, f"bind: argument '{i.name}'"), order="C")
+                for i, d in zip(inputs, data)]
         staged = operator.staged
         self.operator, self.data = operator, data
         self.like = [np.zeros(p.shape, p.dtype) for p in operator.params]
@@ -353,6 +364,7 @@ def conjugate_gradient(matvec, b, x0=None, damping=0.0, tol=1e-6, atol=0.0, max_
     product = np.empty_like(b)
 
     def multiply(v):
+        """product = H·v; the damping is added where the product is used."""
         return flatten(matvec(unflatten(v, like)), out=product)
 
     if x0 is None:
@@ -360,7 +372,8 @@ def conjugate_gradient(matvec, b, x0=None, damping=0.0, tol=1e-6, atol=0.0, max_
         used = 0
     else:
         x = flatten(x0)
-        r = b - multiply(x) - damping * x
+        multiply(x)
+        r = b - product - damping * x
         used = 1
     threshold = max(tol * math.sqrt(_dot(b, b)), atol)
     rr = _dot(r, r)

@@ -39,8 +39,14 @@ class Split:
 def split(outputs, varying, prefix="residual"):
     """Split `outputs` at the boundary between what `varying` changes and what it does not
     (see the module docstring). Each residual's placeholder is named `prefix` + its index,
-    or, for a Variable, `prefix` + ':' + the Variable's name."""
+    and for a Variable ':' + its name after that.
+
+    An input read for its shape alone (a broadcast's `like`) counts as a dependency: the
+    residuals can then be evaluated without the varying placeholders."""
     outputs, varying = list(outputs), set(varying)
+    for node in varying:
+        if node.op != "placeholder":
+            raise TypeError(f"split: what varies must be placeholders, got {node!r}")
     order = topological_order(outputs)
     depends = set()
     for node in order:
@@ -59,7 +65,7 @@ def split(outputs, varying, prefix="residual"):
             inputs = [stand_in[i] for i in node.inputs]
             stand_in[node] = node if inputs == list(node.inputs) else make(node.op, inputs, node.attrs)
         elif node in needed:
-            label = f"{prefix}:{node.name}" if node.op == "variable" else f"{prefix}{len(residuals)}"
+            label = f"{prefix}{len(residuals)}" + (f":{node.name}" if node.op == "variable" else "")
             stand_in[node] = placeholder(label, node.shape, node.dtype)
             residuals.append(node)
             placeholders.append(stand_in[node])

@@ -101,12 +101,38 @@ def test_conjugate_gradient_stops_on_negative_curvature():
     A = np.diag([1.0, -2.0, 3.0])
     result = linalg.conjugate_gradient(lambda v: [A @ v[0]], [np.ones(3)])
     assert result.negative_curvature and not result.converged
+    # Stopped later: x is CG's last iterate and the residual is b - (A + λI)x.
+    np.testing.assert_allclose(result.residual[0], 1 - np.diag(A) * result.x[0], atol=1e-12)
     # Stopped on the first step (bᵀ(A + λI)b < 0): b itself is returned, with b - (A + λI)b.
     A = np.diag([1.0, -6.0, 3.0])
     result = linalg.conjugate_gradient(lambda v: [A @ v[0]], [np.ones(3)], damping=0.5)
     assert result.negative_curvature and result.iterations == 1
     np.testing.assert_allclose(result.x[0], np.ones(3))
     np.testing.assert_allclose(result.residual[0], 1 - (np.diag(A) + 0.5))
+
+
+def test_a_matvec_of_the_wrong_size_is_an_error():
+    with pytest.raises(ValueError, match="expected 3 numbers in all .* got 2"):
+        linalg.conjugate_gradient(lambda v: [v[0][:2]], [np.ones(3)])
+
+
+def test_float32_operator_with_the_solvers():
+    rng = np.random.default_rng(5)
+    params = [sg.Variable(rng.standard_normal(s).astype(np.float32), name=n)
+              for n, s in [("W1", (3, 4)), ("b1", (4,)), ("W2", (4, 3)), ("b2", (3,))]]
+    x = sg.placeholder("x", (None, 3), "float32")
+    y = sg.placeholder("y", (None, 3), "float32")
+    loss = sg.nn.softmax_cross_entropy(tiny_net(x, params), y)
+    G = linalg.GaussNewtonOperator(tiny_net(x, params), "ce", params, [x, y]).bind(
+        X.astype(np.float32), LABELS.astype(np.float32))
+    dense = linalg.to_dense(G)
+    b = [rng.standard_normal(p.shape) for p in params]
+    result = linalg.conjugate_gradient(G, b, damping=0.1, tol=1e-6)
+    expected = np.linalg.solve(dense + 0.1 * np.eye(31), linalg.flatten(b))
+    np.testing.assert_allclose(linalg.flatten(result.x), expected, rtol=1e-3, atol=1e-4)
+    top = linalg.lanczos(G, k=2).eigenvalues
+    np.testing.assert_allclose(top, np.linalg.eigvalsh((dense + dense.T) / 2)[::-1][:2], rtol=1e-4)
+    assert loss.dtype == "float32"
 
 
 def test_lanczos_matches_dense_eigenpairs(net):

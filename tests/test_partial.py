@@ -54,10 +54,17 @@ def test_split_stores_work_not_views_or_inputs():
     # side as a view of the captured W; x is passed as it is; b is only used inside h.
     assert ops == ["tanh", "variable"], ops
     stand_in = dict(zip(parts.residuals, parts.placeholders))
-    assert stand_in[W].name == "residual:W" and stand_in[h].shape == (None, 4)
+    assert sorted(p.name for p in parts.placeholders) == ["residual0:W", "residual1"]
+    assert stand_in[h].shape == (None, 4)
     used = set(sg.graph.topological_order(parts.outputs))
     assert x in used and W not in used and b not in used
     assert any(n.op == "transpose" and n.inputs[0] is stand_in[W] for n in used)
+
+
+def test_split_wants_placeholders_to_vary():
+    v = sg.placeholder("v", (2,), "float64")
+    with pytest.raises(TypeError, match="what varies must be placeholders"):
+        split([sg.exp(v) * 2.0], [sg.exp(v)])
 
 
 def test_split_with_nothing_fixed_or_nothing_varying():
@@ -125,6 +132,23 @@ def test_bound_operator_keeps_its_point(mlp):
     finally:
         for p, value in zip(params, saved):
             p.value = value
+
+
+def test_bound_operator_copies_its_data():
+    # A placeholder parameter changed in place, and a batch buffer refilled, after binding:
+    # the bound operator stays at the point it was bound to.
+    theta = sg.placeholder("theta", (3,), "float64")
+    H = linalg.HessianOperator(sg.sum(sg.square(sg.square(theta))), [theta], [theta])
+    point = np.array([1.0, 2.0, 3.0])
+    bound = H.bind(point)
+    point *= 2.0
+    v = [np.ones(3)]
+    np.testing.assert_allclose(bound(v)[0], 12 * np.array([1.0, 2.0, 3.0]) ** 2)
+    np.testing.assert_allclose(H.bind(point)(v)[0], 12 * point ** 2)
+    with pytest.raises(TypeError, match="takes 1 inputs \\('theta'\\), got 2"):
+        H.bind(point, point)
+    with pytest.raises(TypeError, match="argument 'theta': expected dtype float64"):
+        H.bind(point.astype(np.float32))
 
 
 def test_bound_operator_bad_input_is_named(mlp):
