@@ -15,8 +15,9 @@ symgrad's one pool of threads.
 
 The functions are registered by name (llvmlite's add_symbol), not baked in as addresses, so
 compiled code stays cacheable: cached machine code refers to the name, bound again in each
-process at import. Where NumPy's OpenBLAS is not found (another BLAS, another platform),
-AVAILABLE is False and generated code calls np.dot (SciPy's BLAS) instead.
+process at import. Where NumPy's OpenBLAS is not found (another BLAS, another platform), or
+SYMGRAD_SCIPY_BLAS is set to anything but 0, AVAILABLE is False and generated code calls
+np.dot (SciPy's BLAS) instead.
 """
 import ctypes
 import os
@@ -70,7 +71,7 @@ def _declare(name, real):
 sgemm = _declare("symgrad_cblas_sgemm", types.float32)
 dgemm = _declare("symgrad_cblas_dgemm", types.float64)
 
-_addresses = None if os.environ.get("SYMGRAD_SCIPY_BLAS") else _find_gemm()
+_addresses = None if os.environ.get("SYMGRAD_SCIPY_BLAS", "0") not in ("", "0") else _find_gemm()
 AVAILABLE = _addresses is not None
 if AVAILABLE:
     llvm.add_symbol("symgrad_cblas_sgemm", _addresses[0])

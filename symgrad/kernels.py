@@ -41,10 +41,13 @@ def _blas_layout(x):
 
 @jit
 def gemm(a, b, out):
-    # out = a @ b through NumPy's BLAS (blas.py; only called where blas.AVAILABLE). a and b
-    # may be transposed views; out is row-major. Anything else goes to np.dot.
+    # out = a @ b through NumPy's BLAS (blas.py; only defined where blas.AVAILABLE: without
+    # the library the call would jump to nothing). a and b may be transposed views; out is
+    # row-major. Anything else goes to np.dot.
     m, k = a.shape
     n = b.shape[1]
+    if b.shape[0] != k or out.shape[0] != m or out.shape[1] != n:
+        raise ValueError("gemm: the shapes of a, b and out do not match (m×k · k×n -> m×n)")
     trans_a, lda = _blas_layout(a)
     trans_b, ldb = _blas_layout(b)
     if m == 0 or n == 0 or k == 0 or lda == 0 or ldb == 0 or \
@@ -58,9 +61,12 @@ def gemm(a, b, out):
                    b.ctypes.data, ldb, 0.0, out.ctypes.data, n)
 
 
+if not blas.AVAILABLE:
+    del gemm
+
 # The product generated code and the solvers call: NumPy's BLAS where blas.py found it.
 MATMUL = "gemm" if blas.AVAILABLE else "matmul"
-product = gemm if blas.AVAILABLE else matmul
+product = globals()[MATMUL]
 
 
 @jit_sum

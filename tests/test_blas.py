@@ -19,6 +19,9 @@ NUMPY_OPENBLAS = glob.glob(os.path.join(os.path.dirname(os.path.dirname(np.__fil
 
 
 def test_numpy_blas_is_found_where_numpy_ships_it():
+    if os.environ.get("SYMGRAD_SCIPY_BLAS", "0") not in ("", "0"):
+        assert not blas.AVAILABLE and kernels.MATMUL == "matmul"  # turned off on purpose
+        return
     if not NUMPY_OPENBLAS:
         pytest.skip("this NumPy does not bundle OpenBLAS: generated code uses np.dot")
     assert blas.AVAILABLE and kernels.MATMUL == "gemm"
@@ -39,6 +42,16 @@ def test_gemm_matches_numpy_in_every_layout(dtype):
                 out = np.full((m, n), np.nan, dtype)
                 kernels.gemm(a, b, out)
                 np.testing.assert_allclose(out, A @ B, rtol=tol, atol=tol)
+
+
+def test_gemm_checks_shapes():
+    if not blas.AVAILABLE:
+        pytest.skip("NumPy's BLAS was not found")
+    a, b = np.ones((2, 3)), np.ones((3, 4))
+    for bad_b, bad_out in [(np.ones((2, 4)), np.empty((2, 4))), (b, np.empty((2, 3))),
+                           (b, np.empty((3, 4)))]:
+        with pytest.raises(ValueError, match="shapes of a, b and out do not match"):
+            kernels.gemm(a, bad_b, bad_out)
 
 
 def test_gemm_writes_into_a_view_of_a_larger_buffer():
