@@ -101,9 +101,6 @@ class Code:
         users = self.consumers.get(name, [])
         return bool(users) and all(u is not None and test(u) for u in users)
 
-    def in_workspace(self, name):
-        return name in self.program.workspace
-
     def alloc(self, node, out, dims):
         """Code for the memory of `out`: a view of its workspace slot, or a new array."""
         if out in self.in_place:

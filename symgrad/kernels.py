@@ -1,9 +1,12 @@
-"""Hand-written Numba kernels that generated code calls: reductions along one axis of an
-array viewed as (before, axis, after), and the row-wise softmax family.
+"""Hand-written Numba kernels that generated code calls: matrix products (through BLAS),
+reductions along one axis of an array viewed as (before, axis, after), and the row-wise
+softmax family.
 
-In: a contiguous array, its sizes (before, axis, after), and the array to write the result
-into (shaped (before, after) for reductions, (before, axis, after) otherwise). Every kernel here has a NumPy twin in
-`ops.py` (the interpreter's semantics) and is tested against it through compiled functions.
+In: for a product, its two operands and the row-major array to write into; otherwise a
+contiguous array, its sizes (before, axis, after), and the array to write the result into
+(shaped (before, after) for reductions, (before, axis, after) otherwise). Every kernel here
+has a NumPy twin in `ops.py` (the interpreter's semantics) and is tested against it through
+compiled functions.
 Kernels that call exp/log come in one version per dtype (`softmax_axis_float32`, ...) so the
 vectorisable float32 or float64 functions of `fastmath.py` are used.
 """

@@ -20,7 +20,8 @@ of NumPy arrays, one per parameter, shaped like it (a flat vector is a list of o
 gives one for a batch of data at the parameters' present values, carrying their shapes
 (`.like`) so the solvers need no shapes. Binding evaluates the part of the product that does
 not depend on v once (partial.py), so each product costs only its tangents: for the mnist-size
-MLP about 1.3 gradients, against 1.75 for `matvec`, which recomputes everything. The solvers do their arithmetic in float64 whatever the parameters' dtype.
+MLP about 1.3 gradients, against 1.75 for `matvec`, which recomputes everything. The solvers
+do their arithmetic in float64 whatever the parameters' dtype.
 The Hessian-free optimizer built on these is `symgrad.optim_hf.HessianFree`.
 """
 from __future__ import annotations
@@ -35,8 +36,8 @@ import numpy as np
 from . import kernels, ops
 from .autodiff import gradients, hessian_vector_product, jvp
 from .function import function
-from .interpreter import check_value
 from .graph import Node, constant, make, placeholder, topological_order
+from .interpreter import check_value
 from .partial import split
 from .simplify import simplify
 
@@ -129,8 +130,8 @@ class BoundOperator:
 @dataclass
 class Staged:
     """A product compiled in two stages (see BoundOperator): `prepare(*inputs)` -> the
-    operator's `also` values, then the residuals it computes; `apply(*vs, *those residuals, *the captured Variables' values,
-    *the inputs at positions `data_used`)` -> the products."""
+    operator's `also` values, then the residuals it computes; `apply(*vs, *those residuals,
+    *the captured Variables' values, *the inputs at positions `data_used`)` -> the products."""
     prepare: object
     apply: object
     captured: list
