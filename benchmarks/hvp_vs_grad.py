@@ -72,15 +72,15 @@ def main(repeats=200, batch=128, sizes=(784, 256, 128, 10), seed=0):
         print(f"compiled the {label} (one call and two stages) in {time.perf_counter() - started:.1f} s")
 
     vs = [rng.standard_normal(p.shape).astype(np.float32) for p in params]
-    rows, timed = [], [(grad, (xb, yb))]
+    labels, timed = [], [(grad, (xb, yb))]
     for label, op in operators.items():
         bound = op.bind(xb, yb)
-        rows += [(label + ", one call", 0), (label + ", bound", 0), (label + ": bind", 0)]
+        labels += [label + ", one call", label + ", bound", label + ": bind"]
         timed += [(op.function, (*vs, xb, yb)), (bound, (vs,)), (op.bind, (xb, yb))]
     (grad_median, grad_min), *t_rows = seconds(timed, repeats)
     print(f"{'':42s} {'median':>9s} {'min':>9s}   ratio to gradient (median, min)")
     print(f"{'gradient (with loss)':42s} {grad_median * 1e3:6.3f} ms {grad_min * 1e3:6.3f} ms")
-    for (label, _), (median, least) in zip(rows, t_rows):
+    for label, (median, least) in zip(labels, t_rows):
         print(f"{label:42s} {median * 1e3:6.3f} ms {least * 1e3:6.3f} ms   "
               f"{median / grad_median:5.2f}  {least / grad_min:5.2f}")
     bind, bound = t_rows[2][0], t_rows[1][0]
