@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -142,7 +143,8 @@ def run(args):
     features = train[0].shape[1]
     classes = int(max(train[1].max(), val[1].max(), test[1].max())) + 1
     outputs = 1 if classes == 2 else classes  # two classes: one logit, sigmoid cross-entropy
-    sizes = [features] + [int(h) for h in args.hidden.split(",") if h] + [outputs]
+    hidden = _hidden(args.hidden) if isinstance(args.hidden, str) else list(args.hidden)
+    sizes = [features] + hidden + [outputs]
     model = nn.MLP(sizes, activation=args.activation, seed=args.seed, rank=args.rank)
     schedules = {"constant": None,
                  "halving": optim.StepHalving(args.lr, patience=2),
@@ -152,6 +154,8 @@ def run(args):
     print(f"{args.dataset}: {len(train[0])} train, {len(val[0])} validation, {len(test[0])} test "
           f"examples; MLP {'-'.join(map(str, sizes))} ({args.activation}), {args.optimizer} "
           f"lr {args.lr:g} ({args.schedule}), batch {args.batch_size}")
+    if args.resume and not os.path.exists(args.checkpoint):
+        print(f"no checkpoint at {args.checkpoint} yet: starting afresh")
     trainer.compile()
     print(f"compiled the train step and the evaluation function in {trainer.compile_seconds:.2f} s")
     started = time.perf_counter()
@@ -175,35 +179,128 @@ def run(args):
     return summary
 
 
+# ---------------------------------------------------------------- argument checks
+# Each raises argparse.ArgumentTypeError, which argparse turns into one line naming the flag,
+# "symgrad train: error: argument --hidden: ...", and exit status 2.
+
+def _whole(low, what="a whole number"):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what} >= {low}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what} >= {low}")
+        return value
+    parse.__name__ = "whole number"
+    return parse
+
+
+def _real(low, inclusive):
+    bound = f">= {low:g}" if inclusive else f"> {low:g}"
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number {bound}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+def _hidden(text):
+    """'256,128' -> [256, 128]; '' (no hidden layer: a linear classifier) -> []."""
+    if text.strip() == "":
+        return []
+    sizes = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: each hidden layer size must be a whole number >= 1, separated by "
+                f"commas (e.g. 256,128; '' for no hidden layer), got {part!r}")
+        sizes.append(int(part))
+    return sizes
+
+
+def _output_folder(text):
+    if text and os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a file; give a folder ('' for no outputs)")
+    return text
+
+
+def _checkpoint_path(text):
+    if not text:
+        raise argparse.ArgumentTypeError("give a file path for the .npz checkpoint, e.g. run.npz")
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file path, e.g. "
+                                         f"{os.path.join(text, 'run.npz')}")
+    return text
+
+
 def _parser():
     parser = argparse.ArgumentParser(prog="symgrad", description="symgrad: train models with "
                                      "compiled symbolic train steps")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="train an MLP on the bundled 8×8 digits and report")
-    train = sub.add_parser("train", help="train an MLP classifier on a dataset")
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    demo = sub.add_parser("demo", help="train an MLP on the bundled 8×8 digits and report",
+                          formatter_class=formatter)
+    train = sub.add_parser("train", help="train an MLP classifier on a dataset",
+                           formatter_class=formatter)
     for p, defaults in ((demo, DEMO), (train, TRAIN)):
-        p.add_argument("--out", default=defaults["out"], help="output folder ('' for none)")
-        p.add_argument("--epochs", type=int, default=defaults["epochs"])
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", default=defaults["out"], type=_output_folder,
+                       help="output folder ('' for none)")
+        p.add_argument("--epochs", type=_whole(1), default=defaults["epochs"],
+                       help="number of passes over the training set (>= 1)")
+        p.add_argument("--seed", type=_whole(0), default=0,
+                       help="seed of the data split, initialisation and shuffles (>= 0)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.add_argument("--verbose", action="store_true", default=defaults["verbose"],
                        help="a line per epoch")
     train.add_argument("--dataset", default="digits",
                        help=f"one of {', '.join(DATASETS)} (or a folder of MNIST IDX files)")
-    train.add_argument("--hidden", default="128", help="hidden layer sizes, e.g. 256,128")
+    train.add_argument("--hidden", default="128", type=_hidden,
+                       help="hidden layer sizes (whole numbers >= 1), e.g. 256,128; '' for none")
     train.add_argument("--activation", default="relu",
-                       choices=sorted(nn.ACTIVATIONS) + list(nn.PARAMETRIC_ACTIVATIONS))
-    train.add_argument("--optimizer", default="adam", choices=list(optim.OPTIMIZERS))
-    train.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    train.add_argument("--schedule", default="constant", choices=("constant", "halving", "inverse"))
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--weight-decay", type=float, default=0.0, help="L2 on weights, not biases")
-    train.add_argument("--rank", type=int, default=None, help="low-rank hidden layers W = U V")
-    train.add_argument("--patience", type=int, default=None, help="early stopping patience (epochs)")
+                       choices=sorted(nn.ACTIVATIONS) + list(nn.PARAMETRIC_ACTIVATIONS),
+                       help="hidden-layer activation")
+    train.add_argument("--optimizer", default="adam", choices=list(optim.OPTIMIZERS),
+                       help="update rule")
+    train.add_argument("--lr", type=_real(0.0, inclusive=False), default=1e-3,
+                       help="learning rate (> 0)")
+    train.add_argument("--schedule", default="constant", choices=("constant", "halving", "inverse"),
+                       help="learning-rate schedule")
+    train.add_argument("--batch-size", type=_whole(1), default=32, help="examples per step (>= 1)")
+    train.add_argument("--weight-decay", type=_real(0.0, inclusive=True), default=0.0,
+                       help="L2 on weights, not biases (>= 0)")
+    train.add_argument("--rank", type=_whole(1), default=None,
+                       help="low-rank hidden layers W = U V of this rank (>= 1)")
+    train.add_argument("--patience", type=_whole(1), default=None,
+                       help="early stopping patience in epochs (>= 1)")
     train.add_argument("--augment", action="store_true", help="add one-pixel shifted image copies")
-    train.add_argument("--checkpoint", default=None, help=".npz written each epoch and on Ctrl-C")
-    train.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    train.add_argument("--checkpoint", default=None, type=_checkpoint_path,
+                       help=".npz written each epoch and on Ctrl-C; an existing one is only "
+                            "continued with --resume, never overwritten")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from --checkpoint (a fresh start if it does not exist yet)")
+    parser.subparsers = {"demo": demo, "train": train}
     return parser
+
+
+def _check(parser, args):
+    """Checks between flags, and against files that exist: one `error: argument ...` line and
+    exit status 2 (SystemExit) when they fail."""
+    if args.command != "train":
+        return
+    train = parser.subparsers["train"]
+    if args.resume and not args.checkpoint:
+        train.error("argument --resume: needs --checkpoint PATH (the .npz file to continue from)")
+    if args.checkpoint and not args.resume and os.path.exists(args.checkpoint):
+        train.error(f"argument --checkpoint: {args.checkpoint!r} already exists; add --resume to "
+                    f"continue from it, or remove it or give another path to start afresh")
 
 
 DEMO = {"out": "symgrad-demo", "epochs": 40, "verbose": False}
@@ -214,7 +311,7 @@ def _demo_args(args):
     """The demo's fixed recipe: 64-256-10 ReLU MLP, Adam 1e-3 halved when the validation loss
     stalls for 2 epochs, L2 1e-4 on the weights, batches of 32, the training images plus their
     one-pixel shifts, early stopping on the validation loss (patience 10)."""
-    for key, value in dict(dataset="digits", hidden="256", activation="relu", optimizer="adam",
+    for key, value in dict(dataset="digits", hidden=[256], activation="relu", optimizer="adam",
                            lr=1e-3, schedule="halving", batch_size=32, weight_decay=1e-4,
                            rank=None, patience=10, augment=True, checkpoint=None,
                            resume=False).items():
@@ -223,7 +320,9 @@ def _demo_args(args):
 
 
 def main(argv=None):
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check(parser, args)
     if args.command == "demo":
         args = _demo_args(args)
     try:
@@ -231,6 +330,9 @@ def main(argv=None):
     except (FileNotFoundError, IDXFormatError, ValueError) as error:
         print(f"symgrad: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a folder or file that cannot be written
+        print(f"symgrad: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # outside the training loop (which handles its own): just stop
         print("\nsymgrad: interrupted", file=sys.stderr)
         return 130

@@ -45,10 +45,10 @@ class Code:
         self.in_place = in_place  # value name -> state name: updates written in place
         self.defined = set()      # scalar constants already written out
         self.spread_dims = {}     # name -> run-time sizes of a value left to the loops
-        self.hoisted = {}         # (size code, size code) -> message: checks at the top
         self.broadcasts = {}      # name -> (source name, source node): broadcasts read in place
         self.slices = {}          # name -> (source name, [(start, step) per axis]): likewise
         self.padded = {}          # name -> (source name, [(start, stop) per axis], dtype): likewise
+        self.last_check = -1      # line of the last run-time check: no update is written before it
         consumers = {}
         for step in program.steps:
             for arg in step.args:
@@ -66,36 +66,11 @@ class Code:
         return "(" + ", ".join(dims) + ",)" if dims else "(1,)"
 
     def check(self, condition, message):
+        """Raise ValueError(message) unless `condition` holds at run time (a fact about the
+        data, such as rows of labels summing to 1; sizes are checked before the call)."""
         self.line(f"if not ({condition}):")
         self.line(f"    raise ValueError({message!r})")
-
-    def _argument_size(self, node, axis):
-        """(code, description) of an argument's size equal to `node`'s at `axis`, or None."""
-        from .simplify import size_source
-        leaf, (leaf_axis,) = size_source(node, (axis,))
-        if leaf not in self.program.inputs:
-            return None
-        name = self.program.names[leaf]
-        return f"{name}.shape[{leaf_axis}]", f"'{leaf.name or name}' axis {leaf_axis}"
-
-    def same_size(self, a, b, message):
-        """Check at run time that two sizes agree. `a` is (node, axis, array name); `b` is the
-        same or an int. Sizes that come from the arguments are checked once, at the top of the
-        kernel (before anything is computed or written); others where they are needed."""
-        node, axis, name = a
-        left = self._argument_size(node, axis)
-        if isinstance(b, int):
-            right = (str(b), str(b))
-        else:
-            right = self._argument_size(b[0], b[1])
-        if left is not None and right is not None:
-            if left[0] != right[0]:
-                key = tuple(sorted((left[0], right[0])))
-                self.hoisted.setdefault(key, f"{message}: the sizes of {left[1]} and {right[1]} "
-                                             f"must be equal")
-            return
-        other = str(b) if isinstance(b, int) else f"{b[2]}.shape[{b[1]}]"
-        self.check(f"{name}.shape[{axis}] == {other}", message)
+        self.last_check = len(self.lines) - 1
 
     def consumed_only_by(self, name, test):
         users = self.consumers.get(name, [])
@@ -217,23 +192,14 @@ class Code:
         return self.loops[template]
 
     def _output_dims(self, node, full, spread):
-        """Run-time sizes of an elementwise output, with checks where they are unknown."""
+        """Run-time sizes of an elementwise output (the wrapper checked that the operands'
+        sizes agree, sizes.py)."""
         if full:
             ref = full[0][1]
-            dims = [d if d is not None else f"{ref}.shape[{k}]" for k, d in enumerate(node.shape)]
-        elif spread:
-            dims = self.spread_dims[spread[0][1]]
-        else:
-            return []
-        ref_node, ref = full[0] if full else (None, None)
-        for node_in, arg in full:
-            for k, d in enumerate(node_in.shape):
-                if d is None and arg != ref:
-                    other = node.shape[k] if node.shape[k] is not None else (ref_node, k, ref)
-                    self.same_size((node_in, k, arg), other,
-                                   f"{node.op}: operand sizes differ along axis {k} "
-                                   f"(shapes {' and '.join(fmt(i.shape) for i in node.inputs)})")
-        return dims
+            return [d if d is not None else f"{ref}.shape[{k}]" for k, d in enumerate(node.shape)]
+        if spread:
+            return self.spread_dims[spread[0][1]]
+        return []
 
 
 def _numba_type(node):
@@ -261,7 +227,6 @@ def _in_place_updates(program, code, positions):
     name}): the value has no other use, nothing after it reads the Variable's old value, and
     no check that could fail comes after it, so a failed call still changes nothing."""
     names = program.names
-    last_check = max([k for k, line in enumerate(code.lines) if "raise " in line], default=-1)
     step_index = {s.out: k for k, s in enumerate(program.steps)}
     last_read = {}
     for k, step in enumerate(program.steps):
@@ -274,7 +239,7 @@ def _in_place_updates(program, code, positions):
         name = names[value]
         if name not in step_index or not is_elementwise(value) or value.op == "constant":
             continue
-        if code.consumers.get(name) != [None] or positions[name] <= last_check + 1:
+        if code.consumers.get(name) != [None] or positions[name] <= code.last_check + 1:
             continue
         if last_read.get(variable, -1) > step_index[name]:
             continue
@@ -318,8 +283,6 @@ def generate(program, title=""):
     loops = "".join(f"\n\n@jit\n{text.format(name=name)}\n" for text, name in code.loops.items())
     kernel = KERNEL.format(signature=signature, params=", ".join(params + [f"ws_{d}" for d in dtypes]))
     preamble = _workspace_layout(program)
-    for (left, right), message in code.hoisted.items():
-        preamble += [f"    if {left} != {right}:", f"        raise ValueError({message!r})"]
     footer = _workspace_function(program)
     return header + loops + kernel + "\n".join(preamble + code.lines) + "\n" + footer
 

@@ -17,10 +17,11 @@ import time
 import numpy as np
 
 from . import codegen, jit
-from .graph import Node, Variable
+from .graph import Node, Variable, topological_order
 from .interpreter import check_value
 from .ops import fmt
 from .schedule import schedule
+from .sizes import concrete_shapes
 from .simplify import simplify as simplify_graph
 
 
@@ -39,10 +40,15 @@ class Function:
         self._check_definition()
         started = time.perf_counter()
         outputs, updates, self.rewrites = self.outputs, self.updates, []
+        given = self.outputs + [v for _, v in self.updates]
         if simplify:
-            roots, self.rewrites = simplify_graph(outputs + [v for _, v in updates])
+            roots, self.rewrites = simplify_graph(given)
             outputs = roots[:len(outputs)]
             updates = [(var, new) for (var, _), new in zip(updates, roots[len(outputs):])]
+        # Every node of the graph as given and as compiled: the sizes both assume are checked
+        # once per set of argument shapes, before compiled code (which has no bounds checks)
+        # sees them.
+        self._sized_nodes = topological_order(given + outputs + [v for _, v in updates])
         self.program = schedule(self.inputs, outputs, updates)
         self.source = codegen.generate(self.program, title=name or "")
         self._kernel, self._workspace_sizes = jit.compile_source(self.source)
@@ -88,6 +94,10 @@ class Function:
                                  f"{variable.dtype} with a value of {fmt(value.shape)} {value.dtype}")
             if variable in self.inputs:
                 raise ValueError(f"function: Variable '{variable.name}' is both an input and updated")
+        for node in topological_order(self.outputs + [v for _, v in self.updates]):
+            if node.op == "placeholder" and node not in self.inputs:
+                raise ValueError(f"function: placeholder '{node.name}' is needed but not "
+                                 f"listed in inputs")
 
     def __call__(self, *args):
         if len(args) != len(self._specs):
@@ -105,6 +115,7 @@ class Function:
         shapes = tuple([a.shape for a in arrays])
         workspace = self._workspaces.get(shapes)
         if workspace is None:
+            self._check_sizes(arrays)
             workspace = self._workspaces[shapes] = [
                 np.empty(n, dtype) for dtype, n in sorted(self._workspace_sizes(*arrays).items())]
             if len(self._workspaces) > 16:  # many batch sizes: keep the newest few
@@ -120,6 +131,16 @@ class Function:
         if self._single:
             return results[0].reshape(()) if self._scalar_out[0] else results[0]
         return [r.reshape(()) if scalar else r for r, scalar in zip(results, self._scalar_out)]
+
+    def _check_sizes(self, arrays):
+        given = {node: array.shape if node.ndim else () for node, array in zip(self.inputs, arrays)}
+        try:
+            concrete_shapes(self._sized_nodes, given)
+        except ValueError as error:
+            shapes = ", ".join(f"'{name}' {fmt(given[node])}"
+                               for name, node in zip(self._arg_names, self.inputs))
+            raise ValueError(f"the argument shapes ({shapes}) do not fit the graph: "
+                             f"{error}") from None
 
     def memory(self, **sizes):
         """Bytes of the reused workspace and the peak bytes of all intermediate values, for

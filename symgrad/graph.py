@@ -22,7 +22,12 @@ _interned: "weakref.WeakValueDictionary[tuple, Node]" = weakref.WeakValueDiction
 
 
 class ShapeError(ValueError):
-    """A shape or dtype that an op cannot accept, found while building the graph."""
+    """A shape or dtype that an op cannot accept. `problem` says what is wrong; `hint`, how to
+    fix it while building the graph (call-time checks report the problem alone)."""
+
+    def __init__(self, problem, hint=None):
+        super().__init__(f"{problem} ({hint})" if hint else problem)
+        self.problem = problem
 
 
 def _freeze(value):

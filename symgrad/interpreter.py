@@ -10,6 +10,7 @@ import numpy as np
 
 from .graph import Node, topological_order
 from .ops import OPS, fmt
+from .sizes import concrete_shapes
 
 
 def check_value(node, value, what):
@@ -31,12 +32,15 @@ def evaluate(outputs, feed_dict=None):
     values = {}
     for node, value in (feed_dict or {}).items():
         values[node] = check_value(node, value, f"feed for {node.name or node!r}")
+    order = topological_order(outputs, stop=frozenset(values))
+    for node in order:
+        if node.op == "placeholder" and node not in values:
+            raise ValueError(f"evaluate: placeholder '{node.name}' needs a value in feed_dict")
+    concrete_shapes(order, {node: value.shape for node, value in values.items()})
     with np.errstate(all="ignore"):
-        for node in topological_order(outputs):
+        for node in order:
             if node in values:
                 continue
-            if node.op == "placeholder":
-                raise ValueError(f"evaluate: placeholder '{node.name}' needs a value in feed_dict")
             if node.op == "variable":
                 values[node] = node.value
             elif node.op == "constant":

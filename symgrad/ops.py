@@ -85,8 +85,8 @@ def _infer_elementwise(name):
             merged = [_merge_dim(a, b) for a, b in zip(shape, node.shape)]
             if len(node.shape) != len(shape) or False in merged:
                 shapes = " and ".join(fmt(i.shape) for i in inputs)
-                raise ShapeError(f"{name}: shapes {shapes} do not match (broadcast them first, "
-                                 f"or use the operators, which broadcast)")
+                raise ShapeError(f"{name}: shapes {shapes} do not match",
+                                 "broadcast them first, or use the operators, which broadcast")
             shape = merged
         return tuple(shape if shape is not None else ()), dtype
     return infer
@@ -289,22 +289,28 @@ def _like_axes(attrs, ndim):
 
 
 def _infer_broadcast(inputs, attrs):
-    x, shape = inputs[0], attrs["shape"]
+    """The target shape, with unknown sizes filled in from the input or the `like` input
+    where they are known (so on call-time shapes every size is checked)."""
+    x, shape = inputs[0], list(attrs["shape"])
     lead = len(shape) - x.ndim
     if lead < 0:
-        raise ShapeError(f"broadcast_to: cannot broadcast {fmt(x.shape)} to fewer dimensions {fmt(shape)}")
+        raise ShapeError(f"broadcast_to: cannot broadcast {fmt(x.shape)} to fewer dimensions {fmt(attrs['shape'])}")
+    axes = _like_axes(attrs, len(shape))
+    like = inputs[1] if len(inputs) > 1 else None
+    for k, t in enumerate(shape):
+        if t is not None:
+            continue
+        if k >= lead and attrs["in_shape"][k - lead] != 1:
+            shape[k] = x.shape[k - lead]  # a size the input has (not broadcast)
+        elif like is not None and axes[k] < like.ndim:
+            shape[k] = like.shape[axes[k]]
+        else:
+            raise ShapeError(f"broadcast_to {fmt(attrs['shape'])}: unknown sizes need a `like` "
+                             f"input that has them")
     for k, d in enumerate(x.shape):
         t = shape[lead + k]
-        if d == 1 or d == t or d is None:
-            continue  # a None size must equal the target's: checked at run time
-        raise ShapeError(f"broadcast_to: cannot broadcast {fmt(x.shape)} to {fmt(shape)}")
-    needs_like = [k for k, t in enumerate(shape) if t is None and (k < lead or x.shape[k - lead] == 1)]
-    if needs_like:
-        axes = _like_axes(attrs, len(shape))
-        if len(inputs) < 2 or any(axes[k] >= inputs[1].ndim or inputs[1].shape[axes[k]] is not None
-                                  for k in needs_like):
-            raise ShapeError(f"broadcast_to {fmt(shape)}: unknown sizes need a `like` input "
-                             f"that has them")
+        if not (d == 1 or d is None or t is None or d == t):
+            raise ShapeError(f"broadcast_to: cannot broadcast {fmt(x.shape)} to {fmt(shape)}")
     return tuple(shape), x.dtype
 
 
@@ -373,12 +379,19 @@ def _reshape_plan(in_shape, out_shape):
 
 
 def _infer_reshape(inputs, attrs):
+    """The target shape, with each unknown size read from the input as the plan says."""
     x, shape = inputs[0], tuple(attrs["shape"])
-    if None not in x.shape and None not in shape and math.prod(x.shape) != math.prod(shape):
+    plan = _reshape_plan(attrs["in_shape"], shape)
+    out = [x.shape[d[1]] if isinstance(d, tuple) else (None if d == -1 else d) for d in plan]
+    if -1 in plan:
+        rest = [d for k, d in enumerate(out) if k != plan.index(-1)]
+        if None not in x.shape and None not in rest:
+            known = math.prod(rest)
+            out[plan.index(-1)] = math.prod(x.shape) // known if known else 0
+    if None not in x.shape and None not in out and math.prod(x.shape) != math.prod(out):
         raise ShapeError(f"reshape: cannot reshape {fmt(x.shape)} ({math.prod(x.shape)} elements) "
-                         f"to {fmt(shape)} ({math.prod(shape)} elements)")
-    _reshape_plan(x.shape, shape)
-    return shape, x.dtype
+                         f"to {fmt(out)} ({math.prod(out)} elements)")
+    return tuple(out), x.dtype
 
 
 def _reshape_dims(node, x_name):
@@ -463,7 +476,17 @@ register(Op("slice", _infer_slice, lambda arrays, attrs: arrays[0][_slices(attrs
 
 
 def _infer_unslice(inputs, attrs):
-    return tuple(attrs["shape"]), inputs[0].dtype
+    """The shape of the array the slice was taken from (unknown sizes from the `like` input);
+    the slice of it must have the shape of the gradient placed into it."""
+    g = inputs[0]
+    like_dims = inputs[1].shape if len(inputs) > 1 else ()
+    shape = tuple(_unslice_dims(attrs, like_dims) if len(inputs) > 1 else attrs["shape"])
+    index = _slices(attrs["index"])
+    for d, s, gd in zip(shape, index, g.shape):
+        if d is not None and gd is not None and len(range(*s.indices(d))) != gd:
+            raise ShapeError(f"unslice: a slice [{_slice_text(attrs['index'])}] of {fmt(shape)} "
+                             f"does not have the gradient's shape {fmt(g.shape)}")
+    return shape, g.dtype
 
 
 def _unslice_dims(node_or_attrs, like_dims):
@@ -609,10 +632,6 @@ def _jvp_matmul(node, tangents):
 
 def _emit_matmul(code, node, out, args):
     a, b = node.inputs
-    if a.shape[1] is None or b.shape[0] is None:
-        other = b.shape[0] if b.shape[0] is not None else (b, 0, args[1])
-        code.same_size((a, 1, args[0]), other,
-                       f"matmul: inner sizes differ ({fmt(a.shape)} @ {fmt(b.shape)})")
     dims = [_runtime_dims(a, args[0])[0], _runtime_dims(b, args[1])[1]]
     code.line(f"{out} = {code.alloc(node, out, dims)}")
     code.line(f"kernels.{kernels.MATMUL}({args[0]}, {args[1]}, {out})")

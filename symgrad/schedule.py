@@ -19,6 +19,7 @@ import numpy as np
 
 from .graph import Node, topological_order
 from .ops import is_elementwise
+from .sizes import size_source
 
 # Ops whose generated code may return (a view of) their input's memory: reshape and the
 # identities always; a slice, transpose or broadcast when the result is already contiguous
@@ -140,7 +141,6 @@ def schedule(inputs, outputs, updates=()):
 def _size_factors(program, node):
     """`node`'s element count as (static product, ((arg name, axis), ...)), or None when an
     unknown size cannot be traced to an argument of the function."""
-    from .simplify import size_source
     static, factors = 1, []
     for axis, d in enumerate(node.shape):
         if d is not None:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
+import stat
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -45,55 +46,145 @@ def _by_name(variables, what):
 
 
 def _write_npz(path, arrays):
+    """Write `arrays` to `path` atomically: into a temporary file beside it, flushed to disk,
+    then renamed over it. An error or Ctrl-C at any point leaves the previous file intact and
+    no temporary file behind."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a folder; cannot write a .npz file there")
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    # Write beside the target and rename: an interrupted save leaves the old file intact.
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
     try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise type(error)(f"{path}: cannot create its folder ({error.strerror or error})") from None
+    mode = stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path) else None
+    tmp = None
+    try:
+        # O_EXCL with a random name: never another file's; mode 0o666 lets the umask decide,
+        # as for a file opened normally (mkstemp would make it 0o600).
+        for _ in range(100):
+            candidate = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+            try:
+                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                             0o666)
+            except FileExistsError:
+                continue
+            tmp = candidate
+            break
+        else:
+            raise FileExistsError("no free temporary file name")
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        tmp = None
+    except OSError as error:
+        raise type(error)(f"{path}: cannot write ({error.strerror or error}); "
+                          f"any previous file there is unchanged") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
-def _read_npz(path):
+def _read_npz(path, what="parameter file"):
+    """Every array of the .npz file at `path`, all read in full (so a truncated or corrupt
+    file fails here, naming the path, rather than part-way through assigning)."""
+    path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"parameter file {path!r} does not exist")
+        raise FileNotFoundError(f"{what} {path!r} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{what} {path!r} is a folder, not a .npz file")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (ValueError, OSError, EOFError) as error:
-        raise ValueError(f"{path}: not a readable .npz parameter file ({error})") from None
+        data = np.load(path, allow_pickle=False)
+    except Exception as error:
+        raise ValueError(f"{path}: not a readable .npz {what} (truncated or corrupt? "
+                         f"{type(error).__name__}: {error})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: holds a single array (.npy), not a .npz {what} of named arrays")
+    arrays = {}
+    with data:
+        for key in data.files:
+            try:
+                arrays[key] = data[key]
+            except Exception as error:
+                raise ValueError(f"{path}: entry {key!r} cannot be read (truncated or corrupt file? "
+                                 f"{type(error).__name__}: {error})") from None
+    return arrays
 
 
-def _assign(arrays, variables, path, prefix=""):
-    """Check every variable against `arrays`, then assign them all (or none)."""
+def _short(names, limit=5):
+    names = sorted(names)
+    text = ", ".join(repr(n) for n in names[:limit])
+    return text + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _problems(arrays, variables, prefix=""):
+    """What stops `arrays` (keys prefix + name) from being loaded into `variables`: a list of
+    phrases, empty when every name is there with the same shape and a dtype that converts
+    exactly."""
     problems = []
     for name, v in variables.items():
         key = prefix + name
         if key not in arrays:
-            problems.append(f"{name!r} is missing")
-        elif arrays[key].shape != v.shape:
-            problems.append(f"{name!r} has shape {arrays[key].shape} in the file, {v.shape} in the model")
+            problems.append(f"{key!r} is missing")
+            continue
+        value = arrays[key]
+        if value.shape != v.shape:
+            problems.append(f"{key!r} has shape {value.shape} in the file, {v.shape} in the model")
+        elif value.dtype.kind not in "biuf" or not np.can_cast(value.dtype, v.dtype, "safe"):
+            problems.append(f"{key!r} has dtype {value.dtype} in the file, {np.dtype(v.dtype)} in "
+                            f"the model")
+    return problems
+
+
+def _assign(arrays, variables, path, prefix=""):
+    """Check every variable against `arrays`, then assign them all (or none)."""
+    problems = _problems(arrays, variables, prefix)
     if problems:
         raise ValueError(f"{path}: cannot load: " + "; ".join(problems))
-    for name, v in variables.items():
-        v.value = arrays[prefix + name]
+    _assign_checked({name: arrays[prefix + name] for name in variables}, variables)
+
+
+def _assign_checked(values, variables):
+    """Assign checked `values` to `variables`; an error or Ctrl-C part-way puts back the old
+    values, so it is all or nothing."""
+    old = {name: v.value.copy() for name, v in variables.items()}
+    try:
+        for name, v in variables.items():
+            v.value = values[name]
+    except BaseException:
+        for name, v in variables.items():
+            v.value = old[name]
+        raise
 
 
 def save_parameters(path, variables):
-    """Save Variables to `path` (.npz), keyed by their names."""
+    """Save Variables to `path` (.npz), keyed by their names, atomically: an error or Ctrl-C
+    while saving leaves any previous file at `path` intact."""
     table = _by_name(variables, "save_parameters")
     _write_npz(path, {name: v.value for name, v in table.items()})
 
 
 def load_parameters(path, variables):
-    """Load Variables saved by `save_parameters`, by name. Every name and shape is checked
-    before any value is assigned, so a mismatch leaves the Variables untouched."""
-    _assign(_read_npz(path), _by_name(variables, "load_parameters"), path)
+    """Load Variables saved by `save_parameters`, by name. The file must hold exactly these
+    names, with the same shapes and dtypes that convert exactly; everything is checked before
+    any value is assigned, so an error leaves the Variables untouched."""
+    table = _by_name(variables, "load_parameters")
+    arrays = _read_npz(path)
+    problems = _problems(arrays, table)
+    extra = set(arrays) - set(table)
+    if extra:
+        problems.append(f"the file also holds {_short(extra)}, which the model lacks (a file of "
+                        f"another model?)")
+    if problems:
+        raise ValueError(f"{path}: cannot load: " + "; ".join(problems))
+    _assign_checked(arrays, table)
 
 
 # ============================================================================ history
@@ -303,7 +394,8 @@ class Trainer:
 
     def save_checkpoint(self, path, meta=None):
         """Parameters, optimizer state, step count, history (and the best parameters so far,
-        for early stopping) in one .npz file, written atomically."""
+        for early stopping) in one .npz file, written atomically: an error or Ctrl-C while
+        saving leaves the previous checkpoint at `path` intact and loadable."""
         self.compile()  # the optimizer's state Variables exist once the step is built
         arrays = {name: v.value for name, v in self._state().items()}
         if self._best is not None:
@@ -313,21 +405,58 @@ class Trainer:
         _write_npz(path, arrays)
 
     def load_checkpoint(self, path, expect=None):
-        """Restore what `save_checkpoint` wrote. If `expect` (run settings such as batch size)
-        differs from what the file records, raise before changing anything."""
+        """Restore what `save_checkpoint` wrote. Everything is checked first (every array
+        readable; names, shapes and dtypes those of this model and optimizer; the step count
+        a whole number >= 0; the history and settings valid JSON; and, if `expect` gives run
+        settings such as the batch size, the same settings), so an error leaves the
+        Variables, the step count and the history exactly as they were. Returns the settings."""
         self.compile()
-        arrays = _read_npz(path)
-        if "__meta__" not in arrays:
-            raise ValueError(f"{path}: not a symgrad checkpoint (no __meta__ entry)")
-        meta = json.loads(str(arrays["__meta__"]))
+        arrays = _read_npz(path, "checkpoint")
+
+        def fail(what):
+            raise ValueError(f"{path}: cannot load the checkpoint: {what}")
+
+        def text(key):
+            if key not in arrays:
+                fail(f"no {key} entry (not a symgrad checkpoint?)")
+            value = arrays[key]
+            if value.shape != () or value.dtype.kind != "U":
+                fail(f"the {key} entry is not a JSON string (dtype {value.dtype}, shape {value.shape})")
+            try:
+                return json.loads(str(value))
+            except ValueError as error:
+                fail(f"the {key} entry is not valid JSON ({error})")
+
+        meta = text("__meta__")
+        if not isinstance(meta, dict):
+            fail(f"the __meta__ entry is a {type(meta).__name__}, not a JSON object")
+        records = text("__history__")
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            fail("the __history__ entry is not a JSON list of per-epoch records")
+        state = self._state()
+        params = {p.name: p for p in self.params}
+        best_keys = {k for k in arrays if k.startswith("best:")}
+        problems = _problems(arrays, state)
+        if best_keys:
+            problems += _problems(arrays, params, prefix="best:")
+        extra = (set(arrays) - set(state) - {"best:" + name for name in params}
+                 - {"__meta__", "__history__"})
+        if extra:
+            problems.append(f"the file also holds {_short(extra)}, which this model lacks")
+        if problems:
+            fail("it does not match this model (a checkpoint of another model?): " + "; ".join(problems))
+        steps = arrays[self.steps_taken.name]
+        if not (np.isfinite(steps) and steps >= 0 and float(steps) == int(steps)):
+            fail(f"the step count {steps!r} is not a whole number >= 0")
         for key, value in (expect or {}).items():
             if key in meta and meta[key] != value:
                 raise ValueError(f"{path}: the checkpoint was made with {key}={meta[key]!r}, this run "
                                  f"has {key}={value!r}; resume with the same settings")
-        _assign(arrays, self._state(), path)
-        self.history = History.from_json(str(arrays["__history__"]))
-        best = {k[len("best:"):]: v for k, v in arrays.items() if k.startswith("best:")}
-        self._best = best or None
+        history = History(records)
+        best = {name: np.array(arrays["best:" + name], dtype=p.dtype) for name, p in params.items()} \
+            if best_keys else None
+        _assign_checked(arrays, state)
+        self.history, self._best = history, best
         return meta
 
     # ------------------------------------------------------------------ the loop
