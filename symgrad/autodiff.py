@@ -26,6 +26,18 @@ def _as_list(xs):
     return (list(xs), True) if isinstance(xs, (list, tuple)) else ([xs], False)
 
 
+def _tensors(values, what):
+    """`values` (one or a list) as a list of nodes and whether it was a list; anything that
+    is not a symgrad tensor is named in a TypeError."""
+    values, is_list = _as_list(values)
+    for k, value in enumerate(values):
+        if not isinstance(value, Node):
+            where = f" {k}" if is_list else ""
+            raise TypeError(f"{what}{where} must be a symgrad tensor (a placeholder, Variable or "
+                            f"an expression of them), got {type(value).__name__} {value!r:.40}")
+    return values, is_list
+
+
 def _between(outputs, inputs):
     """Nodes in topological order that lie on some path from an input to an output."""
     order = topological_order(outputs)
@@ -57,8 +69,8 @@ def gradients(ys, xs, grad_ys=None, disconnected="raise"):
     """d(sum of ys)/d x for each x, as graph nodes (TF1 semantics). `grad_ys` seeds the outputs
     (default: ones). An x that does not influence ys raises DisconnectedInputError, unless
     `disconnected="zero"` (its gradient is then zeros)."""
-    ys, _ = _as_list(ys)
-    xs, xs_is_list = _as_list(xs)
+    ys, _ = _tensors(ys, "gradients: ys")
+    xs, xs_is_list = _tensors(xs, "gradients: xs")
     if grad_ys is None:
         seeds = [ops.ones_like(y) for y in ys]
     else:
@@ -105,6 +117,8 @@ def gradients(ys, xs, grad_ys=None, disconnected="raise"):
 
 def grad(y, x, disconnected="raise"):
     """dy/dx for one scalar y and one (or a list of) x."""
+    _tensors(y, "grad: y")
+    _tensors(x, "grad: x")
     if y.shape != ():
         raise ValueError(f"grad: y must be a scalar, got shape {ops.fmt(y.shape)}; "
                          f"use sg.gradients (sums the outputs) or sg.jacobian")
@@ -113,8 +127,8 @@ def grad(y, x, disconnected="raise"):
 
 def jvp(ys, xs, tangents):
     """Forward mode: the directional derivatives J·t of ys along `tangents` (one per x)."""
-    ys, ys_is_list = _as_list(ys)
-    xs, _ = _as_list(xs)
+    ys, ys_is_list = _tensors(ys, "jvp: ys")
+    xs, _ = _tensors(xs, "jvp: xs")
     tangents, _ = _as_list(tangents)
     if len(xs) != len(tangents):
         raise ValueError(f"jvp: {len(xs)} inputs but {len(tangents)} tangents")
@@ -143,7 +157,7 @@ def jvp(ys, xs, tangents):
 def hessian_vector_product(y, xs, vs, mode="forward"):
     """H·v for scalar y: the derivative of ∇y along v. mode="forward" is forward-over-reverse
     (jvp of the gradient graph); mode="reverse" is reverse-over-reverse, ∇ₓ(∇ₓy · v)."""
-    xs, xs_is_list = _as_list(xs)
+    xs, xs_is_list = _tensors(xs, "hessian_vector_product: xs")
     vs, _ = _as_list(vs)
     g = grad(y, xs, disconnected="zero")
     if mode == "forward":

@@ -26,6 +26,8 @@ import numpy as np
 from symgrad import fastmath, kernels
 
 jit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=fastmath.SAFE_FLAGS)
+jit_exact_division = numba.njit(cache=True, nogil=True, error_model="numpy",
+                                fastmath=fastmath.EXACT_DIVISION_FLAGS)
 '''
 
 KERNEL = '''
@@ -175,7 +177,8 @@ class Code:
                 names[key] = f"a{position}[{full_index if index is None else ', '.join(index)}]"
         statement = f"o[{full_index}] = {scalar.scalar_code(body, names, node.dtype)}"
         params = ["o"] + [f"a{j}" for j in range(len(operands))]
-        lines = [f"def {{name}}({', '.join(params)}):"]
+        decorator = "jit_exact_division" if scalar.divides_by_operand(body) else "jit"
+        lines = [f"@{decorator}", f"def {{name}}({', '.join(params)}):"]
         if flat:
             lines += [f"    {p} = {p}.reshape(-1)" for p in params]
             lines += ["    for i in range(o.size):", f"        {statement}"]
@@ -255,10 +258,15 @@ def generate(program, title=""):
     if in_place:
         code, _ = _emit_steps(program, in_place)
     returned = []
-    for node in program.outputs:
+    for k, node in enumerate(program.outputs):
         name = names[node]
         code.scalar_constant(node, name)
-        returned.append(f"{name}.copy()" if program.aliases_argument(node) else name)
+        if program.aliases_argument(node):
+            # outputs are the values before the updates (as in PyTensor): copy a Variable's
+            # array (or an argument's) before the updates below overwrite it
+            code.line(f"out{k} = {name}.copy()")
+            name = f"out{k}"
+        returned.append(name)
     writes = []
     for variable, value in program.updates:
         name = names[value]
@@ -280,7 +288,7 @@ def generate(program, title=""):
     signature = "(" + "".join(_numba_type(n) + ", " for n in arg_nodes) + \
         "".join(f"numba.types.Array(numba.{d}, 1, 'C'), " for d in dtypes) + "), "
     header = HEADER.format(title=f": {title}" if title else "")
-    loops = "".join(f"\n\n@jit\n{text.format(name=name)}\n" for text, name in code.loops.items())
+    loops = "".join(f"\n\n{text.format(name=name)}\n" for text, name in code.loops.items())
     kernel = KERNEL.format(signature=signature, params=", ".join(params + [f"ws_{d}" for d in dtypes]))
     preamble = _workspace_layout(program)
     footer = _workspace_function(program)

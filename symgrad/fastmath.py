@@ -23,6 +23,10 @@ from numba.extending import intrinsic
 
 inline = numba.njit(cache=True, error_model="numpy")  # LLVM inlines them
 SAFE_FLAGS = {"nsz", "arcp", "contract", "afn"}  # keep NaN/Inf; no reassociation
+# `arcp` lets LLVM divide by multiplying with an approximate reciprocal (rsqrt, rcp plus a
+# Newton step), which gives NaN where the divisor is 0 or inf: d sqrt(x)/dx = 1/(2 sqrt(x)) was
+# NaN at 0 and +inf in float32. Loops that divide by a computed value compile without it.
+EXACT_DIVISION_FLAGS = SAFE_FLAGS - {"arcp"}
 
 
 @intrinsic

@@ -28,7 +28,12 @@ from .simplify import simplify as simplify_graph
 class Function:
     """A compiled function of the graph. Attributes: `source` (the generated module),
     `graph` (networkx.DiGraph of what it computes), `program`, `rewrites` (the simplifier's
-    log), `compile_seconds`. `simplify=False` compiles the graph exactly as built."""
+    log), `compile_seconds`. `simplify=False` compiles the graph exactly as built.
+
+    Calls take NumPy arrays of the declared dtypes (Python numbers and lists are converted;
+    arrays of another dtype are refused, not silently cast); any layout works. The outputs
+    are the values before the updates (an output `W` of a step that updates W returns the old
+    W, as `W * 1` does). A refused call, or one that raises, changes no Variable."""
 
     def __init__(self, inputs, outputs, updates=None, name=None, simplify=True):
         if isinstance(inputs, Node):
@@ -61,6 +66,7 @@ class Function:
                        for n in self.inputs]
         # State and constants are passed as the same array objects every call (a Variable's
         # array is updated in place, never replaced).
+        self._state_ids = {id(v.value) for v in self.program.state}
         self._fixed = [v.value.reshape(v.shape or (1,)) for v in self.program.state] + \
                       [c.attrs["value"].reshape(c.shape or (1,)) for c in self.program.constants]
 
@@ -109,8 +115,12 @@ class Function:
             if type(value) is not np.ndarray or value.dtype != dtype or value.ndim != rank or \
                     any(value.shape[axis] != size for axis, size in known):
                 value = check_value(self.inputs[k], value, f"argument '{self._arg_names[k]}'")
-            if not value.flags.c_contiguous:
-                value = np.ascontiguousarray(value)
+            if not (value.flags.c_contiguous and value.flags.writeable) or \
+                    id(value) in self._state_ids or id(value.base) in self._state_ids:
+                # a private C-ordered copy: compiled code takes writable row-major arrays
+                # (Fortran order, negative strides, read-only or memory-mapped data are
+                # copied), and an input must not change while the updates are written
+                value = np.array(value, order="C")
             arrays.append(value if rank else value.reshape(1))
         shapes = tuple([a.shape for a in arrays])
         workspace = self._workspaces.get(shapes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import operator
 import weakref
 
 import numpy as np
@@ -141,7 +142,16 @@ def _check_dtype(dtype):
 
 def placeholder(name, shape, dtype="float32"):
     """An input given at call time. `None` in `shape` is a size known only then (the batch)."""
-    shape = tuple(None if d is None else int(d) for d in shape)
+    if isinstance(shape, (int, np.integer)) or shape is None:
+        shape = (shape,)
+    try:
+        shape = tuple(None if d is None else operator.index(d) for d in shape)
+    except TypeError:
+        raise TypeError(f"placeholder '{name}': shape {shape!r} must be a tuple of sizes "
+                        f"(int >= 0, or None for a size known only at call time)") from None
+    if any(d is not None and d < 0 for d in shape):
+        raise ValueError(f"placeholder '{name}': shape {shape!r} has a negative size; sizes "
+                         f"are int >= 0, or None for a size known only at call time")
     return Node("placeholder", (), {"name": name}, shape, _check_dtype(dtype), name=name)
 
 

@@ -16,7 +16,14 @@ from .sizes import concrete_shapes
 def check_value(node, value, what):
     """`value` as an array of `node`'s dtype and shape, or a clear error naming `what`."""
     if not isinstance(value, np.ndarray):
-        value = np.asarray(value, dtype=node.dtype)
+        # Python numbers and (nested) lists are converted to the declared dtype; NumPy arrays
+        # must already have it (a silent float64 -> float32 copy would hide a costly mistake)
+        try:
+            value = np.asarray(value, dtype=node.dtype)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"{what}: expected an array of {node.dtype} with shape "
+                            f"{fmt(node.shape)}, got {type(value).__name__} {value!r:.40} "
+                            f"({error})") from None
     if value.dtype != node.dtype:
         raise TypeError(f"{what}: expected dtype {node.dtype}, got {value.dtype} "
                         f"(convert with .astype(np.{node.dtype}))")

@@ -95,37 +95,63 @@ def max_axis(x, a, r, b, out):
                     out[i, j] = value
 
 
+@jit
+def distribution_violation(x, a, r, b, tolerance):
+    """-1 if every slice of x (viewed as (a, r, b)) along the middle axis sums to 1 within
+    `tolerance`, else the index i * b + j of the first that does not (NaN never does)."""
+    v = x.reshape((a, r, b))
+    for i in range(a):
+        for j in range(b):
+            total = 0.0
+            for k in range(r):
+                total += v[i, k, j]
+            if not abs(total - 1.0) <= tolerance:
+                return i * b + j
+    return -1
+
+
 def _softmax_family(exp, log):
     """logsumexp, softmax and log_softmax along an axis, with the given exp and log."""
 
     @jit
-    def logsumexp_axis(x, a, r, b, total):
+    def max_and_log_sum(x, a, r, b, m, s):
+        # m = the max along the axis (0 where it is not finite: exp below says what happens),
+        # s = log Σ exp(x - m). log_softmax is (x - m) - s: x - (m + s) would round m + s to
+        # the precision of m and lose the digits of s (float32 logits of -1e4).
         v = x.reshape((a, r, b))
-        m = np.empty((a, b), x.dtype)
         max_axis(x, a, r, b, m)
-        total[:] = 0.0
+        s[:] = 0.0
         for i in range(a):
             for j in range(b):
                 if not np.isfinite(m[i, j]):
-                    m[i, j] = 0.0  # all -inf (or a NaN/inf present): exp below says so
+                    m[i, j] = 0.0
         for i in range(a):
             for k in range(r):
                 for j in range(b):
-                    total[i, j] += exp(v[i, k, j] - m[i, j])
+                    s[i, j] += exp(v[i, k, j] - m[i, j])
         for i in range(a):
             for j in range(b):
-                total[i, j] = m[i, j] + log(total[i, j])
+                s[i, j] = log(s[i, j])
+
+    @jit
+    def logsumexp_axis(x, a, r, b, total):
+        m = np.empty((a, b), x.dtype)
+        max_and_log_sum(x, a, r, b, m, total)
+        for i in range(a):
+            for j in range(b):
+                total[i, j] = m[i, j] + total[i, j]
 
     @jit
     def shifted_axis(x, a, r, b, out, exponentiate):
-        # x - logsumexp(x) along the axis (log_softmax), or its exp (softmax)
+        # (x - m) - log Σ exp(x - m) along the axis (log_softmax), or its exp (softmax)
         v = x.reshape((a, r, b))
-        lse = np.empty((a, b), x.dtype)
-        logsumexp_axis(x, a, r, b, lse)
+        m = np.empty((a, b), x.dtype)
+        s = np.empty((a, b), x.dtype)
+        max_and_log_sum(x, a, r, b, m, s)
         for i in range(a):
             for k in range(r):
                 for j in range(b):
-                    shifted = v[i, k, j] - lse[i, j]
+                    shifted = (v[i, k, j] - m[i, j]) - s[i, j]
                     out[i, k, j] = exp(shifted) if exponentiate else shifted
 
     @jit

@@ -20,10 +20,15 @@ from .data.batching import one_hot  # noqa: F401 - re-exported: integer labels -
 
 # ============================================================================ losses
 
-def softmax_cross_entropy(logits, labels, axis=-1, labels_sum_to_one=True):
-    """Mean over the batch of -sum(labels * log_softmax(logits)). Labels are one-hot or
-    probability rows; `labels_sum_to_one` declares it, so the gradient simplifies to
-    softmax(logits) - labels (scaled by 1/batch). For integer labels, feed `one_hot(labels, k)`."""
+def softmax_cross_entropy(logits, labels, axis=-1, labels_sum_to_one=False):
+    """Mean over the batch of -sum(labels * log_softmax(logits)), for any label rows: one-hot,
+    probabilities, soft or unnormalised targets, zero rows (masked padding). Its gradient
+    with respect to the logits is softmax(logits)·sum(labels) - labels (over the batch size).
+
+    `labels_sum_to_one=True` declares that every row sums to 1 (one-hot or probability rows);
+    the gradient then simplifies to softmax(logits) - labels, and every call checks the
+    declaration (a row that breaks it raises ValueError instead of giving a wrong gradient).
+    For integer labels, feed `one_hot(labels, k)`."""
     if labels_sum_to_one:
         labels = ops.distribution(labels, axis)
     per_example = -ops.sum(labels * ops.log_softmax(logits, axis), axis=axis)

@@ -141,8 +141,9 @@ def fuse(body, inputs):
     kept = [(s, n) for s, n in kept if s.name in used]
     if not kept:
         # the body is a number: a constant broadcast to the shape of the inputs
-        return broadcast_to(constant(np.asarray(float(body), inputs[0].dtype)),
-                            inputs[0].shape, like=inputs[0])
+        full = builtins.max(inputs, key=lambda node: node.ndim)
+        return broadcast_to(constant(np.asarray(scalar.value_of(body), full.dtype)),
+                            full.shape, like=full if None in full.shape else None)
     renaming = {s: X[k] for k, (s, _) in enumerate(kept)}
     body = body.xreplace(renaming)
     nodes = [n for _, n in kept]
@@ -217,8 +218,14 @@ _elementwise_op("sin", lambda a: sympy.sin(x0))
 _elementwise_op("cos", lambda a: sympy.cos(x0))
 _elementwise_op("sqrt", lambda a: sympy.sqrt(x0), lambda a: {0: 1 / (2 * Y)})
 _elementwise_op("square", lambda a: x0 ** 2)
-_elementwise_op("maximum", lambda a: scalar.select(scalar.gt(x0, x1), x0, x1))
-_elementwise_op("minimum", lambda a: scalar.select(scalar.gt(x1, x0), x0, x1))
+# Where the operands tie, maximum's and minimum's gradient is split evenly between them (as
+# JAX does, and as the max reduction splits among ties); relu'(0) = 0 by convention.
+_elementwise_op("maximum", lambda a: sympy.Max(x0, x1),
+                lambda a: {0: scalar.gt(x0, x1) + scalar.eq(x0, x1) / 2,
+                           1: scalar.gt(x1, x0) + scalar.eq(x0, x1) / 2})
+_elementwise_op("minimum", lambda a: sympy.Min(x0, x1),
+                lambda a: {0: scalar.gt(x1, x0) + scalar.eq(x0, x1) / 2,
+                           1: scalar.gt(x0, x1) + scalar.eq(x0, x1) / 2})
 _elementwise_op("greater", lambda a: scalar.gt(x0, x1))
 _elementwise_op("greater_equal", lambda a: 1 - scalar.gt(x1, x0))
 _elementwise_op("equal", lambda a: scalar.eq(x0, x1))
@@ -584,13 +591,44 @@ def _infer_distribution(inputs, attrs):
     return x.shape, x.dtype
 
 
-# The identity, carrying a fact for the simplifier: x sums to 1 along `axis` (declared by a
-# loss whose labels are one-hot or probability rows).
-register(Op("distribution", _infer_distribution, lambda arrays, attrs: arrays[0],
+def distribution_tolerance(dtype):
+    """How far from 1 a declared distribution's sums may be: rounding of a sum of one-hot or
+    smoothed rows stays far below it; masked (zero) or unnormalised rows are far above it."""
+    return float(np.sqrt(np.finfo(dtype).eps))
+
+
+def _distribution_message(attrs, dtype):
+    return (f"distribution: the values do not sum to 1 along axis {attrs['axis']} (within "
+            f"{distribution_tolerance(dtype):.1e}) in every slice; declare only one-hot or "
+            f"probability rows (for masked or unnormalised labels call "
+            f"softmax_cross_entropy with labels_sum_to_one=False)")
+
+
+def _np_distribution(arrays, attrs):
+    x = arrays[0]
+    with np.errstate(invalid="ignore"):
+        sums = np.sum(x, axis=attrs["axis"], dtype=np.float64)
+        if not np.all(np.abs(sums - 1.0) <= distribution_tolerance(x.dtype)):
+            raise ValueError(_distribution_message(attrs, x.dtype))
+    return x
+
+
+def _emit_distribution(code, node, out, args):
+    a, r, b = _axis_split(node.inputs[0], args[0], node.attrs["axis"])
+    tolerance = distribution_tolerance(node.dtype)
+    code.check(f"kernels.distribution_violation({args[0]}, {a}, {r}, {b}, {tolerance!r}) < 0",
+               _distribution_message(node.attrs, node.dtype))
+    code.line(f"{out} = {args[0]}")
+
+
+# The identity, carrying a fact for the simplifier: x sums to 1 along `axis`. The fact is
+# checked on every call (compiled and interpreted alike), so a rewrite that uses it can never
+# give a wrong number for data that breaks it.
+register(Op("distribution", _infer_distribution, _np_distribution,
             lambda node, g, wanted: [g],
             # not `linear`: a tangent of a distribution sums to 0, so it must not carry the fact
             lambda node, tangents: tangents[0],
-            lambda code, node, out, args: code.line(f"{out} = {args[0]}")))
+            _emit_distribution))
 
 
 def _emit_size(code, node, out, args):
@@ -725,7 +763,12 @@ def _emit_along_axis(kernel):
 
 
 def _np_log_softmax(x, axis):
-    return x - np.expand_dims(_np_logsumexp(x, axis), axis)
+    # (x - m) - log Σ exp(x - m): subtracting m + log Σ at once would round away the digits
+    # of log Σ where |m| is large (float32 logits of -1e4)
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    with np.errstate(divide="ignore"):
+        return (x - m) - np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
 
 
 def _vjp_softmax(node, g, wanted):
@@ -871,7 +914,8 @@ def stop_gradient(x):
 
 
 def distribution(x, axis=-1):
-    """`x`, declared to sum to 1 along `axis` (one-hot or probability rows)."""
+    """`x`, declared to sum to 1 along `axis` (one-hot or probability rows). The declaration
+    is checked when the graph runs: a slice that does not sum to 1 raises ValueError."""
     x = as_node(x)
     return make("distribution", [x], {"axis": _normalize_axis(axis, x.ndim, "distribution")})
 
@@ -953,14 +997,20 @@ def log_softmax(x, axis=-1):
 
 
 def logsumexp(x, axis=None, keepdims=False):
+    """log Σ exp(x) over `axis` (an int, a tuple, or None for all), computed stably."""
     x = as_node(x)
-    if axis is None:
-        flat = reshape(x, (-1,)) if x.ndim != 1 else x
-        out = make("logsumexp", [flat], {"axis": 0})
-        return reshape(out, (1,) * x.ndim) if keepdims else out
-    x, axis = _single_axis("logsumexp", x, axis)
-    out = make("logsumexp", [x], {"axis": axis})
-    return reshape(out, x.shape[:axis] + (1,) + x.shape[axis + 1:]) if keepdims else out
+    if x.ndim == 0:
+        raise ShapeError("logsumexp: needs at least one dimension")
+    axes = _normalize_axes(axis, x.ndim, "logsumexp")
+    rest = [k for k in range(x.ndim) if k not in axes]
+    if len(axes) == 1:
+        out = make("logsumexp", [x], {"axis": axes[0]})
+    else:  # the reduced axes moved last and merged into one
+        merged = reshape(transpose(x, rest + list(axes)), tuple(x.shape[k] for k in rest) + (-1,))
+        out = make("logsumexp", [merged], {"axis": len(rest)})
+    if keepdims:
+        return reshape(out, tuple(1 if k in axes else d for k, d in enumerate(x.shape)))
+    return out
 
 
 def reshape(x, shape):
@@ -970,7 +1020,12 @@ def reshape(x, shape):
         raise ShapeError(f"reshape {fmt(x.shape)} -> {shape}: only one size can be -1")
     if -1 in shape:
         rest = [d for d in shape if d != -1]
-        if None in x.shape or None in rest:
+        if x.shape.count(None) == rest.count(None) > 0:
+            # the unknown sizes pass through (paired in order): -1 is what the known ones leave
+            known_in = math.prod(d for d in x.shape if d is not None)
+            known_out = math.prod(d for d in rest if d is not None)
+            fill = known_in // known_out if known_out and known_in % known_out == 0 else None
+        elif None in x.shape or None in rest:
             fill = None
         else:
             known = math.prod(rest)

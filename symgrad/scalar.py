@@ -23,6 +23,10 @@ from sympy.printing.pycode import PythonCodePrinter
 MAX_ARITY = 64
 X = sympy.symbols(f"x0:{MAX_ARITY}", real=True)
 Y = sympy.Symbol("y", real=True)
+# A constant 0 operand, kept as a symbol (printed "0") so that SymPy cannot fold it away:
+# it would turn 0·x into 0 and x·0 + y into y, but in IEEE arithmetic (and NumPy) 0·x is NaN
+# where x is ±inf or NaN, and the compiled code must give what the interpreter gives.
+ZERO = sympy.Symbol("0", real=True)
 
 
 class sigmoid(sympy.Function):
@@ -115,9 +119,17 @@ def derivative(body, symbol):
 
 def number(value):
     """A Python number as a SymPy number: exact when integral, so that 1 - y and 1.0 - y
-    are one expression and cancel."""
+    are one expression and cancel; 0 is `ZERO`, which keeps NaN and Inf of what it multiplies.
+    Infinite and NaN constants stay floats (SymPy's oo would follow other rules)."""
     value = float(value)
+    if value == 0:
+        return ZERO
     return sympy.Integer(int(value)) if value.is_integer() else sympy.Float(value)
+
+
+def value_of(body):
+    """The float a body without operands stands for."""
+    return float(body.xreplace({ZERO: 0}))
 
 
 def free_operands(expr):
@@ -179,6 +191,8 @@ class ScalarPrinter(PythonCodePrinter):
         return f"np.float32({text})" if self._dtype == "float32" else text
 
     def _print_Symbol(self, expr):
+        if expr == ZERO:
+            return self._number(0)
         return self._names.get(expr.name, expr.name)
 
     def _print_Integer(self, expr):
@@ -244,11 +258,27 @@ class ScalarPrinter(PythonCodePrinter):
     def _print_Abs(self, expr):
         return f"abs({self._print(expr.args[0])})"
 
+    def _extremum(self, expr, better):
+        # NumPy's maximum/minimum: NaN if either operand is NaN (Python's max would return
+        # the other one). `a != a` holds only for NaN; a NaN `b` fails `a > b` and is taken.
+        # (Repeated operand text is one value to LLVM, which sees pure arithmetic.)
+        text = self._print(expr.args[0])
+        for arg in expr.args[1:]:
+            b = self._print(arg)
+            text = f"({text} if ({text} {better} {b} or {text} != {text}) else {b})"
+        return text
+
     def _print_Max(self, expr):
-        return "max(" + ", ".join(self._print(a) for a in expr.args) + ")"
+        return self._extremum(expr, ">")
 
     def _print_Min(self, expr):
-        return "min(" + ", ".join(self._print(a) for a in expr.args) + ")"
+        return self._extremum(expr, "<")
+
+
+def divides_by_operand(body):
+    """Whether `body` divides by something that is not a number (so it may be 0 or inf)."""
+    return any(isinstance(e, sympy.Pow) and e.exp.is_number and e.exp < 0 and not e.base.is_number
+               for e in sympy.preorder_traversal(body))
 
 
 def scalar_code(body, names, dtype="float64"):

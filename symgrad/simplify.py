@@ -8,8 +8,9 @@ Three kinds of rule, all data:
 
 - graph rules, keyed by op: identities (--x, transpose of transpose, reshape of reshape,
   sum of a broadcast), constant folding, log(softmax) -> log_softmax, stop_gradient dropped
-  once differentiation is done, and `sum_of_distribution` (Σ_axis p·s = s when the loss
-  declared that p sums to 1 along the axis: this is what turns the softmax cross-entropy
+  once differentiation is done, and `sum_of_distribution` (Σ_axis p·s = s where the graph
+  proves that p sums to 1 along the axis: a softmax output, or labels declared with
+  `distribution`, which every call checks; this is what turns the softmax cross-entropy
   gradient into q - p);
 - body rules on SymPy scalar bodies: log(sigmoid(a)) -> -softplus(-a),
   log(1 - sigmoid(a)) -> -softplus(a), log(1 + exp(a)) -> softplus(a) (SymPy itself
@@ -195,8 +196,8 @@ def _broadcast_of_broadcast(node):
 def _sum_of_broadcast(node):
     """Σ over an axis that was broadcast from size 1 = the value times that (known) size."""
     inner, axis = node.inputs[0], node.attrs["axis"]
-    if inner.op != "broadcast_to" or inner.shape[axis] is None:
-        return None
+    if inner.op != "broadcast_to" or inner.shape[axis] is None or inner.shape[axis] == 0:
+        return None  # (a sum over no elements is 0, even of inf: not the value times 0)
     source = inner.inputs[0]
     lead = inner.ndim - source.ndim
     if axis >= lead and source.shape[axis - lead] != 1:
@@ -258,8 +259,14 @@ def _squeeze_constant_axis(node, axis):
         return None
 
 
+def _sums_to_one(node, axis):
+    """Whether the graph proves that `node` sums to 1 along `axis`: a softmax along it, or a
+    declared distribution (checked on every call)."""
+    return node.op in ("distribution", "softmax") and node.attrs["axis"] == axis
+
+
 def _sum_of_distribution(node):
-    """Σ_axis (p · s) = s, where the loss declared that p sums to 1 along `axis` and s is
+    """Σ_axis (p · s) = s, where p provably sums to 1 along `axis` (_sums_to_one) and s is
     constant along it. With it, -Σ p log softmax(z) differentiates to softmax(z) - p."""
     inner, axis = node.inputs[0], node.attrs["axis"]
     if not is_elementwise(inner):
@@ -272,7 +279,7 @@ def _sum_of_distribution(node):
         if not (isinstance(factor, sympy.Symbol) and factor.name.startswith("x")):
             continue
         p = inner.inputs[int(factor.name[1:])]
-        if p.op != "distribution" or p.attrs["axis"] != axis:
+        if not _sums_to_one(p, axis):
             continue
         rest = sympy.Mul(*(factors[:k] + factors[k + 1:]))
         used, _ = scalar.free_operands(rest)
@@ -396,6 +403,17 @@ def _rules_for(node, only=None):
     return rules if only is None else [(n, r) for n, r in rules if n in only]
 
 
+def _broadcast_key(node):
+    """What determines a broadcast's value: its source and shape, and where the unknown sizes
+    it does not take from the source come from (two batch sizes need not be equal)."""
+    source, lead = node.inputs[0], node.ndim - node.inputs[0].ndim
+    from_like = any(t is None and (k < lead or source.shape[k - lead] == 1)
+                    for k, t in enumerate(node.shape))
+    if not from_like:
+        return source, node.shape
+    return source, node.shape, node.inputs[1], node.attrs.get("like_axes")
+
+
 def _rewrite_pass(roots, log, keep=frozenset(), only=None):
     """One bottom-up pass: rebuild each node on rewritten inputs, then apply its rules until
     none fires. Nodes in `keep` stay as they are. Returns the new roots and whether anything
@@ -424,9 +442,9 @@ def _rewrite_pass(roots, log, keep=frozenset(), only=None):
             else:
                 break
         if current.op == "broadcast_to" and only is None:
-            # equal values: the same source spread to the same shape (the `like` input only
-            # names where unknown sizes come from, and those sizes are checked equal)
-            current = canonical_broadcast.setdefault((current.inputs[0], current.shape), current)
+            # equal values: the same source spread to the same shape, with unknown sizes
+            # from the same place (two batch sizes of the same shape need not be equal)
+            current = canonical_broadcast.setdefault(_broadcast_key(current), current)
         changed |= current is not node
         new[node] = current
     return [new[r] for r in roots], changed

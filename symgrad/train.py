@@ -572,8 +572,10 @@ class Trainer:
 def classifier(model, num_features, optimizer=None, weight_decay=0.0, schedule=None,
                dtype="float32", name="train step"):
     """A Trainer for a classifier `model` (a layer: logits = model(x)). With one output column
-    the loss is sigmoid binary cross-entropy, otherwise softmax cross-entropy; integer labels
-    are one-hot encoded by the Trainer. `weight_decay` adds L2 on the weights (not biases)."""
+    the loss is sigmoid binary cross-entropy, otherwise softmax cross-entropy whose label rows
+    are declared to sum to 1 (checked on every call; the gradient is then softmax - labels);
+    integer labels are one-hot encoded by the Trainer. `weight_decay` adds L2 on the weights
+    (not biases)."""
     x = placeholder("x", (None, num_features), dtype)
     logits = model(x)
     classes = logits.shape[-1]
@@ -581,7 +583,7 @@ def classifier(model, num_features, optimizer=None, weight_decay=0.0, schedule=N
     if classes == 1:
         loss = nn.sigmoid_binary_cross_entropy(logits, y)
     else:
-        loss = nn.softmax_cross_entropy(logits, y)
+        loss = nn.softmax_cross_entropy(logits, y, labels_sum_to_one=True)
     if weight_decay:
         loss = loss + nn.l2_weight_decay(model, weight_decay)
     return Trainer(x, y, loss, model.params, optimizer, logits, schedule=schedule, name=name)

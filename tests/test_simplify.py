@@ -34,7 +34,7 @@ def classifier():
     W = sg.Variable(RNG.standard_normal((5, 4)), name="W")
     b = sg.Variable(np.zeros(4), name="b")
     z = x @ W + b
-    loss = sg.nn.softmax_cross_entropy(z, p)
+    loss = sg.nn.softmax_cross_entropy(z, p, labels_sum_to_one=True)
     gz = sg.grad(loss, z)
     return x, p, W, b, z, loss, gz
 
@@ -98,7 +98,7 @@ def test_fusion_shrinks_the_gradient_graph_of_an_mlp():
         h = h @ W + c
         if k < 2:
             h = sg.tanh(h)
-    grads = sg.gradients(sg.nn.softmax_cross_entropy(h, y), params)
+    grads = sg.gradients(sg.nn.softmax_cross_entropy(h, y, labels_sum_to_one=True), params)
     before = topological_order(grads)
     after, log = simplify(grads)
     after_nodes = topological_order(after)

@@ -21,7 +21,7 @@ def softmax_regression():
     W = sg.Variable(np.zeros((4, 3), np.float32), name="W")
     b = sg.Variable(np.zeros(3, np.float32), name="b")
     z = x @ W + b
-    loss = sg.nn.softmax_cross_entropy(z, y)
+    loss = sg.nn.softmax_cross_entropy(z, y, labels_sum_to_one=True)
     gW, gb = sg.gradients(loss, [W, b])
     return dict(x=x, y=y, W=W, b=b, z=z, loss=loss, gW=gW, gb=gb)
 
