@@ -22,7 +22,7 @@ ps = [sg.Variable((rng.standard_normal((W, W)) / 6).astype(np.float32), name=f"W
 h = x
 for p in ps:
     h = sg.tanh(h @ p)
-loss = sg.nn.softmax_cross_entropy(h, y)
+loss = sg.nn.softmax_cross_entropy(h, y, labels_sum_to_one=True)
 grads = sg.gradients(loss, ps)
 step = sg.function([x, y], loss, updates=[(p, p - 0.01 * g) for p, g in zip(ps, grads)])
 step(np.ones((16, W), np.float32), np.eye(16, W, dtype=np.float32))

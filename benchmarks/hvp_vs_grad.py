@@ -34,7 +34,7 @@ def mlp(sizes, rng):
         h = h @ W + b
         if k < len(sizes) - 2:
             h = sg.tanh(h)
-    return x, y, params, h, sg.nn.softmax_cross_entropy(h, y)
+    return x, y, params, h, sg.nn.softmax_cross_entropy(h, y, labels_sum_to_one=True)
 
 
 def seconds(functions, repeats):

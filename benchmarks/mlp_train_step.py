@@ -26,7 +26,7 @@ def symgrad_step(sizes):
         h = h @ params[2 * l] + params[2 * l + 1]
         if l < L - 1:
             h = sg.tanh(h)
-    loss = sg.nn.softmax_cross_entropy(h, y)
+    loss = sg.nn.softmax_cross_entropy(h, y, labels_sum_to_one=True)
     grads = sg.gradients(loss, params)
     started = time.perf_counter()
     step = sg.function([x, y], loss, updates=[(p, p - LR * g) for p, g in zip(params, grads)])

@@ -49,7 +49,7 @@ def main(epochs=30, batch=64, lr=0.1, k=4, every=3, seed=0, plot="hessian_spectr
                    sg.Variable(np.zeros(n, np.float32))]
     W1, b1, W2, b2 = params
     logits = sg.tanh(x @ W1 + b1) @ W2 + b2
-    loss = sg.nn.softmax_cross_entropy(logits, y)
+    loss = sg.nn.softmax_cross_entropy(logits, y, labels_sum_to_one=True)
     grads = sg.gradients(loss, params)
 
     started = time.perf_counter()

@@ -19,6 +19,8 @@ def check_value(node, value, what):
         # Python numbers and (nested) lists are converted to the declared dtype; NumPy arrays
         # must already have it (a silent float64 -> float32 copy would hide a costly mistake)
         try:
+            if value is None or isinstance(value, (str, bytes)):
+                raise TypeError("not a number or a list of numbers")
             value = np.asarray(value, dtype=node.dtype)
         except (TypeError, ValueError) as error:
             raise TypeError(f"{what}: expected an array of {node.dtype} with shape "

@@ -83,7 +83,7 @@ def _infer_elementwise(name):
                 shape = list(node.shape)
                 continue
             merged = [_merge_dim(a, b) for a, b in zip(shape, node.shape)]
-            if len(node.shape) != len(shape) or False in merged:
+            if len(node.shape) != len(shape) or any(m is False for m in merged):
                 shapes = " and ".join(fmt(i.shape) for i in inputs)
                 raise ShapeError(f"{name}: shapes {shapes} do not match",
                                  "broadcast them first, or use the operators, which broadcast")
