@@ -30,7 +30,15 @@ from .function import Function, function
 from .jit import clear_cache
 from .viz import debugprint
 from . import data, nn, optim, train
-from . import linalg
+
+
+def __getattr__(name):
+    # symgrad.linalg (and optim_hf, which uses it) compile Numba loops when imported: they
+    # load on first use, so `import symgrad` never starts Numba (compiling does, once).
+    if name in ("linalg", "optim_hf"):
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'symgrad' has no attribute {name!r}")
 
 float32 = "float32"
 float64 = "float64"

@@ -24,7 +24,6 @@ import sys
 import tempfile
 import warnings
 
-import numba
 import numpy as np
 
 _loaded: dict[str, object] = {}
@@ -42,9 +41,10 @@ def clear_cache():
 
 def _runtime_digest():
     """A digest of the modules generated code calls into: Numba inlines them into the cached
-    machine code, so a change there must change the cache key too."""
+    machine code, so a change there must change the cache key too; and of the matrix product
+    `kernels.product` stands for in this process (NumPy's BLAS, or SciPy's through Numba)."""
     from . import blas, fastmath, kernels
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(kernels.MATMUL.encode())
     for module in (blas, fastmath, kernels):
         with open(module.__file__, "rb") as f:
             digest.update(f.read())
@@ -56,6 +56,7 @@ _RUNTIME = None
 
 def source_hash(source):
     global _RUNTIME
+    import numba  # here, not at import: `import symgrad` does not start Numba
     from . import __version__
     if _RUNTIME is None:
         _RUNTIME = _runtime_digest()

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 import sympy
 
-from . import kernels, scalar
+from . import scalar
 from .graph import Node, ShapeError, as_node, constant, make
 from .scalar import X, Y
 
@@ -672,7 +672,7 @@ def _emit_matmul(code, node, out, args):
     a, b = node.inputs
     dims = [_runtime_dims(a, args[0])[0], _runtime_dims(b, args[1])[1]]
     code.line(f"{out} = {code.alloc(node, out, dims)}")
-    code.line(f"kernels.{kernels.MATMUL}({args[0]}, {args[1]}, {out})")
+    code.line(f"kernels.product({args[0]}, {args[1]}, {out})")
 
 
 register(Op("matmul", _infer_matmul, lambda arrays, attrs: arrays[0] @ arrays[1],

@@ -73,7 +73,7 @@ W = sg.Variable(np.arange(6.0).reshape(3, 2), name="W")
 f = sg.function([x], [x @ W, x.T @ x])
 X = np.arange(12.0).reshape(4, 3)
 a, b = f(X)
-assert kernels.MATMUL == "matmul" and "kernels.matmul(" in f.source
+assert kernels.MATMUL == "matmul" and kernels.product is kernels.matmul
 assert np.allclose(a, X @ W.value) and np.allclose(b, X.T @ X)
 print("ok")
 """
@@ -83,7 +83,8 @@ def test_generated_code_calls_the_chosen_product(tmp_path):
     x = sg.placeholder("x", (None, 3), "float64")
     W = sg.Variable(np.arange(6.0).reshape(3, 2), name="W")
     f = sg.function([x], [x @ W, x.T @ x])
-    assert f"kernels.{kernels.MATMUL}(" in f.source and " @ " not in f.source
+    assert "kernels.product(" in f.source and " @ " not in f.source
+    assert kernels.product is getattr(kernels, kernels.MATMUL)
     X = np.arange(12.0).reshape(4, 3)
     a, b = f(X)
     np.testing.assert_allclose(a, X @ W.value)
