@@ -24,10 +24,7 @@ import numba
 import numpy as np
 
 from symgrad import fastmath, kernels
-
-jit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=fastmath.SAFE_FLAGS)
-jit_exact_division = numba.njit(cache=True, nogil=True, error_model="numpy",
-                                fastmath=fastmath.EXACT_DIVISION_FLAGS)
+from symgrad.jit import shared_loop
 '''
 
 KERNEL = '''
@@ -177,7 +174,8 @@ class Code:
                 names[key] = f"a{position}[{full_index if index is None else ', '.join(index)}]"
         statement = f"o[{full_index}] = {scalar.scalar_code(body, names, node.dtype)}"
         params = ["o"] + [f"a{j}" for j in range(len(operands))]
-        decorator = "jit_exact_division" if scalar.divides_by_operand(body) else "jit"
+        decorator = "shared_loop(fastmath.EXACT_DIVISION_FLAGS)" if scalar.divides_by_operand(body) \
+            else "shared_loop(fastmath.SAFE_FLAGS)"
         lines = [f"@{decorator}", f"def {{name}}({', '.join(params)}):"]
         if flat:
             lines += [f"    {p} = {p}.reshape(-1)" for p in params]

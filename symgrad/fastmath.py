@@ -19,7 +19,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 inline = numba.njit(cache=True, error_model="numpy")  # LLVM inlines them
 SAFE_FLAGS = {"nsz", "arcp", "contract", "afn"}  # keep NaN/Inf; no reassociation
@@ -274,3 +274,25 @@ def name_for(function, dtype):
     """The name in this module of `function` ("exp", ...) for `dtype` ("float32"...)."""
     suffix = "32" if str(dtype) == "float32" else "64"
     return f"{function}{'_' if function == 'expm1' else ''}{suffix}"
+
+
+def exp(x):
+    """exp in the precision of `x` (exp32 or exp64), for kernels written once for both
+    dtypes. Only callable from Numba code; a plain function, not a closure, so functions
+    that call it are cached on disk (a closure over a dispatcher never is)."""
+    raise TypeError("fastmath.exp is for code compiled by Numba")
+
+
+def log(x):
+    """log in the precision of `x` (log32 or log64); see `exp`."""
+    raise TypeError("fastmath.log is for code compiled by Numba")
+
+
+@overload(exp, inline="never")
+def _exp(x):
+    return (lambda x: exp32(x)) if x == types.float32 else (lambda x: exp64(x))
+
+
+@overload(log, inline="never")
+def _log(x):
+    return (lambda x: log32(x)) if x == types.float32 else (lambda x: log64(x))

@@ -7,8 +7,8 @@ contiguous array, its sizes (before, axis, after), and the array to write the re
 (shaped (before, after) for reductions, (before, axis, after) otherwise). Every kernel here
 has a NumPy twin in `ops.py` (the interpreter's semantics) and is tested against it through
 compiled functions.
-Kernels that call exp/log come in one version per dtype (`softmax_axis_float32`, ...) so the
-vectorisable float32 or float64 functions of `fastmath.py` are used.
+Kernels that call exp/log use `fastmath.exp`/`fastmath.log`, which pick the vectorisable
+float32 or float64 version by the argument's type.
 """
 import numba
 import numpy as np
@@ -110,62 +110,55 @@ def distribution_violation(x, a, r, b, tolerance):
     return -1
 
 
-def _softmax_family(exp, log):
-    """logsumexp, softmax and log_softmax along an axis, with the given exp and log."""
-
-    @jit
-    def max_and_log_sum(x, a, r, b, m, s):
-        # m = the max along the axis (0 where it is not finite: exp below says what happens),
-        # s = log Σ exp(x - m). log_softmax is (x - m) - s: x - (m + s) would round m + s to
-        # the precision of m and lose the digits of s (float32 logits of -1e4).
-        v = x.reshape((a, r, b))
-        max_axis(x, a, r, b, m)
-        s[:] = 0.0
-        for i in range(a):
+@jit
+def _max_and_log_sum(x, a, r, b, m, s):
+    # m = the max along the axis (0 where it is not finite: exp below says what happens),
+    # s = log Σ exp(x - m). log_softmax is (x - m) - s: x - (m + s) would round m + s to
+    # the precision of m and lose the digits of s (float32 logits of -1e4).
+    v = x.reshape((a, r, b))
+    max_axis(x, a, r, b, m)
+    s[:] = 0.0
+    for i in range(a):
+        for j in range(b):
+            if not np.isfinite(m[i, j]):
+                m[i, j] = 0.0
+    for i in range(a):
+        for k in range(r):
             for j in range(b):
-                if not np.isfinite(m[i, j]):
-                    m[i, j] = 0.0
-        for i in range(a):
-            for k in range(r):
-                for j in range(b):
-                    s[i, j] += exp(v[i, k, j] - m[i, j])
-        for i in range(a):
+                s[i, j] += fastmath.exp(v[i, k, j] - m[i, j])
+    for i in range(a):
+        for j in range(b):
+            s[i, j] = fastmath.log(s[i, j])
+
+
+@jit
+def logsumexp_axis(x, a, r, b, total):
+    m = np.empty((a, b), x.dtype)
+    _max_and_log_sum(x, a, r, b, m, total)
+    for i in range(a):
+        for j in range(b):
+            total[i, j] = m[i, j] + total[i, j]
+
+
+@jit
+def _shifted_axis(x, a, r, b, out, exponentiate):
+    # (x - m) - log Σ exp(x - m) along the axis (log_softmax), or its exp (softmax)
+    v = x.reshape((a, r, b))
+    m = np.empty((a, b), x.dtype)
+    s = np.empty((a, b), x.dtype)
+    _max_and_log_sum(x, a, r, b, m, s)
+    for i in range(a):
+        for k in range(r):
             for j in range(b):
-                s[i, j] = log(s[i, j])
-
-    @jit
-    def logsumexp_axis(x, a, r, b, total):
-        m = np.empty((a, b), x.dtype)
-        max_and_log_sum(x, a, r, b, m, total)
-        for i in range(a):
-            for j in range(b):
-                total[i, j] = m[i, j] + total[i, j]
-
-    @jit
-    def shifted_axis(x, a, r, b, out, exponentiate):
-        # (x - m) - log Σ exp(x - m) along the axis (log_softmax), or its exp (softmax)
-        v = x.reshape((a, r, b))
-        m = np.empty((a, b), x.dtype)
-        s = np.empty((a, b), x.dtype)
-        max_and_log_sum(x, a, r, b, m, s)
-        for i in range(a):
-            for k in range(r):
-                for j in range(b):
-                    shifted = (v[i, k, j] - m[i, j]) - s[i, j]
-                    out[i, k, j] = exp(shifted) if exponentiate else shifted
-
-    @jit
-    def softmax_axis(x, a, r, b, out):
-        shifted_axis(x, a, r, b, out, True)
-
-    @jit
-    def log_softmax_axis(x, a, r, b, out):
-        shifted_axis(x, a, r, b, out, False)
-
-    return logsumexp_axis, softmax_axis, log_softmax_axis
+                shifted = (v[i, k, j] - m[i, j]) - s[i, j]
+                out[i, k, j] = fastmath.exp(shifted) if exponentiate else shifted
 
 
-logsumexp_axis_float32, softmax_axis_float32, log_softmax_axis_float32 = \
-    _softmax_family(fastmath.exp32, fastmath.log32)
-logsumexp_axis_float64, softmax_axis_float64, log_softmax_axis_float64 = \
-    _softmax_family(fastmath.exp64, fastmath.log64)
+@jit
+def softmax_axis(x, a, r, b, out):
+    _shifted_axis(x, a, r, b, out, True)
+
+
+@jit
+def log_softmax_axis(x, a, r, b, out):
+    _shifted_axis(x, a, r, b, out, False)

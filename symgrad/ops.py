@@ -691,10 +691,10 @@ def _infer_reduce(name):
     return infer
 
 
-def _emit_reduce(kernel, typed=False):
-    """Emit a call of kernels.<kernel> (with a dtype suffix if `typed`: it calls exp/log)."""
+def _emit_reduce(kernel):
+    """Emit a call of kernels.<kernel> on the input viewed as (before, axis, after)."""
     def emit(code, node, out, args):
-        name = f"{kernel}_{node.dtype}" if typed else kernel
+        name = kernel
         x = node.inputs[0]
         axis = node.attrs["axis"]
         a, r, b = _axis_split(x, args[0], axis)
@@ -742,7 +742,7 @@ register(Op("logsumexp", _infer_reduce("logsumexp"),
             lambda node, g, wanted: [multiply(_expand(g, node), softmax(node.inputs[0], node.attrs["axis"]))],
             lambda node, tangents: make("sum", [multiply(tangents[0], softmax(node.inputs[0], node.attrs["axis"]))],
                                         {"axis": node.attrs["axis"]}),
-            _emit_reduce("logsumexp_axis", typed=True)))
+            _emit_reduce("logsumexp_axis")))
 
 
 def _infer_same(name):
@@ -758,7 +758,7 @@ def _emit_along_axis(kernel):
     def emit(code, node, out, args):
         a, r, b = _axis_split(node.inputs[0], args[0], node.attrs["axis"])
         code.line(f"{out} = {code.alloc(node, out, _runtime_dims(node, args[0]))}")
-        code.line(f"kernels.{kernel}_{node.dtype}({args[0]}, {a}, {r}, {b}, {out}.reshape(({a}, {r}, {b})))")
+        code.line(f"kernels.{kernel}({args[0]}, {a}, {r}, {b}, {out}.reshape(({a}, {r}, {b})))")
     return emit
 
 

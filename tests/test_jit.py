@@ -87,3 +87,38 @@ def test_clear_cache(tmp_path, monkeypatch):
     assert glob.glob(str(tmp_path / "c" / "sg_*.py"))
     sg.clear_cache()
     assert not (tmp_path / "c").exists()
+
+
+MODEL = r"""
+import json, sys
+import numpy as np
+import symgrad as sg
+from symgrad import jit
+depth = int(sys.argv[1])
+x = sg.placeholder("x", (None, 8), "float32")
+h = x
+for k in range(depth):
+    h = sg.tanh(h @ sg.Variable(np.full((8, 8), 0.1, np.float32), name=f"W{k}"))
+f = sg.function([x], sg.grad(sg.sum(h * h), x))
+f(np.ones((2, 8), np.float32))
+loops = list(jit._shared.values())
+print(json.dumps({"loops": len(loops),
+                  "compiled": sum(sum(l.stats.cache_misses.values()) for l in loops),
+                  "loaded": sum(sum(l.stats.cache_hits.values()) for l in loops)}))
+"""
+
+
+def test_a_new_model_reuses_the_loops_compiled_for_another(tmp_path):
+    env = dict(os.environ, SYMGRAD_CACHE_DIR=str(tmp_path))
+
+    def model(depth):
+        out = subprocess.run([sys.executable, "-c", MODEL, str(depth)], env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first = model(3)
+    assert first["loops"] >= 2 and first["compiled"] >= 2
+    second = model(2)  # another model (another kernel), with the same loops
+    assert second["loops"] >= 2
+    assert second["compiled"] == 0 and second["loaded"] >= 2
