@@ -157,9 +157,29 @@ def _with_output(expr, node):
     return expr.xreplace({Y: X[len(node.inputs)]}), list(node.inputs) + [node]
 
 
+def _masked(g):
+    """(condition, value, value_if_true) where cotangent `g` is where(condition, value, 0)
+    (value_if_true) or where(condition, 0, value), as the gradient of `where` is; else None."""
+    if not is_elementwise(g):
+        return None
+    body = elementwise_body(g)
+    if not (isinstance(body, scalar.select) and all(a.is_Symbol or a == 0 for a in body.args)):
+        return None
+    c, a, b = body.args
+    if c.is_Symbol and a.is_Symbol and b == 0:
+        return g.inputs[int(c.name[1:])], g.inputs[int(a.name[1:])], True
+    if c.is_Symbol and b.is_Symbol and a == 0:
+        return g.inputs[int(c.name[1:])], g.inputs[int(b.name[1:])], False
+    return None
+
+
 def _vjp_elementwise(node, g, wanted):
+    """Cotangents g·∂node/∂x_i. The zeros of `where`'s gradient are structural: where g is
+    where(c, h, 0), the cotangent is where(c, h·∂node/∂x_i, 0), so a partial derivative that is
+    inf or NaN in the branch not taken (d log(x)/dx at 0 in where(x > 0, log(x), 0)) never
+    meets them. Interpreter and compiled code evaluate this same graph."""
     grads = []
-    g_sym = X[len(node.inputs) + 1]
+    mask = _masked(g)
     for i, want in enumerate(wanted):
         if not want:
             grads.append(None)
@@ -169,7 +189,19 @@ def _vjp_elementwise(node, g, wanted):
             grads.append(None)
             continue
         expr, inputs = _with_output(d, node)
-        grads.append(fuse(g_sym * expr, inputs + [g]))
+        n = len(inputs)
+        if mask is not None:
+            condition, value, taken = mask
+            inner = X[n + 1] * expr
+            body = scalar.select(X[n], inner, 0) if taken else scalar.select(X[n], 0, inner)
+            grads.append(fuse(body, inputs + [condition, value]))
+        elif isinstance(expr, scalar.select) and expr.args[1:] in ((1, 0), (0, 1)):
+            # the gradient of where: a masked cotangent, where(c, g, 0) or where(c, 0, g)
+            c, a, _ = expr.args
+            grads.append(fuse(scalar.select(c, X[n], 0) if a == 1 else scalar.select(c, 0, X[n]),
+                              inputs + [g]))
+        else:
+            grads.append(fuse(X[n] * expr, inputs + [g]))
     return grads
 
 
@@ -211,7 +243,7 @@ _elementwise_op("relu", lambda a: sympy.Max(x0, 0), lambda a: {0: scalar.gt(x0, 
 _elementwise_op("leaky_relu",
                 lambda a: scalar.select(scalar.gt(x0, 0), x0, sympy.Float(a["alpha"]) * x0))
 _elementwise_op("softplus", lambda a: scalar.softplus(x0))
-_elementwise_op("softsign", lambda a: x0 / (1 + sympy.Abs(x0)),
+_elementwise_op("softsign", lambda a: scalar.softsign(x0),
                 lambda a: {0: 1 / (1 + sympy.Abs(x0)) ** 2})
 _elementwise_op("abs", lambda a: sympy.Abs(x0))
 _elementwise_op("sin", lambda a: sympy.sin(x0))
@@ -730,11 +762,25 @@ register(Op("max", _infer_reduce("max"), lambda arrays, attrs: np.max(arrays[0],
             _emit_reduce("max_axis")))
 
 
-def _np_logsumexp(x, axis):
+def _np_max_and_log_sum(x, axis):
+    """(m, s) with keepdims, as kernels._max_and_log_sum: s = log1p of the sum of exp(x - m)
+    without one term at the max (log Σ exp(x) where the max is not finite)."""
     m = np.max(x, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0)
-    with np.errstate(divide="ignore"):
-        return np.squeeze(m, axis) + np.log(np.sum(np.exp(x - m), axis=axis))
+    finite = np.isfinite(m)
+    m = np.where(finite, m, 0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        e = np.exp(x - m)
+        total = np.sum(e, axis=axis, keepdims=True)
+        first = np.expand_dims(np.argmax(x, axis=axis), axis)
+        np.put_along_axis(e, first, 0, axis=axis)
+        rest = np.sum(e, axis=axis, keepdims=True)
+        s = np.where(finite, np.log1p(rest), np.log(total))
+    return m, s
+
+
+def _np_logsumexp(x, axis):
+    m, s = _np_max_and_log_sum(x, axis)
+    return np.squeeze(m + s, axis)
 
 
 register(Op("logsumexp", _infer_reduce("logsumexp"),
@@ -763,12 +809,10 @@ def _emit_along_axis(kernel):
 
 
 def _np_log_softmax(x, axis):
-    # (x - m) - log Σ exp(x - m): subtracting m + log Σ at once would round away the digits
-    # of log Σ where |m| is large (float32 logits of -1e4)
-    m = np.max(x, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0)
-    with np.errstate(divide="ignore"):
-        return (x - m) - np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
+    # (x - m) - s: subtracting m + s at once would round away the digits of s where |m| is
+    # large (float32 logits of -1e4)
+    m, s = _np_max_and_log_sum(x, axis)
+    return (x - m) - s
 
 
 def _vjp_softmax(node, g, wanted):

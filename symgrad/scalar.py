@@ -59,6 +59,19 @@ class softplus(sympy.Function):
         return r"\operatorname{softplus}\left(%s\right)" % printer._print(self.args[0])
 
 
+class softsign(sympy.Function):
+    """x / (1 + |x|), which is ±1 at ±inf (the quotient alone would be inf/inf = NaN)."""
+
+    def fdiff(self, argindex=1):
+        return 1 / (1 + sympy.Abs(self.args[0])) ** 2
+
+    def _eval_rewrite_as_Abs(self, x, **kwargs):
+        return x / (1 + sympy.Abs(x))
+
+    def _latex(self, printer):
+        return r"\operatorname{softsign}\left(%s\right)" % printer._print(self.args[0])
+
+
 class gt(sympy.Function):
     """1 where a > b else 0. Piecewise constant: its derivative is 0 everywhere we evaluate it."""
 
@@ -146,6 +159,12 @@ def _np_sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
+def _np_softsign(x):
+    x = np.asarray(x)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isinf(x), np.sign(x), x / (1 + np.abs(x)))
+
+
 def _np_softplus(x):
     x = np.asarray(x)
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
@@ -154,6 +173,7 @@ def _np_softplus(x):
 _NUMPY_NAMESPACE = {
     "sigmoid": _np_sigmoid,
     "softplus": _np_softplus,
+    "softsign": _np_softsign,
     "gt": lambda a, b: np.greater(a, b).astype(np.result_type(a, b, np.float32)),
     "eq": lambda a, b: np.equal(a, b).astype(np.result_type(a, b, np.float32)),
     "select": lambda c, a, b: np.where(np.asarray(c) != 0, a, b),
@@ -237,6 +257,12 @@ class ScalarPrinter(PythonCodePrinter):
 
     def _print_softplus(self, expr):
         return self._call("softplus", expr)
+
+    def _print_softsign(self, expr):
+        x = self._print(expr.args[0])
+        one = self._number(1)
+        return (f"({x} / ({one} + abs({x})) if abs({x}) != np.inf else "
+                f"({one} if {x} > 0 else -{one}))")
 
     def _print_gt(self, expr):
         a, b = (self._print(a) for a in expr.args)

@@ -1,0 +1,378 @@
+"""Mutation check (issue 11): deliberate one-line bugs that the tests must catch.
+
+Run with `make mutants` (or `.venv/bin/python tests/mutation_check.py [--only NAME ...]`).
+This file is a script, not a test module: pytest does not collect it (its name does not match
+`test_*.py`, and it defines no test functions).
+
+Each mutant names a file, an exact snippet that must occur there exactly once, its replacement
+(a small deliberate bug in a rewrite rule, a gradient, generated code, a size check, a kernel),
+and the few pytest node ids that must catch it. For each mutant the repository is copied to a
+temporary directory, the mutation applied, and `python -m pytest -x <targets>` run in the copy
+with PYTHONPATH pointing at it (checked: `symgrad.__file__` is the copy's), so the mutated
+package is imported instead of the editable install. A mutant is caught when pytest reports
+failing tests (or a mutated module that no longer imports).
+
+Compiled functions are cached in one directory under the temporary directory, seeded from the
+repository's cache: the cache key covers the generated source and the runtime modules Numba
+inlines (jit.py), so a mutant never reuses code compiled from other sources.
+
+The working tree is copied once (a snapshot: every mutant sees the same sources even while the
+tree is being edited), and the targets are first run on it unmutated (a failing baseline would
+make every mutant look caught; the run also warms the caches the mutants' copies start from). The script prints a table and exits non-zero if the baseline fails, a
+snippet is missing or ambiguous (the code changed under it: update the mutant), a target
+selects no test, or any mutant survives.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAX_WORKERS = 2
+TIMEOUT_S = 900  # per pytest run
+COPY_IGNORE = (".venv", ".git", ".symgrad-cache", ".pytest_cache", ".hypothesis", "*.egg-info",
+               "symgrad-demo", "build")
+
+CORRECTNESS = "tests/test_correctness.py"
+SIMPLIFY = "tests/test_simplify.py"
+OPS = "tests/test_ops.py"
+CORE = "tests/test_core.py"
+CAUGHT = "tests/test_mutants_caught.py"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str        # relative to the repository root
+    snippet: str     # must occur exactly once in the file
+    replacement: str
+    targets: tuple   # pytest node ids (files, or file::test[param])
+    note: str = ""
+
+
+MUTANTS = [
+    Mutant("sum_of_distribution_any_axis", "symgrad/simplify.py",
+           'return node.op in ("distribution", "softmax") and node.attrs["axis"] == axis',
+           'return node.op in ("distribution", "softmax")',
+           (f"{CORRECTNESS}::test_the_q_minus_p_rule_needs_the_fact_along_the_same_axis",),
+           "q - p fires for a distribution declared along another axis"),
+    Mutant("max_gradient_no_tie_split", "symgrad/ops.py",
+           'return hit / _expand(make("sum", [hit], {"axis": axis}), node)',
+           'return hit',
+           (f"{CAUGHT}::test_max_gradient_is_split_evenly_among_ties", f"{OPS}::test_vjp"),
+           "max's gradient goes in full to every tied element"),
+    Mutant("slice_read_drops_start", "symgrad/codegen.py",
+           '(f"i{d} + {start}" if start else f"i{d}")',
+           '(f"i{d}" if start else f"i{d}")',
+           (f"{CAUGHT}::test_elementwise_loops_read_slices_at_their_offsets",),
+           "an elementwise loop reads a slice x[1:] at x[0:]"),
+    Mutant("slice_read_step_drops_start", "symgrad/codegen.py",
+           'index = [f"{start} + {step} * i{d}" if step != 1 else',
+           'index = [f"{step} * i{d}" if step != 1 else',
+           (f"{CAUGHT}::test_elementwise_loops_read_slices_at_their_offsets",),
+           "a strided slice x[1::2] read in place at x[0::2]"),
+    Mutant("padded_window_inclusive_stop", "symgrad/codegen.py",
+           'f"{start} <= i{d} < {stop}"',
+           'f"{start} <= i{d} <= {stop}"',
+           (f"{CAUGHT}::test_the_padded_gradient_of_a_slice_is_zero_outside_its_window",),
+           "the gradient of a slice reads one element past its window"),
+    Mutant("call_time_static_shape_unchecked", "symgrad/sizes.py",
+           'return len(static) == len(concrete) and all(s is None or s == c for s, c in zip(static, concrete))',
+           'return True',
+           (f"{CAUGHT}::test_a_fed_node_must_have_the_shape_the_graph_knows",
+            f"{CORRECTNESS}::test_an_unknown_size_unified_with_a_fixed_one_is_checked"),
+           "a fed node's static shape is not compared with the concrete one (through the public "
+           "API an equivalent mutant: arguments are checked first, and every shape rule "
+           "re-derives the static sizes)"),
+    Mutant("elementwise_shape_rule_unchecked", "symgrad/ops.py",
+           'if len(node.shape) != len(shape) or any(m is False for m in merged):',
+           'if False:',
+           (f"{CORRECTNESS}::test_an_unknown_size_unified_with_a_fixed_one_is_checked",
+            f"{CORRECTNESS}::test_a_sliced_size_must_fit_its_partner", CORE),
+           "elementwise operands of different sizes accepted"),
+    Mutant("extremum_drops_nan", "symgrad/scalar.py",
+           'text = f"({text} if ({text} {better} {b} or {text} != {text}) else {b})"',
+           'text = f"({text} if ({text} {better} {b}) else {b})"',
+           (f"{CORRECTNESS}::test_nan_and_inf_propagate_as_in_numpy",),
+           "compiled maximum/minimum/relu lose a NaN operand"),
+    Mutant("number_zero_is_folded", "symgrad/scalar.py",
+           "        return ZERO\n",
+           "        return sympy.Integer(0)\n",
+           (f"{CORRECTNESS}::test_nan_and_inf_propagate_as_in_numpy",),
+           "f·0 folds to 0 in compiled code though inf·0 is NaN"),
+    Mutant("log_softmax_rounds_m_plus_s", "symgrad/kernels.py",
+           "shifted = (v[i, k, j] - m[i, j]) - s[i, j]",
+           "shifted = v[i, k, j] - (m[i, j] + s[i, j])",
+           (f"{CORRECTNESS}::test_float32_softmax_family_keeps_its_digits",),
+           "float32 log_softmax loses the digits of log Σ exp"),
+    Mutant("distribution_tolerance_huge", "symgrad/ops.py",
+           "return float(np.sqrt(np.finfo(dtype).eps))",
+           "return 1e9",
+           (f"{CORRECTNESS}::test_a_broken_declaration_raises_in_the_interpreter_too",
+            f"{CORRECTNESS}::test_cross_entropy_gradient_is_exact_for_any_label_rows"),
+           "a declared distribution whose rows do not sum to 1 is accepted"),
+    Mutant("distribution_compiled_check_removed", "symgrad/ops.py",
+           'code.check(f"kernels.distribution_violation(',
+           'code.check(f"True or kernels.distribution_violation(',
+           (f"{CORRECTNESS}::test_cross_entropy_gradient_is_exact_for_any_label_rows",
+            f"{CORRECTNESS}::test_a_broken_declaration_changes_no_variable"),
+           "compiled code trusts a declared distribution without checking it"),
+    Mutant("distribution_violation_passes_nan", "symgrad/kernels.py",
+           "if not abs(total - 1.0) <= tolerance:",
+           "if abs(total - 1.0) > tolerance:",
+           (f"{CAUGHT}::test_a_nan_label_row_breaks_the_declaration_when_compiled",),
+           "a NaN label row passes the compiled distribution check"),
+    Mutant("sum_of_broadcast_off_by_one", "symgrad/simplify.py",
+           "return spread * float(inner.shape[axis])",
+           "return spread * float(inner.shape[axis] - 1)",
+           (f"{SIMPLIFY}::test_rule_keeps_values_and_gradients",),
+           "Σ of a broadcast multiplies by one less than the size"),
+    Mutant("arcp_for_division_by_operand", "symgrad/scalar.py",
+           "return any(isinstance(e, sympy.Pow) and e.exp.is_number and e.exp < 0 and not e.base.is_number",
+           "return False and any(isinstance(e, sympy.Pow) and e.exp.is_number and e.exp < 0 and not e.base.is_number",
+           (f"{CORRECTNESS}::test_float32_sqrt_derivative_at_zero_and_infinity",),
+           "loops that divide by an operand compiled with arcp (1/(2·sqrt(0)) = NaN)"),
+    Mutant("log_softmax_vjp_sign", "symgrad/ops.py",
+           "return [g - softmax(node.inputs[0], axis) * sum(g, axis=axis, keepdims=True)]",
+           "return [g + softmax(node.inputs[0], axis) * sum(g, axis=axis, keepdims=True)]",
+           (f"{OPS}::test_vjp",),
+           "sign error in log_softmax's gradient"),
+    Mutant("softmax_vjp_sign", "symgrad/ops.py",
+           "return [node * (g - sum(g * node, axis=axis, keepdims=True))]",
+           "return [node * (g + sum(g * node, axis=axis, keepdims=True))]",
+           (f"{OPS}::test_vjp",),
+           "sign error in softmax's gradient"),
+    Mutant("matmul_vjp_doubled", "symgrad/ops.py",
+           "matmul(transpose(a), g) if wanted[1] else None]",
+           "matmul(transpose(a), g * 2.0) if wanted[1] else None]",
+           (f"{OPS}::test_vjp", CORE),
+           "the gradient of a matrix product's right operand doubled"),
+    Mutant("log_one_minus_sigmoid_sign", "symgrad/simplify.py",
+           "return -scalar.softplus(rest.args[1].args[0])",
+           "return -scalar.softplus(-rest.args[1].args[0])",
+           (f"{SIMPLIFY}::test_body_rule_identity_is_proved_by_sympy",),
+           "log(1 - sigmoid(a)) rewritten as log(sigmoid(a))"),
+    Mutant("transpose_of_transpose_composed_backwards", "symgrad/simplify.py",
+           'perm = tuple(inner.attrs["perm"][p] for p in node.attrs["perm"])',
+           'perm = tuple(node.attrs["perm"][p] for p in inner.attrs["perm"])',
+           (f"{CAUGHT}::test_two_transposes_compose_in_order",),
+           "two transposes merged into the inverse composition"),
+    Mutant("in_place_update_ignores_later_reads", "symgrad/codegen.py",
+           "if last_read.get(variable, -1) > step_index[name]:",
+           "if False:",
+           (f"{CAUGHT}::test_updates_read_the_old_values_of_each_other",
+            f"{CORE}::test_swapping_updates_read_old_values"),
+           "an update written in place while a later step still reads the old value"),
+]
+
+
+# ------------------------------------------------------------------------------ running
+
+def python_executable():
+    venv = os.path.join(ROOT, ".venv", "bin", "python")
+    return venv if os.path.exists(venv) else sys.executable
+
+
+def copy_repository(source, destination):
+    shutil.copytree(source, destination, symlinks=True, ignore=shutil.ignore_patterns(*COPY_IGNORE))
+
+
+def seed_cache(cache):
+    """The shared cache of compiled functions, seeded from the repository's (keys cover the
+    generated source and the runtime modules, so seeding is only a speed-up)."""
+    source = os.environ.get("SYMGRAD_CACHE_DIR") or os.path.join(ROOT, ".symgrad-cache")
+    if os.path.isdir(source) and os.path.abspath(source) != os.path.abspath(cache):
+        try:
+            shutil.copytree(source, cache, ignore=shutil.ignore_patterns("*.tmp"), dirs_exist_ok=True)
+        except shutil.Error:
+            pass  # files changed while copying (tests running elsewhere): a cold entry or two
+    os.makedirs(cache, exist_ok=True)
+
+
+def environment(copy, cache):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = copy + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["SYMGRAD_CACHE_DIR"] = cache
+    env.pop("PYTEST_ADDOPTS", None)
+    return env
+
+
+def check_import(copy, env):
+    out = subprocess.run([python_executable(), "-c", "import symgrad; print(symgrad.__file__)"],
+                         cwd=copy, env=env, capture_output=True, text=True, timeout=300)
+    where = out.stdout.strip()
+    if out.returncode != 0 or not os.path.realpath(where).startswith(os.path.realpath(copy) + os.sep):
+        raise RuntimeError(f"symgrad imported from {where or '?'} instead of the copy {copy}:\n"
+                           f"{out.stderr[-2000:]}")
+
+
+def run_pytest(copy, env, targets):
+    """(outcome, first failing test, seconds, output): outcome 'failed' (tests failed or the
+    package did not import), 'passed', 'no tests' or 'error'."""
+    command = [python_executable(), "-m", "pytest", "-x", "-q", "-rfE", "-p", "no:cacheprovider",
+               "-o", "addopts=", *targets]
+    start = time.monotonic()
+    try:
+        out = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True,
+                             timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired as timeout:
+        return "timeout", "", time.monotonic() - start, str(timeout.stdout or "")[-4000:]
+    seconds = time.monotonic() - start
+    text = out.stdout + out.stderr
+    first = ""
+    match = re.search(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", text, re.M)
+    if match:
+        first = match.group(1)
+    outcome = {0: "passed", 1: "failed", 2: "failed", 5: "no tests"}.get(out.returncode, "error")
+    if outcome == "failed" and out.returncode == 2 and "not found" in text and not first:
+        outcome = "error"  # a target that names no test
+    return outcome, first, seconds, text[-6000:]
+
+
+def run_mutant(mutant, snapshot, workdir, cache):
+    copy = os.path.join(workdir, mutant.name, "repo")
+    copy_repository(snapshot, copy)
+    try:
+        path = os.path.join(copy, mutant.path)
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        count = text.count(mutant.snippet)
+        if count != 1:
+            return dict(result=f"SNIPPET x{count}", caught_by="", seconds=0.0, output="")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text.replace(mutant.snippet, mutant.replacement))
+        env = environment(copy, cache)
+        check_import(copy, env)
+        outcome, first, seconds, output = run_pytest(copy, env, list(mutant.targets))
+        result = {"failed": "caught", "passed": "SURVIVED"}.get(outcome, outcome.upper())
+        return dict(result=result, caught_by=first or ("(import/collection)" if result == "caught" else ""),
+                    seconds=seconds, output=output)
+    finally:
+        shutil.rmtree(os.path.join(workdir, mutant.name), ignore_errors=True)
+
+
+def baseline_targets(mutants):
+    targets = []
+    for m in mutants:
+        for t in m.targets:
+            if t not in targets:
+                targets.append(t)
+    whole = {t for t in targets if "::" not in t}
+    return [t for t in targets if "::" not in t or t.split("::")[0] not in whole]
+
+
+def check_snippets(mutants, root):
+    problems = []
+    for m in mutants:
+        with open(os.path.join(root, m.path), encoding="utf-8") as f:
+            count = f.read().count(m.snippet)
+        if count != 1:
+            problems.append(f"{m.name}: snippet occurs {count} times in {m.path}: {m.snippet!r}")
+        for t in m.targets:
+            if not os.path.exists(os.path.join(root, t.split("::")[0])):
+                problems.append(f"{m.name}: target file {t.split('::')[0]} does not exist")
+    return problems
+
+
+def print_table(rows):
+    headers = ("mutant", "file", "result", "caught by", "s")
+    table = [headers] + [(m.name, m.path, r["result"], r["caught_by"], f"{r['seconds']:.0f}")
+                         for m, r in rows]
+    widths = [max(len(row[k]) for row in table) for k in range(len(headers))]
+    for k, row in enumerate(table):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these mutants")
+    parser.add_argument("--jobs", type=int, default=MAX_WORKERS, help="parallel runs (at most 2)")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run")
+    parser.add_argument("--verbose", action="store_true", help="show pytest's output for each mutant")
+    args = parser.parse_args(argv)
+
+    mutants = MUTANTS
+    if args.only:
+        unknown = set(args.only) - {m.name for m in MUTANTS}
+        if unknown:
+            parser.error(f"unknown mutants: {', '.join(sorted(unknown))}")
+        mutants = [m for m in MUTANTS if m.name in args.only]
+    if args.list:
+        for m in mutants:
+            print(f"{m.name:45} {m.path:22} {m.note}")
+        return 0
+
+    problems = check_snippets(mutants, ROOT)
+    if problems:
+        print("mutation check: the code changed under these mutants (update them):", file=sys.stderr)
+        for p in problems:
+            print("  " + p, file=sys.stderr)
+        return 2
+
+    start = time.monotonic()
+    workdir = tempfile.mkdtemp(prefix="symgrad-mutants-")
+    try:
+        # One snapshot of the working tree: the baseline runs in it (which also fills its
+        # Numba caches and the shared one), and every mutant is a copy of it, so all of them
+        # see the same sources even while the tree is being edited.
+        snapshot = os.path.join(workdir, "snapshot")
+        copy_repository(ROOT, snapshot)
+        problems = check_snippets(mutants, snapshot)
+        if problems:
+            print("mutation check: the code changed while it was copied:", *problems, sep="\n  ",
+                  file=sys.stderr)
+            return 2
+        cache = os.path.join(workdir, "cache")
+        seed_cache(cache)
+        env = environment(snapshot, cache)
+        check_import(snapshot, env)
+        if not args.no_baseline:
+            outcome, first, seconds, output = run_pytest(snapshot, env, baseline_targets(mutants))
+            print(f"baseline (no mutation): {outcome} in {seconds:.0f}s", flush=True)
+            if outcome != "passed":
+                print(output, file=sys.stderr)
+                print(f"mutation check: the unmutated targets do not pass ({first or outcome}); "
+                      f"fix that first", file=sys.stderr)
+                return 2
+
+        results = {}
+        jobs = max(1, min(args.jobs, MAX_WORKERS))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(run_mutant, m, snapshot, workdir, cache): m for m in mutants}
+            for future in concurrent.futures.as_completed(futures):
+                m = futures[future]
+                try:
+                    r = future.result()
+                except Exception as error:  # noqa: BLE001 - reported in the table
+                    r = dict(result="ERROR", caught_by=str(error).splitlines()[0][:80],
+                             seconds=0.0, output=str(error))
+                results[m.name] = r
+                print(f"  {m.name}: {r['result']} {r['caught_by']} ({r['seconds']:.0f}s)", flush=True)
+                if args.verbose or r["result"] != "caught":
+                    print(r["output"], flush=True)
+        print()
+        rows = [(m, results[m.name]) for m in mutants]
+        print_table(rows)
+        bad = [m.name for m, r in rows if r["result"] != "caught"]
+        print(f"\n{len(rows) - len(bad)}/{len(rows)} mutants caught in {time.monotonic() - start:.0f}s")
+        if bad:
+            print(f"mutation check FAILED: not caught: {', '.join(bad)}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
