@@ -1,7 +1,9 @@
-"""Compile time: seconds from model definition to the first result of a compiled train step,
-in a fresh process (imports excluded), cold (empty cache) and warm (cache filled by the cold
-run), for a depth-D tanh MLP (width 32, batch 16, softmax cross-entropy, SGD), as
-../shared/bench/scaling.py measures the peers. JAX is measured in the same run if installed.
+"""Compile time: seconds from model definition to a compiled train step, and to its first
+result (served by the interpreter while a long compile goes on in the background), in a fresh
+process (imports excluded): cold (empty cache), a new model with the library warm (a model one
+layer deeper compiled before), and warm (the same model compiled before), for a depth-D tanh
+MLP (width 32, batch 16, softmax cross-entropy, SGD), as ../shared/bench/scaling.py measures
+the peers. JAX is measured in the same run if installed.
 
 Usage: python benchmarks/compile_time.py [depths, default 2,8,32,128]
 """
@@ -26,7 +28,9 @@ loss = sg.nn.softmax_cross_entropy(h, y, labels_sum_to_one=True)
 grads = sg.gradients(loss, ps)
 step = sg.function([x, y], loss, updates=[(p, p - 0.01 * g) for p, g in zip(ps, grads)])
 step(np.ones((16, W), np.float32), np.eye(16, W, dtype=np.float32))
-print(time.perf_counter() - t0)
+first = time.perf_counter() - t0   # the first result (from the interpreter if still compiling)
+step.wait()
+print(first, time.perf_counter() - t0)
 """
 
 JAX = r"""
@@ -49,8 +53,9 @@ def run(code, cache_dir):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          timeout=1800)
     if out.returncode != 0:
-        return float("nan")
-    return float(out.stdout.strip().splitlines()[-1])
+        return float("nan"), float("nan")
+    values = [float(v) for v in out.stdout.strip().splitlines()[-1].split()]
+    return values[0], values[-1]
 
 
 def main():
@@ -60,15 +65,19 @@ def main():
         have_jax = True
     except ImportError:
         have_jax = False
-    print("depth,cold_s,warm_s" + (",jax_s,warm/jax" if have_jax else ""))
+    print("depth,cold_s,cold_first_result_s,new_model_s,new_model_first_result_s,warm_s"
+          + (",jax_s,new_model/jax" if have_jax else ""))
     for depth in depths:
         with tempfile.TemporaryDirectory() as cache:
-            cold = run(MODEL.format(D=depth), cache)
-            warm = run(MODEL.format(D=depth), cache)
-        row = f"{depth},{cold:.2f},{warm:.3f}"
+            cold_first, cold = run(MODEL.format(D=depth), cache)
+            warm_first, warm = run(MODEL.format(D=depth), cache)
+        with tempfile.TemporaryDirectory() as cache:  # the library warm: another model first
+            run(MODEL.format(D=depth + 1), cache)
+            new_first, new = run(MODEL.format(D=depth), cache)
+        row = f"{depth},{cold:.2f},{cold_first:.2f},{new:.2f},{new_first:.2f},{warm:.3f}"
         if have_jax:
-            j = run(JAX.format(D=depth), "")
-            row += f",{j:.2f},{warm / j:.2f}"
+            j = run(JAX.format(D=depth), "")[0]
+            row += f",{j:.2f},{new / j:.2f}"
         print(row, flush=True)
 
 

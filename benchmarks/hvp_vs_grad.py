@@ -59,7 +59,8 @@ def main(repeats=200, batch=128, sizes=(784, 256, 128, 10), seed=0):
     yb = np.eye(sizes[-1], dtype=np.float32)[rng.integers(0, sizes[-1], batch)]
 
     started = time.perf_counter()
-    grad = sg.function([x, y], [loss] + sg.gradients(loss, params), name="loss and gradient")
+    grad = sg.function([x, y], [loss] + sg.gradients(loss, params), name="loss and gradient",
+                       background=False)
     print(f"compiled the gradient in {time.perf_counter() - started:.1f} s")
     operators = {}
     for mode in ("forward", "reverse"):

@@ -29,7 +29,8 @@ def symgrad_step(sizes):
     loss = sg.nn.softmax_cross_entropy(h, y, labels_sum_to_one=True)
     grads = sg.gradients(loss, params)
     started = time.perf_counter()
-    step = sg.function([x, y], loss, updates=[(p, p - LR * g) for p, g in zip(params, grads)])
+    step = sg.function([x, y], loss, updates=[(p, p - LR * g) for p, g in zip(params, grads)],
+                       background=False)
     return step, time.perf_counter() - started
 
 

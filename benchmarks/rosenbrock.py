@@ -38,8 +38,8 @@ def main():
     x = sg.placeholder("x", (n,), "float64")
     v = sg.placeholder("v", (n,), "float64")
     f = sg.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
-    grad = sg.function([x], sg.grad(f, x))
-    hvp = sg.function([x, v], sg.hessian_vector_product(f, x, v))
+    grad = sg.function([x], sg.grad(f, x), background=False)
+    hvp = sg.function([x, v], sg.hessian_vector_product(f, x, v), background=False)
     assert np.allclose(grad(xv), numpy_grad(xv)) and np.allclose(hvp(xv, vv), numpy_hvp(xv, vv))
     bandwidth = copy_bandwidth()
     floor_grad = 2 * xv.nbytes / bandwidth * 1e6

@@ -12,17 +12,25 @@ Pipeline: simplify (simplify.py) -> schedule (schedule.py) -> generate source (c
 """
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import numpy as np
 
 from . import codegen, jit
 from .graph import Node, Variable, topological_order
-from .interpreter import check_value
+from .interpreter import check_value, evaluate
 from .ops import fmt
 from .schedule import schedule
 from .sizes import concrete_shapes
 from .simplify import simplify as simplify_graph
+
+
+# A compile that takes longer than this goes on in the background: calls run the interpreter
+# until the kernel is ready, then the kernel takes over (`background=False`, or the environment
+# variable SYMGRAD_BACKGROUND_COMPILE=0, waits instead).
+BACKGROUND_AFTER = 0.5
 
 
 class Function:
@@ -33,9 +41,14 @@ class Function:
     Calls take NumPy arrays of the declared dtypes (Python numbers and lists are converted;
     arrays of another dtype are refused, not silently cast); any layout works. The outputs
     are the values before the updates (an output `W` of a step that updates W returns the old
-    W, as `W * 1` does). A refused call, or one that raises, changes no Variable."""
+    W, as `W * 1` does). A refused call, or one that raises, changes no Variable.
 
-    def __init__(self, inputs, outputs, updates=None, name=None, simplify=True):
+    A compile that takes longer than half a second finishes in the background: until then,
+    calls are computed by the NumPy interpreter on the same graph, with the same results to
+    float tolerance and the same updates (`ready()` says which serves; `wait()` blocks until
+    the kernel does; `background=False` compiles before returning)."""
+
+    def __init__(self, inputs, outputs, updates=None, name=None, simplify=True, background=None):
         if isinstance(inputs, Node):
             inputs = [inputs]
         self.inputs = list(inputs)
@@ -56,9 +69,8 @@ class Function:
         self._sized_nodes = topological_order(given + outputs + [v for _, v in updates])
         self.program = schedule(self.inputs, outputs, updates)
         self.source = codegen.generate(self.program, title=name or "")
-        self._kernel, self._workspace_sizes = jit.compile_source(self.source)
+        self._interpreted = (list(outputs), list(updates))  # what the interpreter runs meanwhile
         self._workspaces = {}  # argument shapes -> workspace arrays (one per dtype)
-        self.compile_seconds = time.perf_counter() - started
         self._scalar_out = [o.shape == () for o in self.outputs]
         self._arg_names = [getattr(n, "name", None) or f"argument {k}" for k, n in enumerate(self.inputs)]
         # What each call checks, worked out once: (dtype, rank, [(axis, size) known statically]).
@@ -69,6 +81,45 @@ class Function:
         self._state_ids = {id(v.value) for v in self.program.state}
         self._fixed = [v.value.reshape(v.shape or (1,)) for v in self.program.state] + \
                       [c.attrs["value"].reshape(c.shape or (1,)) for c in self.program.constants]
+        self._kernel = self._compile_error = self._compile_seconds = None
+        self._compiled = threading.Event()
+        if background is None:
+            background = os.environ.get("SYMGRAD_BACKGROUND_COMPILE", "1") != "0"
+        if background:
+            thread = threading.Thread(target=self._compile, args=(started,), daemon=True,
+                                      name=f"symgrad compile {name or ''}")
+            thread.start()
+            thread.join(BACKGROUND_AFTER)  # most compiles (the cached ones) end here
+        else:
+            self._compile(started)
+            self.wait()
+
+    def _compile(self, started):
+        try:
+            kernel, self._workspace_sizes = jit.compile_source(self.source)
+            self._compile_seconds = time.perf_counter() - started
+            self._kernel = kernel  # last: a call that sees the kernel sees all it needs
+        except BaseException as error:  # reported by the next call or wait()
+            self._compile_error = error
+        finally:
+            self._compiled.set()
+
+    def ready(self):
+        """Whether the compiled kernel serves calls (until then the interpreter does)."""
+        return self._kernel is not None
+
+    def wait(self):
+        """Block until the compiled kernel is ready (raises what compiling raised)."""
+        self._compiled.wait()
+        if self._compile_error is not None:
+            raise self._compile_error
+        return self
+
+    @property
+    def compile_seconds(self):
+        """Seconds from `function()` to a compiled kernel (asking waits for it)."""
+        self.wait()
+        return self._compile_seconds
 
     @property
     def graph(self):
@@ -122,6 +173,8 @@ class Function:
                 # copied), and an input must not change while the updates are written
                 value = np.array(value, order="C")
             arrays.append(value if rank else value.reshape(1))
+        if self._kernel is None:
+            return self._interpret(arrays)
         shapes = tuple([a.shape for a in arrays])
         workspace = self._workspaces.get(shapes)
         if workspace is None:
@@ -141,6 +194,22 @@ class Function:
         if self._single:
             return results[0].reshape(()) if self._scalar_out[0] else results[0]
         return [r.reshape(()) if scalar else r for r, scalar in zip(results, self._scalar_out)]
+
+    def _interpret(self, arrays):
+        """One call by the NumPy interpreter, while the kernel compiles: the same graph, the
+        same checks, and the same semantics (outputs before the updates, all updates written
+        together once everything is computed)."""
+        if self._compiled.is_set():
+            self.wait()  # compiling failed: say why
+        outputs, updates = self._interpreted
+        feed = {node: array if node.ndim else array.reshape(())
+                for node, array in zip(self.inputs, arrays)}
+        self._check_sizes(arrays)  # the same checks and messages as a compiled call's
+        values = evaluate(outputs + [v for _, v in updates], feed)
+        for (variable, _), value in zip(updates, values[len(outputs):]):
+            variable.value[...] = value
+        results = values[:len(outputs)]
+        return results[0] if self._single else results
 
     def _check_sizes(self, arrays):
         given = {node: array.shape if node.ndim else () for node, array in zip(self.inputs, arrays)}
@@ -176,6 +245,6 @@ class Function:
                 f"{len(self.updates)} updates, {len(self.program.steps)} steps>")
 
 
-def function(inputs, outputs, updates=None, name=None, simplify=True):
+def function(inputs, outputs, updates=None, name=None, simplify=True, background=None):
     """Compile `outputs` (and `updates`) as a function of `inputs` (see Function)."""
-    return Function(inputs, outputs, updates, name=name, simplify=simplify)
+    return Function(inputs, outputs, updates, name=name, simplify=simplify, background=background)

@@ -171,7 +171,8 @@ class CurvatureOperator:
     @cached_property
     def function(self):
         """The product as one compiled function of (vs, *inputs): everything recomputed."""
-        return function(self.vectors + self.inputs, self.products, name=self.name)
+        return function(self.vectors + self.inputs, self.products, name=self.name,
+                        background=False)  # products run in loops: compiled first
 
     @cached_property
     def staged(self):
@@ -184,12 +185,12 @@ class CurvatureOperator:
         prepare = None
         if computed or self.also:
             prepare = function(self.inputs, self.also + [r for r, _ in computed],
-                               name=f"{self.name}: prepare")
+                               name=f"{self.name}: prepare", background=False)
         used = set(topological_order(parts.outputs))
         data_used = [k for k, i in enumerate(self.inputs) if i in used]
         apply = function(self.vectors + [p for _, p in computed + captured] +
                          [self.inputs[k] for k in data_used], parts.outputs,
-                         name=f"{self.name}: apply")
+                         name=f"{self.name}: apply", background=False)
         return Staged(prepare, apply, [r for r, _ in captured], data_used)
 
     def _vectors(self, vs):

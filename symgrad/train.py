@@ -318,6 +318,8 @@ class Trainer:
             xy = [self.inputs, self.targets]
             self.step_function = function(xy, outs, updates=updates, name=self.name)
             self.eval_function = function(xy, outs, name=f"{self.name} (evaluation)")
+            self.step_function.wait()  # both compile at once; training starts compiled
+            self.eval_function.wait()
             self.compile_seconds = time.perf_counter() - started
         return self
 
