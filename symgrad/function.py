@@ -27,10 +27,10 @@ from .sizes import concrete_shapes
 from .simplify import simplify as simplify_graph
 
 
-# A compile that takes longer than this goes on in the background: calls run the interpreter
+# A compile that takes longer than this (seconds) goes on in the background: calls run the interpreter
 # until the kernel is ready, then the kernel takes over (`background=False`, or the environment
 # variable SYMGRAD_BACKGROUND_COMPILE=0, waits instead).
-BACKGROUND_AFTER = 0.5
+BACKGROUND_AFTER = 0.25
 
 
 class Function:
@@ -43,9 +43,9 @@ class Function:
     are the values before the updates (an output `W` of a step that updates W returns the old
     W, as `W * 1` does). A refused call, or one that raises, changes no Variable.
 
-    A compile that takes longer than half a second finishes in the background: until then,
-    calls are computed by the NumPy interpreter on the same graph, with the same results to
-    float tolerance and the same updates (`ready()` says which serves; `wait()` blocks until
+    A compile that takes longer than a quarter of a second finishes in the background: until
+    then, calls are computed by the NumPy interpreter on the same graph, with the same results
+    to float tolerance and the same updates (`ready()` says which serves; `wait()` blocks until
     the kernel does; `background=False` compiles before returning)."""
 
     def __init__(self, inputs, outputs, updates=None, name=None, simplify=True, background=None):
