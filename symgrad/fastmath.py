@@ -298,11 +298,3 @@ def _log(x):
     return (lambda x: log32(x)) if x == types.float32 else (lambda x: log64(x))
 
 
-def log1p(u):
-    """log(1 + u) in the precision of `u` (log1p32 or log1p64); see `exp`."""
-    raise TypeError("fastmath.log1p is for code compiled by Numba")
-
-
-@overload(log1p, inline="never")
-def _log1p(u):
-    return (lambda u: log1p32(u)) if u == types.float32 else (lambda u: log1p64(u))

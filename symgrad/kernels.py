@@ -112,31 +112,23 @@ def distribution_violation(x, a, r, b, tolerance):
 
 @jit
 def _max_and_log_sum(x, a, r, b, m, s):
-    # m = the max along the axis, s = log Σ exp(x - m) = log1p(the sum without one term at
-    # the max, whose exp(0) is the 1): log(1 + tiny) would round the tiny part away (the
-    # log_softmax of a logit far above the others is -tiny, not 0). log_softmax is then
-    # (x - m) - s: x - (m + s) would round m + s to the precision of m.
-    # Where m is not finite (all -inf, or inf or NaN present) m = 0 and s = log Σ exp(x).
+    # m = the max along the axis (0 where it is not finite: exp below says what happens),
+    # s = log Σ exp(x - m). log_softmax is (x - m) - s: x - (m + s) would round m + s to
+    # the precision of m and lose the digits of s (float32 logits of -1e4).
     v = x.reshape((a, r, b))
     max_axis(x, a, r, b, m)
-    finite = np.empty((a, b), np.bool_)
-    skipped = np.zeros((a, b), np.bool_)
+    s[:] = 0.0
     for i in range(a):
         for j in range(b):
-            finite[i, j] = np.isfinite(m[i, j])
-            if not finite[i, j]:
+            if not np.isfinite(m[i, j]):
                 m[i, j] = 0.0
-    s[:] = 0.0
     for i in range(a):
         for k in range(r):
             for j in range(b):
-                if finite[i, j] and not skipped[i, j] and v[i, k, j] == m[i, j]:
-                    skipped[i, j] = True
-                else:
-                    s[i, j] += fastmath.exp(v[i, k, j] - m[i, j])
+                s[i, j] += fastmath.exp(v[i, k, j] - m[i, j])
     for i in range(a):
         for j in range(b):
-            s[i, j] = fastmath.log1p(s[i, j]) if finite[i, j] else fastmath.log(s[i, j])
+            s[i, j] = fastmath.log(s[i, j])
 
 
 @jit

@@ -491,9 +491,23 @@ def _infer_slice(inputs, attrs):
     x, index = inputs[0], _slices(attrs["index"])
     if len(index) != x.ndim:
         raise ShapeError(f"slice: {len(index)} indices for an array of {x.ndim} dimensions")
-    shape = tuple(None if d is None and s != slice(None) else
-                  d if d is None else len(range(*s.indices(d))) for d, s in zip(x.shape, index))
+    shape = tuple(len(range(*s.indices(d))) if d is not None else _window_length(s)
+                  for d, s in zip(x.shape, index))
     return shape, x.dtype
+
+
+def _window_length(s):
+    """The length of slice `s` of an axis of unknown size, where it does not depend on that
+    size as long as the axis holds the window (x[2:5], x[-3:], x[k] as x[k:k+1]; a call
+    whose axis is too short is refused, as NumPy refuses x[k] there); else None."""
+    if s.step not in (None, 1) or s == slice(None):
+        return None
+    start, stop = s.start or 0, s.stop
+    if start >= 0 and stop is not None and stop >= start:
+        return stop - start
+    if start < 0 and (stop is None or start <= stop < 0):
+        return (0 if stop is None else stop) - start
+    return None
 
 
 def _emit_slice(code, node, out, args):
@@ -763,19 +777,12 @@ register(Op("max", _infer_reduce("max"), lambda arrays, attrs: np.max(arrays[0],
 
 
 def _np_max_and_log_sum(x, axis):
-    """(m, s) with keepdims, as kernels._max_and_log_sum: s = log1p of the sum of exp(x - m)
-    without one term at the max (log Σ exp(x) where the max is not finite)."""
+    """(m, s) with keepdims, as kernels._max_and_log_sum: m the max (0 where it is not finite),
+    s = log Σ exp(x - m)."""
     m = np.max(x, axis=axis, keepdims=True)
-    finite = np.isfinite(m)
-    m = np.where(finite, m, 0)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        e = np.exp(x - m)
-        total = np.sum(e, axis=axis, keepdims=True)
-        first = np.expand_dims(np.argmax(x, axis=axis), axis)
-        np.put_along_axis(e, first, 0, axis=axis)
-        rest = np.sum(e, axis=axis, keepdims=True)
-        s = np.where(finite, np.log1p(rest), np.log(total))
-    return m, s
+    m = np.where(np.isfinite(m), m, 0)
+    with np.errstate(divide="ignore", over="ignore"):
+        return m, np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
 
 
 def _np_logsumexp(x, axis):
@@ -1008,8 +1015,39 @@ def sum(x, axis=None, keepdims=False):  # noqa: A001 - NumPy's name
     return _reduce_axes("sum", x, axis, keepdims)
 
 
+def _reduce_merged(name, x, axis, keepdims):
+    """A reduction over several axes as one: the axes moved last and merged, so that what
+    the op does along its axis (max's even split of the gradient among ties, logsumexp's
+    stabilisation) holds across all of them."""
+    x = as_node(x)
+    if x.ndim == 0:
+        raise ShapeError(f"{name}: needs at least one dimension")
+    axes = _normalize_axes(axis, x.ndim, name)
+    rest = [k for k in range(x.ndim) if k not in axes]
+    unknown_reduced = builtins.sum(x.shape[a] is None for a in axes)
+    unknown_kept = builtins.sum(x.shape[k] is None for k in rest)
+    if len(axes) == 1:
+        out = make(name, [x], {"axis": axes[0]})
+    elif unknown_reduced == 0 or (unknown_reduced == 1 and unknown_kept == 0):
+        merged = reshape(transpose(x, rest + list(axes)), tuple(x.shape[k] for k in rest) + (-1,))
+        out = make(name, [merged], {"axis": len(rest)})
+    else:
+        # merging would mix unknown sizes (which the gradient's reshape could not undo):
+        # reduce one axis at a time (the same value; max's gradient then splits ties axis
+        # by axis)
+        out = x
+        for a in reversed(axes):
+            out = make(name, [out], {"axis": a})
+    if keepdims:
+        return reshape(out, tuple(1 if k in axes else d for k, d in enumerate(x.shape)))
+    return out
+
+
 def max(x, axis=None, keepdims=False):  # noqa: A001 - NumPy's name
-    return _reduce_axes("max", x, axis, keepdims)
+    """The largest value over `axis`; its gradient is split evenly among the places that
+    attain it (over all the reduced axes, as JAX does; axis by axis where unknown sizes of
+    several axes would have to be merged)."""
+    return _reduce_merged("max", x, axis, keepdims)
 
 
 def mean(x, axis=None, keepdims=False):
@@ -1042,19 +1080,7 @@ def log_softmax(x, axis=-1):
 
 def logsumexp(x, axis=None, keepdims=False):
     """log Σ exp(x) over `axis` (an int, a tuple, or None for all), computed stably."""
-    x = as_node(x)
-    if x.ndim == 0:
-        raise ShapeError("logsumexp: needs at least one dimension")
-    axes = _normalize_axes(axis, x.ndim, "logsumexp")
-    rest = [k for k in range(x.ndim) if k not in axes]
-    if len(axes) == 1:
-        out = make("logsumexp", [x], {"axis": axes[0]})
-    else:  # the reduced axes moved last and merged into one
-        merged = reshape(transpose(x, rest + list(axes)), tuple(x.shape[k] for k in rest) + (-1,))
-        out = make("logsumexp", [merged], {"axis": len(rest)})
-    if keepdims:
-        return reshape(out, tuple(1 if k in axes else d for k, d in enumerate(x.shape)))
-    return out
+    return _reduce_merged("logsumexp", x, axis, keepdims)
 
 
 def reshape(x, shape):

@@ -237,7 +237,7 @@ class ScalarPrinter(PythonCodePrinter):
             return f"math.sqrt({self._print(base)})"
         if exp == -sympy.S.Half:
             return f"({self._number(1)} / math.sqrt({self._print(base)}))"
-        return f"({b} ** {self._print(exp)})"
+        return f"({b} ** ({self._print(exp)}))"
 
     def _call(self, function, expr):
         from . import fastmath

@@ -150,6 +150,8 @@ def compose(node, which):
     for k in which:
         inner = node.inputs[k]
         offset = len(inputs)
+        if offset + len(inner.inputs) > scalar.MAX_ARITY:
+            continue  # a body has at most MAX_ARITY operands: this one stays an operand
         inner_body = _fold_scalars(elementwise_body(inner), inner.inputs, 0).xreplace(
             {X[j]: X[offset + j] for j in range(len(inner.inputs))})
         body = body.xreplace({X[k]: inner_body})
@@ -337,6 +339,8 @@ def _compose_deep(node, depth):
         if is_elementwise(inputs[k]):
             inner_body, inner_inputs = _compose_deep(inputs[k], depth - 1)
             offset = len(inputs)
+            if offset + len(inner_inputs) > scalar.MAX_ARITY:
+                continue
             body = body.xreplace({X[k]: inner_body.xreplace(
                 {X[j]: X[offset + j] for j in range(len(inner_inputs))})})
             inputs += inner_inputs

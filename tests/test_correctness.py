@@ -343,3 +343,51 @@ def test_every_graph_walk_is_iterative_and_a_long_chain_compiles():
     assert len(topological_order([y])) > 1000
     reference = sg.evaluate(y, {x: np.array([0.1, 0.2, 0.3])})
     assert np.all(np.isfinite(reference))
+
+
+# ----------------------------------------------------------------------------- found by the fuzzer
+
+def test_powers_print_with_their_exponent_whole():
+    x = sg.placeholder("x", (3,), F64)
+    a = sg.placeholder("a", (), F64)
+    b = sg.placeholder("b", (), F64)
+    xb = np.array([0.5, -1.0, 2.0])
+    for out, inputs, values in [(sg.sqrt(2.0 ** x), [x], [xb]),
+                                (sg.power(sg.sigmoid(a), b <= a) - 3.0, [a, b], [np.array(0.3), np.array(0.5)])]:
+        compiled, reference = both(inputs, [out], values)
+        np.testing.assert_allclose(compiled[0], reference[0], rtol=1e-14)
+    np.testing.assert_allclose(sg.function([x], sg.sqrt(2.0 ** x))(xb), np.sqrt(2.0 ** xb))
+
+
+def test_a_wide_elementwise_tree_fuses_within_the_operand_limit():
+    xs = [sg.placeholder(f"x{k}", (2,), F64) for k in range(40)]
+    y = xs[0]
+    for k, x in enumerate(xs[1:]):
+        y = sg.where(x > 0.0, y * x, sg.sigmoid(y) - x) if k % 2 else sg.maximum(y, x) + x * 0.5
+    values = [np.array([0.3 * k - 5, 1.0 - 0.1 * k]) for k in range(40)]
+    g = sg.gradients(sg.sum(y * y), xs[:5])
+    compiled, reference = both(xs, [y] + g, values)
+    for c, r in zip(compiled, reference):
+        np.testing.assert_allclose(c, r, rtol=1e-10)
+
+
+def test_integer_indices_on_unknown_sizes():
+    x = sg.placeholder("x", (None, None, 2), F64)
+    xb = np.arange(12.0).reshape(3, 2, 2)
+    outputs = [x[0], x[-1], x[:, 1:], x[1:2, -1:], sg.grad(sg.sum(x[-1] * 2.0), x)]
+    compiled, reference = both([x], outputs, [xb])
+    expected = [xb[0], xb[-1], xb[:, 1:], xb[1:2, -1:], np.where(np.arange(3)[:, None, None] == 2, 2.0, 0.0)
+                * np.ones((3, 2, 2))]
+    for c, r, e in zip(compiled, reference, expected):
+        np.testing.assert_array_equal(c, e)
+        np.testing.assert_array_equal(r, e)
+    with pytest.raises(ValueError, match="slice"):
+        sg.function([x], x[3])(xb)  # an index past the end is refused, as NumPy refuses it
+
+
+def test_max_over_several_axes_splits_ties_evenly():
+    x = sg.placeholder("x", (2, 2), F64)
+    g = sg.grad(sg.max(x), x)
+    compiled, reference = both([x], [g], [np.array([[1.0, 1.0], [0.0, 1.0]])])
+    for value in (compiled[0], reference[0]):
+        np.testing.assert_allclose(value, [[1 / 3, 1 / 3], [0, 1 / 3]])
