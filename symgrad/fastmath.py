@@ -270,12 +270,6 @@ def softplus64(x):
 FUNCTIONS = ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "softplus")
 
 
-def name_for(function, dtype):
-    """The name in this module of `function` ("exp", ...) for `dtype` ("float32"...)."""
-    suffix = "32" if str(dtype) == "float32" else "64"
-    return f"{function}{'_' if function == 'expm1' else ''}{suffix}"
-
-
 def exp(x):
     """exp in the precision of `x` (exp32 or exp64), for kernels written once for both
     dtypes. Only callable from Numba code; a plain function, not a closure, so functions

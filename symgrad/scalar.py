@@ -190,6 +190,13 @@ def numpy_function(body, arity, uses_output=False):
 
 # ---------------------------------------------------------------------------- Numba
 
+def fastmath_name(function, dtype):
+    """The name in symgrad.fastmath of `function` ("exp", ...) for `dtype` ("float32"...).
+    (Written here, so printing code does not import Numba.)"""
+    suffix = "32" if str(dtype) == "float32" else "64"
+    return f"{function}{'_' if function == 'expm1' else ''}{suffix}"
+
+
 class ScalarPrinter(PythonCodePrinter):
     """Prints a body as a Python expression on scalars, for a loop that Numba compiles.
 
@@ -240,8 +247,7 @@ class ScalarPrinter(PythonCodePrinter):
         return f"({b} ** ({self._print(exp)}))"
 
     def _call(self, function, expr):
-        from . import fastmath
-        return f"fastmath.{fastmath.name_for(function, self._dtype)}({self._print(expr.args[0])})"
+        return f"fastmath.{fastmath_name(function, self._dtype)}({self._print(expr.args[0])})"
 
     def _print_exp(self, expr):
         return self._call("exp", expr)

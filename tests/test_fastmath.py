@@ -4,7 +4,7 @@ import numba
 import numpy as np
 import pytest
 
-from symgrad import fastmath
+from symgrad import fastmath, scalar
 
 
 def _logistic(x):
@@ -20,7 +20,7 @@ ULPS = {"exp": 2, "expm1": 2, "log": 2, "log1p": 3, "tanh": 3, "sigmoid": 3, "so
 
 
 def _loop(function, dtype):
-    f = getattr(fastmath, fastmath.name_for(function, dtype))
+    f = getattr(fastmath, scalar.fastmath_name(function, dtype))
 
     @numba.njit(fastmath=fastmath.SAFE_FLAGS, error_model="numpy")
     def apply(x, out):
