@@ -86,7 +86,9 @@ class Function:
         if background is None:
             background = os.environ.get("SYMGRAD_BACKGROUND_COMPILE", "1") != "0"
         if background:
-            thread = threading.Thread(target=self._compile, args=(started,), daemon=True,
+            # not a daemon: a script that ends first still finishes (and caches) the compile,
+            # so its next run starts from the cache
+            thread = threading.Thread(target=self._compile, args=(started,),
                                       name=f"symgrad compile {name or ''}")
             thread.start()
             thread.join(BACKGROUND_AFTER)  # most compiles (the cached ones) end here
