@@ -290,5 +290,3 @@ def _exp(x):
 @overload(log, inline="never")
 def _log(x):
     return (lambda x: log32(x)) if x == types.float32 else (lambda x: log64(x))
-
-

@@ -27,9 +27,9 @@ from .sizes import concrete_shapes
 from .simplify import simplify as simplify_graph
 
 
-# A compile that takes longer than this (seconds) goes on in the background: calls run the interpreter
-# until the kernel is ready, then the kernel takes over (`background=False`, or the environment
-# variable SYMGRAD_BACKGROUND_COMPILE=0, waits instead).
+# A compile that takes longer than this (seconds) goes on in the background: calls run the
+# interpreter until the kernel is ready, then the kernel takes over (`background=False`, or
+# the environment variable SYMGRAD_BACKGROUND_COMPILE=0, waits instead).
 BACKGROUND_AFTER = 0.25
 
 

@@ -147,7 +147,6 @@ from symgrad import fastmath
 {text}'''
 
 
-
 def _loop_text(function):
     """`function`'s source without its decorator, named `loop`."""
     lines = inspect.getsource(function).splitlines(True)

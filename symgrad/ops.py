@@ -157,19 +157,20 @@ def _with_output(expr, node):
     return expr.xreplace({Y: X[len(node.inputs)]}), list(node.inputs) + [node]
 
 
+def _masked_body(condition, value, taken):
+    """where(condition, value, 0) if `taken`, else where(condition, 0, value)."""
+    return scalar.select(condition, value, 0) if taken else scalar.select(condition, 0, value)
+
+
 def _masked(g):
-    """(condition, value, value_if_true) where cotangent `g` is where(condition, value, 0)
-    (value_if_true) or where(condition, 0, value), as the gradient of `where` is; else None."""
-    if not is_elementwise(g):
+    """(condition, value, taken) where cotangent `g` is _masked_body(condition, value, taken),
+    as the gradient of `where` is; else None."""
+    if not is_elementwise(g) or not isinstance(elementwise_body(g), scalar.select):
         return None
-    body = elementwise_body(g)
-    if not (isinstance(body, scalar.select) and all(a.is_Symbol or a == 0 for a in body.args)):
-        return None
-    c, a, b = body.args
-    if c.is_Symbol and a.is_Symbol and b == 0:
-        return g.inputs[int(c.name[1:])], g.inputs[int(a.name[1:])], True
-    if c.is_Symbol and b.is_Symbol and a == 0:
-        return g.inputs[int(c.name[1:])], g.inputs[int(b.name[1:])], False
+    c, a, b = elementwise_body(g).args
+    for value, zero, taken in ((a, b, True), (b, a, False)):
+        if c.is_Symbol and value.is_Symbol and zero == 0:
+            return g.inputs[int(c.name[1:])], g.inputs[int(value.name[1:])], taken
     return None
 
 
@@ -192,14 +193,11 @@ def _vjp_elementwise(node, g, wanted):
         n = len(inputs)
         if mask is not None:
             condition, value, taken = mask
-            inner = X[n + 1] * expr
-            body = scalar.select(X[n], inner, 0) if taken else scalar.select(X[n], 0, inner)
-            grads.append(fuse(body, inputs + [condition, value]))
+            grads.append(fuse(_masked_body(X[n], X[n + 1] * expr, taken),
+                              inputs + [condition, value]))
         elif isinstance(expr, scalar.select) and expr.args[1:] in ((1, 0), (0, 1)):
-            # the gradient of where: a masked cotangent, where(c, g, 0) or where(c, 0, g)
-            c, a, _ = expr.args
-            grads.append(fuse(scalar.select(c, X[n], 0) if a == 1 else scalar.select(c, 0, X[n]),
-                              inputs + [g]))
+            # the gradient of where itself: the cotangent masked, where(c, g, 0) or where(c, 0, g)
+            grads.append(fuse(_masked_body(expr.args[0], X[n], expr.args[1] == 1), inputs + [g]))
         else:
             grads.append(fuse(X[n] * expr, inputs + [g]))
     return grads
@@ -740,13 +738,12 @@ def _infer_reduce(name):
 def _emit_reduce(kernel):
     """Emit a call of kernels.<kernel> on the input viewed as (before, axis, after)."""
     def emit(code, node, out, args):
-        name = kernel
         x = node.inputs[0]
         axis = node.attrs["axis"]
         a, r, b = _axis_split(x, args[0], axis)
         out_dims = [d for k, d in enumerate(_runtime_dims(x, args[0])) if k != axis]
         code.line(f"{out} = {code.alloc(node, out, out_dims)}")
-        code.line(f"kernels.{name}({args[0]}, {a}, {r}, {b}, {out}.reshape(({a}, {b})))")
+        code.line(f"kernels.{kernel}({args[0]}, {a}, {r}, {b}, {out}.reshape(({a}, {b})))")
     return emit
 
 
