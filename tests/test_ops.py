@@ -120,8 +120,9 @@ class Entry:
     rtol: float = FD_RTOL         # tolerance of the central-difference checks
     compile32: bool = False       # also compiled in float32
     xfail: dict = dataclasses.field(default_factory=dict)  # check name -> "BUG: ..."
-    # directions along which the inputs may move (the tangent space of a constrained input)
-    tangent: Callable = staticmethod(lambda v: v)
+    # input index -> the directions along which that input may move (the tangent space of a
+    # constrained input); other inputs move freely
+    tangent: dict = dataclasses.field(default_factory=dict)
 
     @property
     def inputs_wrt(self):
@@ -307,13 +308,13 @@ TABLE = [
     # --- distribution: the identity, declaring that rows sum to 1 (a fact for the simplifier,
     # whose sum_of_distribution rule the compiled check then exercises)
     E("distribution", lambda p: sg.distribution(p, axis=-1), lambda p: p, ((3, 4),),
-      each(_simplex), hessian="zero", tangent=_row_sums_zero),
+      each(_simplex), hessian="zero", tangent={0: _row_sums_zero}),
     E("distribution-sum", lambda p, b: sg.sum(sg.distribution(p) * b, axis=-1),
       lambda p, b: np.sum(p * b, axis=-1), ((3, 4), (3, 1)), each(_simplex, _normal), wrt=(1,),
       hessian="zero", compile32=True),
     E("distribution-sum-wrt-p", lambda p, b: sg.sum(sg.distribution(p) * b, axis=-1),
       lambda p, b: np.sum(p * b, axis=-1), ((3, 4), (3, 1)), each(_simplex, _normal),
-      wrt=(0,), tangent=_row_sums_zero),
+      tangent={0: _row_sums_zero}),
     # --- cast: inputs of a fixed dtype; float32 arithmetic needs a larger step and tolerance
     E("cast-up", lambda a: sg.square(sg.cast(a, F64)), lambda a: np.square(a.astype(F64)),
       ((3, 4),), dtypes=(F32,), eps=1e-3, rtol=1e-3),
@@ -407,8 +408,9 @@ def data(entry_id, batch=BATCH):
     xs = [np.asarray(a.astype(n.dtype), F64) for a, n in zip(xs, g.xs)]  # representable
     # the output's run-time shape: that of the NumPy reference
     u = rng.standard_normal(g.y.shape if None not in g.y.shape else np.shape(entry.ref(*xs)))
-    vs = [entry.tangent(rng.standard_normal(xs[k].shape)) for k in entry.inputs_wrt]
-    ws = [entry.tangent(rng.standard_normal(xs[k].shape)) for k in entry.inputs_wrt]
+    free = lambda v: v  # noqa: E731
+    vs = [entry.tangent.get(k, free)(rng.standard_normal(xs[k].shape)) for k in entry.inputs_wrt]
+    ws = [entry.tangent.get(k, free)(rng.standard_normal(xs[k].shape)) for k in entry.inputs_wrt]
     return xs, u, vs, ws
 
 
