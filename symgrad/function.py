@@ -3,12 +3,13 @@
 In: input placeholders, output nodes, optional updates [(Variable, new value node)].
 Out: a callable `Function`. Calling it checks the arguments (count, shapes, dtypes, named in
 every error), makes one call into compiled code, and returns NumPy arrays. Variables not listed
-as inputs are read from, and updated into, their `.value`. The workspace of intermediate values
-is allocated once per set of argument shapes and reused by every later call with those shapes
-(so a Function is not meant to be called from several threads at once).
+as inputs are read from, and updated into, their `.value`. The plan and the workspace of
+intermediate values are made once per set of argument shapes and reused by every later call
+with those shapes (so a Function is not meant to be called from several threads at once).
 
-Pipeline: simplify (simplify.py) -> schedule (schedule.py) -> generate source (codegen.py)
--> compile (jit.py).
+Pipeline: simplify (simplify.py) -> schedule (schedule.py) -> generate the plan function
+(codegen.py) -> compile its steps (jit.py) -> per set of argument shapes, a plan (plan.py) ->
+per call, native.run.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import time
 
 import numpy as np
 
-from . import codegen, jit
+from . import codegen, jit, plan
 from .graph import Node, Variable, topological_order
 from .interpreter import check_value, evaluate
 from .ops import fmt
@@ -70,7 +71,8 @@ class Function:
         self.program = schedule(self.inputs, outputs, updates)
         self.source = codegen.generate(self.program, title=name or "")
         self._interpreted = (list(outputs), list(updates))  # what the interpreter runs meanwhile
-        self._workspaces = {}  # argument shapes -> workspace arrays (one per dtype)
+        self._plans = {}  # argument shapes -> (Plan, workspace arrays (one per dtype))
+        self._workspace_dtypes = codegen.workspace_dtypes(self.program)
         self._scalar_out = [o.shape == () for o in self.outputs]
         self._arg_names = [getattr(n, "name", None) or f"argument {k}" for k, n in enumerate(self.inputs)]
         # What each call checks, worked out once: (dtype, rank, [(axis, size) known statically]).
@@ -98,9 +100,17 @@ class Function:
 
     def _compile(self, started):
         try:
-            kernel, self._workspace_sizes = jit.compile_source(self.source)
+            self._plan_function = jit.load_program(self.source)["plan"]
+            self._run = jit.compile_runner(self._call_types())
+            # every step compiled now, from a plan for made-up sizes (a call with other sizes
+            # makes its own plan from the same steps)
+            sizes = [tuple(16 if d is None else d for d in node.shape) for node in self.inputs]
+            try:
+                self._plan(sizes)
+            except ValueError:  # sizes that do not fit the graph: the first call compiles
+                pass
             self._compile_seconds = time.perf_counter() - started
-            self._kernel = kernel  # last: a call that sees the kernel sees all it needs
+            self._kernel = self._run  # last: a call that sees the kernel sees all it needs
         except BaseException as error:  # reported by the next call or wait()
             self._compile_error = error
         finally:
@@ -178,24 +188,36 @@ class Function:
         if self._kernel is None:
             return self._interpret(arrays)
         shapes = tuple([a.shape for a in arrays])
-        workspace = self._workspaces.get(shapes)
-        if workspace is None:
+        prepared = self._plans.get(shapes)
+        if prepared is None:
             self._check_sizes(arrays)
-            workspace = self._workspaces[shapes] = [
-                np.empty(n, dtype) for dtype, n in sorted(self._workspace_sizes(*arrays).items())]
-            if len(self._workspaces) > 16:  # many batch sizes: keep the newest few
-                self._workspaces.pop(next(iter(self._workspaces)))
-        try:
-            results = self._kernel(*arrays, *self._fixed, *workspace)
-        except SystemError as error:
-            # Ctrl-C while Numba boxes the results surfaces as SystemError; the call itself
-            # had finished (updates written), so report it as the interrupt it is.
-            if isinstance(error.__cause__, KeyboardInterrupt):
-                raise KeyboardInterrupt from None
-            raise
+            built = self._plan(shapes)
+            workspace = [np.empty(n, dtype) for n, dtype in zip(built.workspace, self._workspace_dtypes)]
+            prepared = self._plans[shapes] = (built, workspace)
+            if len(self._plans) > 16:  # many batch sizes: keep the newest few
+                self._plans.pop(next(iter(self._plans)))
+        built, workspace = prepared
+        results = [np.empty(shape, dtype) for shape, dtype in built.outputs]
+        failed = self._kernel(built.table, *arrays, *self._fixed, *workspace, *results)
+        if failed >= 0:
+            raise ValueError(built.messages[failed])
         if self._single:
             return results[0].reshape(()) if self._scalar_out[0] else results[0]
         return [r.reshape(()) if scalar else r for r, scalar in zip(results, self._scalar_out)]
+
+    def _plan(self, shapes):
+        """The Plan for inputs of `shapes` (the state and constants as they are)."""
+        arguments = [(shape, node.dtype) for shape, node in zip(shapes, self.inputs)] + \
+                    [(a.shape, a.dtype) for a in self._fixed]
+        return plan.build(self._plan_function, jit.step_address, arguments, self._workspace_dtypes)
+
+    def _call_types(self):
+        """(dtype, rank) of every array of a call: inputs, state, constants, workspaces and
+        outputs, in that order."""
+        fixed = [(node.dtype, max(node.ndim, 1)) for node in self.inputs] + \
+                [(a.dtype, a.ndim) for a in self._fixed]
+        return fixed + [(d, 1) for d in self._workspace_dtypes] + \
+            [(node.dtype, max(node.ndim, 1)) for node in self.program.outputs]
 
     def _interpret(self, arrays):
         """One call by the NumPy interpreter, while the kernel compiles: the same graph, the

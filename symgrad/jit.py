@@ -1,30 +1,28 @@
-"""Just-in-time compilation of generated modules, with a disk cache.
+"""Just-in-time compilation of plan steps, with a disk cache; and loading generated programs.
 
-In: module source (codegen.py). Out: the compiled `kernel` (a Numba dispatcher) and the
-module's `workspace_sizes` function.
+In: a step (a statement over typed operands, and the elementwise loop it calls, if any;
+plan.py records them) or a generated module's source (codegen.py). Out: the address of the
+step's compiled C function (native.py runs it), or the module's namespace.
 
-The elementwise loops of a generated module are decorated with `shared_loop`: each is compiled
-from a module of its own, `<cache dir>/loop_<hash of its text>.py`, so a loop compiled once on a
-machine serves every model that has it, in every process.
+Each step is compiled from a module of its own, `<cache dir>/step_<hash>.py`, where the hash
+covers the step's text and the versions of symgrad, Numba, NumPy and Python and the code of
+the runtime modules (blas, fastmath, kernels, native) that Numba inlines into it; Numba's own
+cache (`cache=True`) stores the machine code beside it. So a step is compiled once per
+machine, and serves every model that has it, in every process: a new model compiles only the
+steps no model before it had. The directory is `$SYMGRAD_CACHE_DIR`, else
+`~/.cache/symgrad`. If it cannot be written, we compile in memory and warn.
 
-The source is written to `<cache dir>/sg_<hash>.py`, where the hash covers the source and
-the versions of symgrad, Numba, NumPy and Python and the code of the runtime modules
-(blas, fastmath, kernels) that Numba inlines, and imported from there; Numba's own cache
-(`cache=True`) then stores the machine code beside it, so a second process compiles nothing.
-Tracebacks show generated lines because the module is a real file. The directory is
-`$SYMGRAD_CACHE_DIR`, else `~/.cache/symgrad`. If it cannot be written, we compile in memory
-and warn.
+A generated module is plain Python (the plan function, codegen.py): it is executed in memory,
+with its lines registered so tracebacks show them.
 """
 from __future__ import annotations
 
 import glob
 import hashlib
 import importlib.util
-import inspect
 import linecache
 import os
 import platform
-import re
 import shutil
 import sys
 import tempfile
@@ -32,8 +30,7 @@ import warnings
 
 import numpy as np
 
-_loaded: dict[str, object] = {}   # source hash -> (kernel, workspace_sizes)
-_shared: dict[str, object] = {}   # loop hash -> the loop's dispatcher (shared_loop)
+_loaded: dict[str, object] = {}   # hash of a generated module -> its namespace
 
 
 def cache_dir():
@@ -43,7 +40,7 @@ def cache_dir():
 def clear_cache():
     """Delete every compiled function cached on disk (and forget those in memory)."""
     _loaded.clear()
-    _shared.clear()
+    _steps.clear()
     shutil.rmtree(cache_dir(), ignore_errors=True)
 
 
@@ -51,9 +48,9 @@ def _runtime_digest():
     """A digest of the modules generated code calls into: Numba inlines them into the cached
     machine code, so a change there must change the cache key too; and of the matrix product
     `kernels.product` stands for in this process (NumPy's BLAS, or SciPy's through Numba)."""
-    from . import blas, fastmath, kernels
+    from . import blas, fastmath, kernels, native
     digest = hashlib.sha256(kernels.MATMUL.encode())
-    for module in (blas, fastmath, kernels):
+    for module in (blas, fastmath, kernels, native):
         with open(module.__file__, "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()[:16]
@@ -101,22 +98,17 @@ def _from_file(prefix, key, source):
     try:
         return _import(f"symgrad_{prefix}_{key}", path)
     except Exception:
-        # Numba's cached machine code may be corrupt (a truncated pickle, say), this module's
-        # or that of a shared loop it calls: drop them and compile afresh. A second failure
-        # is a real error and propagates.
-        _forget_compiled(directory, [f"{prefix}_{key}.*", "loop_*.*"])
+            # Numba's cached machine code may be corrupt (a truncated pickle, say): drop it and
+        # compile afresh. A second failure is a real error and propagates.
+        _forget_compiled(directory, [f"{prefix}_{key}.*"])
         return _import(f"symgrad_{prefix}_{key}", path)
 
 
 def _forget_compiled(directory, patterns):
-    """Delete Numba's cached machine code matching `patterns`, and forget the shared loops
-    loaded in this process (their dispatchers may hold what was read from it)."""
+    """Delete Numba's cached machine code matching `patterns`."""
     for pattern in patterns:
         for stale in glob.glob(os.path.join(directory, "__pycache__", pattern)):
             os.unlink(stale)
-    _shared.clear()
-    for name in [n for n in sys.modules if n.startswith("symgrad_loop_")]:
-        del sys.modules[name]
 
 
 def _import(name, path):
@@ -131,52 +123,86 @@ def _import(name, path):
     return module
 
 
-# ------------------------------------------------------------------------- shared loops
+# ------------------------------------------------------------------------- steps
 
-LOOP_MODULE = '''"""An elementwise loop generated by symgrad, shared by every compiled function that
-needs it: the file is named by a hash of its text, so Numba compiles it once per machine."""
+STEP_MODULE = '''"""A step of programs compiled by symgrad (native.py), shared by every model that has it:
+the file is named by a hash of its text, so Numba compiles it once per machine."""
 import math
 
 import numba
 import numpy as np
 
-from symgrad import fastmath
+from symgrad import fastmath, kernels, native
+{loop}
+
+@numba.cfunc(native.STEP, cache=True, nogil=True, error_model="numpy", fastmath={flags})
+def step(table, bases):
+{body}
+'''
+
+LOOP_FUNCTION = '''
+
+@numba.njit(nogil=True, error_model="numpy", fastmath={flags})
+{text}
+'''
+
+_steps: dict = {}            # step key -> address of its compiled cfunc
+stats = {"compiled": 0, "loaded": 0}  # steps compiled by Numba / read from its disk cache
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={flags})
-{text}'''
+def step_text(loop, statement, kinds, check):
+    """The module source of a step: each operand read from the table (an array as base
+    index, byte offset and dimensions; an integer as itself) into a local name, then the
+    statement with its operands `{0}`, `{1}`... named."""
+    from . import fastmath
+    flags = sorted(getattr(fastmath, loop.flags if loop is not None else "SAFE_FLAGS"))
+    # (sets print in a different order in each process: spelled out sorted, so the file,
+    # and the stamp Numba's cache checks, are the same everywhere)
+    spelled = "{" + ", ".join(repr(f) for f in flags) + "}"
+    lines, names, position = [], [], 0
+    for k, kind in enumerate(kinds):
+        name = f"x{k}"
+        if kind == "i":
+            lines.append(f"{name} = table[{position}]")
+            position += 1
+        else:
+            dtype, rank, transposed = kind
+            dims = "".join(f"table[{position + 2 + d}], " for d in range(rank))
+            scalar_type = np.dtype(dtype).type.__name__
+            lines.append(f"{name} = numba.carray(native.pointer(bases[table[{position}]] + "
+                         f"table[{position + 1}], np.{scalar_type}), ({dims}))" + (".T" if transposed else ""))
+            position += 2 + rank
+        names.append(name)
+    statement = statement.format(*names)
+    lines += [f"return 0 if {statement} else 1"] if check else [statement, "return 0"]
+    body = "".join(f"    {line}\n" for line in lines)
+    loop_part = LOOP_FUNCTION.format(flags=spelled, text=loop.text) if loop is not None else ""
+    return STEP_MODULE.format(loop=loop_part, flags=spelled, body=body)
 
 
-def _loop_text(function):
-    """`function`'s source without its decorator, named `loop`."""
-    lines = inspect.getsource(function).splitlines(True)
-    lines = [line for line in lines if not line.startswith("@")]
-    return re.sub(r"^def \w+\(", "def loop(", "".join(lines), count=1)
+def step_address(loop, statement, kinds, check):
+    """The address of the compiled step (plan.Recorder's `compile_step`): from memory, the
+    disk cache, or a fresh compile."""
+    key = (loop.text if loop is not None else None, loop.flags if loop is not None else None,
+           statement, kinds, check)
+    address = _steps.get(key)
+    if address is None:
+        text = step_text(loop, statement, kinds, check)
+        name = source_hash(text)
+        try:
+            step = _from_file("step", name, text).step
+        except OSError:  # no writable cache: compile in memory
+            warnings.warn(f"symgrad: cannot use the compile cache in {cache_dir()}; compiling "
+                          f"in memory (set SYMGRAD_CACHE_DIR to a writable folder)",
+                          RuntimeWarning, stacklevel=2)
+            step = _in_memory(name, text)["step"]
+        stats["loaded" if step.cache_hits else "compiled"] += 1
+        address = _steps[key] = step.address
+        _keep.append(step)  # the machine code lives as long as its cfunc object
+    return address
 
 
-def shared_loop(flags):
-    """Decorator of the loops in generated modules: the loop compiled with fast-math `flags`,
-    from a module of its own keyed by its text, so a loop compiled for one model serves every
-    model that has the same loop (the model's module holds only its orchestrating kernel)."""
-    flags = sorted(flags)
-
-    def decorate(function):
-        text = _loop_text(function)
-        key = source_hash(text + repr(flags))
-        loop = _shared.get(key)
-        if loop is None:
-            try:
-                # (sets print in a different order in each process: spelled out sorted, so the
-                # file, and the stamp Numba's cache checks, are the same everywhere)
-                spelled = "{" + ", ".join(repr(f) for f in flags) + "}"
-                module = _from_file("loop", key, LOOP_MODULE.format(flags=spelled, text=text))
-                loop = module.loop
-            except OSError:  # no writable cache: compile it with the module that uses it
-                import numba
-                loop = numba.njit(nogil=True, error_model="numpy", fastmath=set(flags))(function)
-            _shared[key] = loop
-        return loop
-    return decorate
+_keep: list = []
 
 
 def _in_memory(key, source):
@@ -185,22 +211,40 @@ def _in_memory(key, source):
     source = source.replace("cache=True", "cache=False")
     namespace = {"__name__": f"symgrad_generated_{key}"}
     exec(compile(source, filename, "exec"), namespace)
-    return namespace["kernel"], namespace["workspace_sizes"]
+    return namespace
 
 
-def compile_source(source):
-    """(kernel, workspace_sizes) of `source`: the compiled kernel and the plain function
-    sizing its workspace, from memory, the disk cache, or a fresh compile."""
-    key = source_hash(source)
-    kernel = _loaded.get(key)
-    if kernel is None:
-        try:
-            module = _from_file("sg", key, source)
-            kernel = module.kernel, module.workspace_sizes
-        except OSError as error:
-            warnings.warn(f"symgrad: cannot use the compile cache in {cache_dir()} ({error}); "
-                          f"compiling in memory (set SYMGRAD_CACHE_DIR to a writable folder)",
-                          RuntimeWarning, stacklevel=3)
-            kernel = _in_memory(key, source)
-        _loaded[key] = kernel
-    return kernel
+def cache_stats():
+    """{"compiled": n, "loaded": m}: the steps, and signatures of native.run, that this
+    process compiled, and those it read from the disk cache."""
+    counts = dict(stats)
+    if "symgrad.native" in sys.modules:
+        run = sys.modules["symgrad.native"].run
+        counts["compiled"] += sum(run.stats.cache_misses.values())
+        counts["loaded"] += sum(run.stats.cache_hits.values())
+    return counts
+
+
+def compile_runner(array_types):
+    """native.run, compiled for calls with arrays of `array_types` [(dtype, rank)] (once per
+    machine for each such list, which models of one architecture share)."""
+    import numba
+    from . import native
+    arrays = [numba.types.Array(numba.from_dtype(np.dtype(d)), rank, "C") for d, rank in array_types]
+    # (the *arrays parameter as the tuple type a call of run matches)
+    native.run.compile((numba.types.Array(numba.int64, 1, "C"), numba.types.Tuple(arrays)))
+    return native.run
+
+
+def load_program(source):
+    """The generated module `source` (plain Python: its `plan` function and its loops),
+    executed once per process."""
+    key = hashlib.sha256(source.encode()).hexdigest()[:24]
+    namespace = _loaded.get(key)
+    if namespace is None:
+        filename = f"<symgrad program {key}>"
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        namespace = {"__name__": f"symgrad_program_{key}"}
+        exec(compile(source, filename, "exec"), namespace)
+        _loaded[key] = namespace
+    return namespace

@@ -465,7 +465,9 @@ def _emit_transpose(code, node, out, args):
     if node.attrs["perm"] == (1, 0) and code.consumed_only_by(out, lambda user: user.op == "matmul"):
         code.line(f"{out} = {args[0]}.T  # a view: BLAS reads it transposed, no copy")
     else:
-        code.line(f"{out} = np.ascontiguousarray({args[0]}.transpose({tuple(node.attrs['perm'])}))")
+        dims = _runtime_dims(node.inputs[0], args[0])
+        code.compute(node, out, [dims[p] for p in node.attrs["perm"]],
+                     f"{{1}}[:] = {{0}}.transpose({tuple(node.attrs['perm'])})", args[0])
 
 
 register(Op("transpose", _infer_transpose,
@@ -517,7 +519,8 @@ def _emit_slice(code, node, out, args):
     if all(isinstance(a, int) and a >= 0 for a in starts) and all(t > 0 for t in steps):
         if code.read_in_place(node, out, args[0], list(zip(starts, steps))):
             return
-    code.line(f"{out} = np.ascontiguousarray({args[0]}[{_slice_text(index)}])")
+    code.line(f"{out} = step.new(step.window_shape({args[0]}, {tuple(index)!r}), {node.dtype!r})")
+    code.call(f"{{1}}[:] = {{0}}[{_slice_text(index)}]", args[0], out)
 
 
 register(Op("slice", _infer_slice, lambda arrays, attrs: arrays[0][_slices(attrs["index"])],
@@ -563,8 +566,8 @@ def _emit_unslice(code, node, out, args):
             return
     dims = _unslice_dims(node.attrs, [f"{args[1]}.shape[{k}]" for k in range(node.inputs[1].ndim)]) \
         if len(args) > 1 else list(node.shape)
-    code.line(f"{out} = np.zeros({code.shape(dims)}, np.{node.dtype})")
-    code.line(f"{out}[{_slice_text(node.attrs['index'])}] = {args[0]}")
+    code.line(f"{out} = step.new({code.shape(dims)}, {node.dtype!r})")
+    code.call(f"{{1}}[:] = 0\n    {{1}}[{_slice_text(node.attrs['index'])}] = {{0}}", args[0], out)
 
 
 register(Op("unslice", _infer_unslice, _np_unslice,
@@ -605,7 +608,11 @@ def _vjp_concatenate(node, g, wanted):
 
 
 def _emit_concatenate(code, node, out, args):
-    code.line(f"{out} = np.concatenate(({', '.join(args)},), axis={node.attrs['axis']})")
+    axis = node.attrs["axis"]
+    dims = _runtime_dims(node.inputs[0], args[0])
+    dims[axis] = " + ".join(f"{a}.shape[{axis}]" for a in args)
+    joined = ", ".join(f"{{{k}}}" for k in range(len(args)))
+    code.compute(node, out, dims, f"{{{len(args)}}}[:] = np.concatenate(({joined},), axis={axis})", *args)
 
 
 register(Op("concatenate", _infer_concatenate,
@@ -619,7 +626,8 @@ def _infer_cast(inputs, attrs):
 
 register(Op("cast", _infer_cast, lambda arrays, attrs: arrays[0].astype(attrs["dtype"]),
             lambda node, g, wanted: [cast(g, node.inputs[0].dtype)], _linear_jvp,
-            lambda code, node, out, args: code.line(f"{out} = {args[0]}.astype(np.{node.dtype})"),
+            lambda code, node, out, args: code.compute(node, out, _runtime_dims(node, args[0]),
+                                                       "{1}[:] = {0}", args[0]),
             linear=True))
 
 register(Op("stop_gradient", lambda inputs, attrs: (inputs[0].shape, inputs[0].dtype),
@@ -660,8 +668,8 @@ def _np_distribution(arrays, attrs):
 def _emit_distribution(code, node, out, args):
     a, r, b = _axis_split(node.inputs[0], args[0], node.attrs["axis"])
     tolerance = distribution_tolerance(node.dtype)
-    code.check(f"kernels.distribution_violation({args[0]}, {a}, {r}, {b}, {tolerance!r}) < 0",
-               _distribution_message(node.attrs, node.dtype))
+    code.check(f"kernels.distribution_violation({{0}}, {{1}}, {{2}}, {{3}}, {tolerance!r}) < 0",
+               [args[0], a, r, b], _distribution_message(node.attrs, node.dtype))
     code.line(f"{out} = {args[0]}")
 
 
@@ -678,7 +686,8 @@ register(Op("distribution", _infer_distribution, _np_distribution,
 def _emit_size(code, node, out, args):
     dims = _runtime_dims(node.inputs[0], args[0])
     size = _product([dims[a] for a in node.attrs["axes"]])
-    code.line(f"{out} = np.full((1,), {size}, np.{node.dtype})")
+    code.line(f"{out} = step.new((1,), {node.dtype!r})")
+    code.call("{0}[0] = {1}", out, size)
 
 
 register(Op("size", lambda inputs, attrs: ((), inputs[0].dtype),
@@ -715,8 +724,7 @@ def _jvp_matmul(node, tangents):
 def _emit_matmul(code, node, out, args):
     a, b = node.inputs
     dims = [_runtime_dims(a, args[0])[0], _runtime_dims(b, args[1])[1]]
-    code.line(f"{out} = {code.alloc(node, out, dims)}")
-    code.line(f"kernels.product({args[0]}, {args[1]}, {out})")
+    code.compute(node, out, dims, "kernels.product({0}, {1}, {2})", args[0], args[1])
 
 
 register(Op("matmul", _infer_matmul, lambda arrays, attrs: arrays[0] @ arrays[1],
@@ -743,7 +751,8 @@ def _emit_reduce(kernel):
         a, r, b = _axis_split(x, args[0], axis)
         out_dims = [d for k, d in enumerate(_runtime_dims(x, args[0])) if k != axis]
         code.line(f"{out} = {code.alloc(node, out, out_dims)}")
-        code.line(f"kernels.{kernel}({args[0]}, {a}, {r}, {b}, {out}.reshape(({a}, {b})))")
+        code.call(f"kernels.{kernel}({{0}}, {{1}}, {{2}}, {{3}}, {{4}})", args[0], a, r, b,
+                  f"{out}.reshape(({a}, {b}))")
     return emit
 
 
@@ -808,7 +817,8 @@ def _emit_along_axis(kernel):
     def emit(code, node, out, args):
         a, r, b = _axis_split(node.inputs[0], args[0], node.attrs["axis"])
         code.line(f"{out} = {code.alloc(node, out, _runtime_dims(node, args[0]))}")
-        code.line(f"kernels.{kernel}({args[0]}, {a}, {r}, {b}, {out}.reshape(({a}, {r}, {b})))")
+        code.call(f"kernels.{kernel}({{0}}, {{1}}, {{2}}, {{3}}, {{4}})", args[0], a, r, b,
+                  f"{out}.reshape(({a}, {r}, {b}))")
     return emit
 
 

@@ -22,12 +22,12 @@ def _model(seed):
 def slow_compiles(monkeypatch):
     """Compiling waits until released, so the interpreter is sure to serve the first calls."""
     release = threading.Event()
-    original = jit.compile_source
+    original = jit.load_program
 
     def slow(source):
         release.wait(30)
         return original(source)
-    monkeypatch.setattr(jit, "compile_source", slow)
+    monkeypatch.setattr(jit, "load_program", slow)
     return release
 
 
@@ -69,7 +69,7 @@ def test_a_refused_call_before_the_kernel_is_ready_changes_nothing(slow_compiles
 def test_a_failed_compile_is_reported(monkeypatch):
     def broken(source):
         raise RuntimeError("no compiler today")
-    monkeypatch.setattr(jit, "compile_source", broken)
+    monkeypatch.setattr(jit, "load_program", broken)
     x = sg.placeholder("x", (2,), "float64")
     f = sg.function([x], x * 2.0, background=True)
     with pytest.raises(RuntimeError, match="no compiler today"):

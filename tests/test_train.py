@@ -252,7 +252,7 @@ def test_symgrad_demo_reaches_97_percent(tmp_path, capsys):
         summary = json.load(f)["summary"]
     assert summary["test_accuracy"] >= 0.97
     assert summary["train_seconds"] < 60
-    assert "def kernel(" in open(os.path.join(out, "train_step.py")).read()
+    assert "def plan(" in open(os.path.join(out, "train_step.py")).read()
     graph = nx.read_graphml(os.path.join(out, "gradient_graph.graphml"))
     assert graph.number_of_nodes() > 20 and "matmul" in {d["op"] for _, d in graph.nodes(data=True)}
     assert os.path.getsize(os.path.join(out, "gradient_graph.txt")) > 0

@@ -7,11 +7,11 @@ colours), each block headed by the node it computes, with anchors so the graph c
 block and the block back to the graph; `lines_of(f, node)`: the line numbers computing a node.
 
 How lines are traced: codegen emits the steps in program order, each starting with the
-assignment of its value (`v7 = ...`, possibly preceded by its size checks `if not (...)` /
-`raise`); every line up to the next step's start belongs to the step. This reads only the
+assignment of its value (`v7 = ...`, possibly preceded by its run-time checks
+`step.check(...)`); every line up to the next step's start belongs to the step. This reads only the
 generated text and `Program.steps` (step.out, step.node), so it survives changes to how each
-op is emitted; lines before the first step (the header) and after the last (updates, return)
-belong to no step.
+op is emitted; lines before the first step (the header) and after the last (outputs,
+updates) belong to no step.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from html import escape
 from . import describe
 
 _ASSIGN = re.compile(r"^\s+([A-Za-z_]\w*)\s*=(?!=)")
-_CHECK = re.compile(r"^\s+(if not \(|raise )")
-_CLOSING = re.compile(r"^\s+(# every value is computed|return \(|\w+\.reshape\(-1\)\[:\] = )")
+_CHECK = re.compile(r"^\s+step\.check\(")
+_CLOSING = re.compile(r"^\s+(# every value is computed|step\.output\()")
 
 
 def source_lines(function):
@@ -33,7 +33,7 @@ def source_lines(function):
     current, started, pending = None, set(), []
     in_body = False
     for k, text in enumerate(lines):
-        if text.startswith("def kernel("):
+        if text.startswith("def plan("):
             in_body = True
             continue
         if not in_body:
