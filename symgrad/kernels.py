@@ -72,8 +72,20 @@ MATMUL = "gemm" if blas.AVAILABLE else "matmul"
 product = globals()[MATMUL]
 
 
+# Each kernel below has a path for b == 1 (the last axis, the common case): the sizes are
+# run-time values (one compiled kernel serves every width), so the compiler cannot see that
+# the innermost loop has one iteration; this path runs along contiguous rows instead.
+
 @jit_sum
 def sum_axis(x, a, r, b, out):
+    if b == 1:
+        rows = x.reshape((a, r))
+        for i in range(a):
+            total = x.dtype.type(0)
+            for k in range(r):
+                total += rows[i, k]
+            out[i, 0] = total
+        return
     v = x.reshape((a, r, b))
     out[:] = 0.0
     for i in range(a):
@@ -84,6 +96,16 @@ def sum_axis(x, a, r, b, out):
 
 @jit
 def max_axis(x, a, r, b, out):
+    if b == 1:
+        rows = x.reshape((a, r))
+        for i in range(a):
+            best = rows[i, 0]
+            for k in range(1, r):
+                value = rows[i, k]
+                if value > best or value != value:
+                    best = value
+            out[i, 0] = best
+        return
     v = x.reshape((a, r, b))
     for i in range(a):
         for j in range(b):
@@ -99,6 +121,15 @@ def max_axis(x, a, r, b, out):
 def distribution_violation(x, a, r, b, tolerance):
     """-1 if every slice of x (viewed as (a, r, b)) along the middle axis sums to 1 within
     `tolerance`, else the index i * b + j of the first that does not (NaN never does)."""
+    if b == 1:
+        rows = x.reshape((a, r))
+        for i in range(a):
+            total = 0.0
+            for k in range(r):
+                total += rows[i, k]
+            if not abs(total - 1.0) <= tolerance:
+                return i
+        return -1
     v = x.reshape((a, r, b))
     for i in range(a):
         for j in range(b):
@@ -108,6 +139,15 @@ def distribution_violation(x, a, r, b, tolerance):
             if not abs(total - 1.0) <= tolerance:
                 return i * b + j
     return -1
+
+
+@jit_sum
+def _sum_exp(row, shift):
+    """Σ exp(row - shift): a sum, so it may be reassociated, which lets it vectorise."""
+    total = row.dtype.type(0)
+    for k in range(row.size):
+        total += fastmath.exp(row[k] - shift)
+    return total
 
 
 @jit
@@ -122,6 +162,11 @@ def _max_and_log_sum(x, a, r, b, m, s):
         for j in range(b):
             if not np.isfinite(m[i, j]):
                 m[i, j] = 0.0
+    if b == 1:
+        rows = x.reshape((a, r))
+        for i in range(a):
+            s[i, 0] = fastmath.log(_sum_exp(rows[i], m[i, 0]))
+        return
     for i in range(a):
         for k in range(r):
             for j in range(b):
@@ -147,6 +192,14 @@ def _shifted_axis(x, a, r, b, out, exponentiate):
     m = np.empty((a, b), x.dtype)
     s = np.empty((a, b), x.dtype)
     _max_and_log_sum(x, a, r, b, m, s)
+    if b == 1:
+        rows, out_rows = x.reshape((a, r)), out.reshape((a, r))
+        for i in range(a):
+            shift, log_sum = m[i, 0], s[i, 0]
+            for k in range(r):
+                shifted = (rows[i, k] - shift) - log_sum
+                out_rows[i, k] = fastmath.exp(shifted) if exponentiate else shifted
+        return
     for i in range(a):
         for k in range(r):
             for j in range(b):
