@@ -3,7 +3,9 @@ result (served by the interpreter while a long compile goes on in the background
 process (imports excluded): cold (empty cache), a new model with the library warm (a model one
 layer deeper compiled before), and warm (the same model compiled before), for a depth-D tanh
 MLP (width 32, batch 16, softmax cross-entropy, SGD), as ../shared/bench/scaling.py measures
-the peers. JAX is measured in the same run if installed.
+the peers. JAX and PyTensor (mode NUMBA, its compile directory fresh for the cold case and
+warmed by the deeper model for the new-model case) are measured in the same run if installed
+(install them in a separate virtual environment with symgrad: ../shared/bench/README.md).
 
 Usage: python benchmarks/compile_time.py [depths, default 2,8,32,128]
 """
@@ -48,8 +50,26 @@ print(time.perf_counter() - t1)
 """
 
 
+PYTENSOR = r"""
+import time, numpy as np
+import pytensor, pytensor.tensor as pt
+D, W = {D}, 32
+t1 = time.perf_counter()
+ps = [pt.matrix(dtype="float32") for _ in range(D)]
+x = pt.matrix(dtype="float32"); y = pt.matrix(dtype="float32")
+h = x
+for p in ps: h = pt.tanh(h @ p)
+loss = -pt.sum(y * pt.special.log_softmax(h, axis=1))
+f = pytensor.function([x, y] + ps, pytensor.grad(loss, ps), mode="NUMBA")
+vals = [np.random.standard_normal((W, W)).astype(np.float32) / 6 for _ in range(D)]
+f(np.ones((16, W), np.float32), np.eye(16, W, dtype=np.float32), *vals)
+print(time.perf_counter() - t1)
+"""
+
+
 def run(code, cache_dir):
-    env = dict(os.environ, SYMGRAD_CACHE_DIR=cache_dir)
+    env = dict(os.environ, SYMGRAD_CACHE_DIR=cache_dir,
+               PYTENSOR_FLAGS=f"compiledir={os.path.join(cache_dir, 'pytensor')}")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          timeout=1800)
     if out.returncode != 0:
@@ -60,13 +80,10 @@ def run(code, cache_dir):
 
 def main():
     depths = [int(d) for d in (sys.argv[1] if len(sys.argv) > 1 else "2,8,32,128").split(",")]
-    try:
-        import jax  # noqa: F401
-        have_jax = True
-    except ImportError:
-        have_jax = False
+    have_jax, have_pytensor = _installed("jax"), _installed("pytensor")
     print("depth,cold_s,cold_first_result_s,new_model_s,new_model_first_result_s,warm_s"
-          + (",jax_s,new_model/jax" if have_jax else ""))
+          + (",jax_s,new_model/jax" if have_jax else "")
+          + (",pytensor_numba_cold_s,pytensor_numba_new_model_s" if have_pytensor else ""))
     for depth in depths:
         with tempfile.TemporaryDirectory() as cache:
             cold_first, cold = run(MODEL.format(D=depth), cache)
@@ -78,7 +95,19 @@ def main():
         if have_jax:
             j = run(JAX.format(D=depth), "")[0]
             row += f",{j:.2f},{new / j:.2f}"
+        if have_pytensor:
+            with tempfile.TemporaryDirectory() as cache:
+                cold_pt = run(PYTENSOR.format(D=depth), cache)[0]
+            with tempfile.TemporaryDirectory() as cache:
+                run(PYTENSOR.format(D=depth + 1), cache)
+                new_pt = run(PYTENSOR.format(D=depth), cache)[0]
+            row += f",{cold_pt:.2f},{new_pt:.2f}"
         print(row, flush=True)
+
+
+def _installed(module):
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
 
 
 if __name__ == "__main__":
