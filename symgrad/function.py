@@ -192,13 +192,14 @@ class Function:
         if prepared is None:
             self._check_sizes(arrays)
             built = self._plan(shapes)
-            workspace = [np.empty(n, dtype) for n, dtype in zip(built.workspace, self._workspace_dtypes)]
+            workspace = [np.empty(max(n, 1), dtype) for n, dtype in zip(built.workspace, self._workspace_dtypes)]
+            built.bind(self._fixed + workspace)
             prepared = self._plans[shapes] = (built, workspace)
             if len(self._plans) > 16:  # many batch sizes: keep the newest few
                 self._plans.pop(next(iter(self._plans)))
         built, workspace = prepared
         results = [np.empty(shape, dtype) for shape, dtype in built.outputs]
-        failed = self._kernel(built.table, *arrays, *self._fixed, *workspace, *results)
+        failed = self._kernel(built.table, *arrays, *results)
         if failed >= 0:
             raise ValueError(built.messages[failed])
         if self._single:
@@ -207,17 +208,16 @@ class Function:
 
     def _plan(self, shapes):
         """The Plan for inputs of `shapes` (the state and constants as they are)."""
-        arguments = [(shape, node.dtype) for shape, node in zip(shapes, self.inputs)] + \
-                    [(a.shape, a.dtype) for a in self._fixed]
-        return plan.build(self._plan_function, jit.step_address, arguments, self._workspace_dtypes)
+        return plan.build(self._plan_function, jit.step_address,
+                          [(shape, node.dtype) for shape, node in zip(shapes, self.inputs)],
+                          [(a.shape, a.dtype) for a in self._fixed], self._workspace_dtypes,
+                          len(self.program.outputs))
 
     def _call_types(self):
-        """(dtype, rank) of every array of a call: inputs, state, constants, workspaces and
-        outputs, in that order."""
-        fixed = [(node.dtype, max(node.ndim, 1)) for node in self.inputs] + \
-                [(a.dtype, a.ndim) for a in self._fixed]
-        return fixed + [(d, 1) for d in self._workspace_dtypes] + \
-            [(node.dtype, max(node.ndim, 1)) for node in self.program.outputs]
+        """(dtype, rank) of the arrays a call passes to native.run: the inputs, then the
+        outputs (the plan holds the addresses of the rest). Models with the same types
+        share one compiled runner."""
+        return [(node.dtype, max(node.ndim, 1)) for node in self.inputs + self.program.outputs]
 
     def _interpret(self, arrays):
         """One call by the NumPy interpreter, while the kernel compiles: the same graph, the

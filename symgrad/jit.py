@@ -133,18 +133,11 @@ import numba
 import numpy as np
 
 from symgrad import fastmath, kernels, native
-{loop}
+
 
 @numba.cfunc(native.STEP, cache=True, nogil=True, error_model="numpy", fastmath={flags})
 def step(table, bases):
-{body}
-'''
-
-LOOP_FUNCTION = '''
-
-@numba.njit(nogil=True, error_model="numpy", fastmath={flags})
-{text}
-'''
+{body}'''
 
 _steps: dict = {}            # step key -> address of its compiled cfunc
 stats = {"compiled": 0, "loaded": 0}  # steps compiled by Numba / read from its disk cache
@@ -153,15 +146,19 @@ stats = {"compiled": 0, "loaded": 0}  # steps compiled by Numba / read from its 
 def step_text(loop, statement, kinds, check):
     """The module source of a step: each operand read from the table (an array as base
     index, byte offset and dimensions; an integer as itself) into a local name, then the
-    statement with its operands `{0}`, `{1}`... named."""
+    statement with its operands `{0}`, `{1}`... named, or the loop's body with its
+    parameters named (written into the step, so Numba compiles one function, not two)."""
     from . import fastmath
     flags = sorted(getattr(fastmath, loop.flags if loop is not None else "SAFE_FLAGS"))
     # (sets print in a different order in each process: spelled out sorted, so the file,
     # and the stamp Numba's cache checks, are the same everywhere)
     spelled = "{" + ", ".join(repr(f) for f in flags) + "}"
+    if loop is not None:
+        signature, *loop_body = loop.text.splitlines()
+        parameters = signature[signature.index("(") + 1:signature.index(")")].split(", ")
     lines, names, position = [], [], 0
     for k, kind in enumerate(kinds):
-        name = f"x{k}"
+        name = parameters[k] if loop is not None else f"x{k}"
         if kind == "i":
             lines.append(f"{name} = table[{position}]")
             position += 1
@@ -173,11 +170,14 @@ def step_text(loop, statement, kinds, check):
                          f"table[{position + 1}], np.{scalar_type}), ({dims}))" + (".T" if transposed else ""))
             position += 2 + rank
         names.append(name)
-    statement = statement.format(*names)
-    lines += [f"return 0 if {statement} else 1"] if check else [statement, "return 0"]
+    if loop is not None:
+        lines += [line[4:] for line in loop_body] + ["return 0"]
+    elif check:
+        lines.append(f"return 0 if {statement.format(*names)} else 1")
+    else:
+        lines += [statement.format(*names), "return 0"]
     body = "".join(f"    {line}\n" for line in lines)
-    loop_part = LOOP_FUNCTION.format(flags=spelled, text=loop.text) if loop is not None else ""
-    return STEP_MODULE.format(loop=loop_part, flags=spelled, body=body)
+    return STEP_MODULE.format(flags=spelled, body=body)
 
 
 def step_address(loop, statement, kinds, check):

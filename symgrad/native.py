@@ -1,17 +1,20 @@
 """The runtime of compiled programs: a plan of C-ABI steps, run by one compiled loop.
 
 In: a plan (an int64 array built by plan.py for one set of argument shapes) and the arrays
-of one call. Out: every step run in order, writing into the arrays; `run` returns -1, or the
-index of the first check step whose condition failed (nothing after it has run).
+a call passes (its inputs and its fresh output arrays). Out: every step run in order, writing
+into the arrays; `run` returns -1, or the index of the first check step whose condition failed
+(nothing after it has run).
 
 Each step is a Numba `cfunc` with the C signature `int64 step(int64 *table, int64 *bases)`:
 `bases` holds the data address of every array of the call, and `table` this step's operands,
 an array as (base index, byte offset, its dimensions...), an integer as itself. The steps are
-compiled once per machine, keyed by their text (jit.py), and `run` is the same for every
-model: a new model compiles only the steps no model before it had, and nothing per model.
+compiled once per machine, keyed by their text (jit.py), and `run` is compiled once per
+list of input and output types, which models share: a new model compiles only the steps no
+model before it had, and nothing per model.
 
-Plan layout: [number of bases, number of steps, the bases' addresses (written by `run`),
-(step address, table offset) per step, the tables].
+Plan layout: [number of bases, number of steps, the bases' addresses (those of the passed
+arrays written by `run`, the others by `Plan.bind`), (step address, table offset) per step,
+the tables].
 """
 import numba
 from llvmlite import ir

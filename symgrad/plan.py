@@ -143,40 +143,52 @@ class Recorder:
 class Plan:
     """What a call with one set of argument shapes runs: `table` for native.run, the
     workspace size per dtype (in elements, dtypes sorted as the bases are), the output
-    arrays' shapes and dtypes, and the message of each check step by its index."""
+    arrays' shapes and dtypes, and the message of each check step by its index.
 
-    def __init__(self, table, workspace, outputs, messages):
+    Bases: the arrays a call passes (inputs, then outputs: native.run stores their addresses),
+    then the state, constants and workspaces, whose addresses `bind` stores once."""
+
+    def __init__(self, table, workspace, outputs, messages, first_fixed):
         self.table, self.workspace, self.outputs, self.messages = table, workspace, outputs, messages
+        self.first_fixed = first_fixed
+
+    def bind(self, fixed):
+        """Store the addresses of the state, constant and workspace arrays `fixed` (which
+        must stay alive and in place while the plan is used)."""
+        for k, array in enumerate(fixed):
+            self.table[2 + self.first_fixed + k] = array.ctypes.data
 
 
-def build(plan_function, compile_step, arguments, workspace_dtypes):
-    """The Plan of `plan_function` for `arguments` [(shape, dtype)] (inputs, state and
-    constants, in the order of the generated function's parameters)."""
+def build(plan_function, compile_step, inputs, fixed, workspace_dtypes, outputs):
+    """The Plan of `plan_function` for input arrays of `inputs` [(shape, dtype)], the state
+    and constants `fixed` [(shape, dtype)] (in the order of the generated function's
+    parameters) and `outputs` output arrays."""
     recorder = Recorder(compile_step)
-    buffers = [Buffer(k, 0, shape or (1,), dtype) for k, (shape, dtype) in enumerate(arguments)]
-    first_workspace = len(buffers)
+    first_fixed = len(inputs) + outputs
+    arguments = [Buffer(k, 0, shape or (1,), dtype) for k, (shape, dtype) in enumerate(inputs)]
+    arguments += [Buffer(first_fixed + k, 0, shape or (1,), dtype) for k, (shape, dtype) in enumerate(fixed)]
+    first_workspace = first_fixed + len(fixed)
     workspaces = [Buffer(first_workspace + k, 0, (), dtype) for k, dtype in enumerate(workspace_dtypes)]
-    plan_function(recorder, *buffers, *workspaces)
+    plan_function(recorder, *arguments, *workspaces)
     # place each private value: an output array if it is one, else after the slots
     ends = {np.dtype(d).name: recorder.reserved.get(np.dtype(d).name, 0) for d in workspace_dtypes}
-    first_output = first_workspace + len(workspace_dtypes)
     for k, buffer in enumerate(recorder.outputs):
         if isinstance(buffer.base, Private) and buffer.base.home is None:
-            buffer.base.home = (first_output + k, 0)
+            buffer.base.home = (len(inputs) + k, 0)
     for dtype, private in recorder.privates:
         if private.home is None:
             ws = workspace_dtypes.index(dtype)
             offset = -(-ends[dtype] // 64) * 64  # aligned for vector loads
             private.home = (first_workspace + ws, offset)
             ends[dtype] = offset + private.nbytes
-    bases = first_output + len(recorder.outputs)
+    bases = first_workspace + len(workspace_dtypes)
     header, tables, messages = [bases, len(recorder.steps)] + [0] * bases, [], {}
     entries = []
     for index, (address, operands, message) in enumerate(recorder.steps):
         entries += [address, len(tables)]
         for operand in operands:
             if isinstance(operand, Buffer):
-                base, offset = _home(operand, first_output)
+                base, offset = _home(operand, len(inputs))
                 tables += [base, offset]
                 tables += operand.shape[::-1] if operand.transposed else operand.shape
             else:
@@ -185,8 +197,8 @@ def build(plan_function, compile_step, arguments, workspace_dtypes):
             messages[index] = message
     table = np.array(header + entries + tables, np.int64)
     workspace = [-(-ends[np.dtype(d).name] // np.dtype(d).itemsize) for d in workspace_dtypes]
-    outputs = [(b.shape, b.dtype) for b in recorder.outputs]
-    return Plan(table, workspace, outputs, messages)
+    shapes = [(b.shape, b.dtype) for b in recorder.outputs]
+    return Plan(table, workspace, shapes, messages, first_fixed)
 
 
 def _home(buffer, first_output):

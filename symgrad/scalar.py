@@ -307,6 +307,7 @@ class ScalarPrinter(PythonCodePrinter):
         return self._extremum(expr, "<")
 
 
+@functools.lru_cache(maxsize=4096)
 def divides_by_operand(body):
     """Whether `body` divides by something that is not a number (so it may be 0 or inf)."""
     return any(isinstance(e, sympy.Pow) and e.exp.is_number and e.exp < 0 and not e.base.is_number
@@ -315,4 +316,10 @@ def divides_by_operand(body):
 
 def scalar_code(body, names, dtype="float64"):
     """Python source computing `body` for one element of `dtype`; `names` maps 'x0'.. to code."""
-    return ScalarPrinter(names, dtype).doprint(body)
+    return _scalar_code(body, tuple(sorted(names.items())), dtype)
+
+
+@functools.lru_cache(maxsize=4096)
+def _scalar_code(body, names, dtype):
+    # (printing is the slow part of codegen, and a deep model's layers repeat their bodies)
+    return ScalarPrinter(dict(names), dtype).doprint(body)

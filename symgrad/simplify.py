@@ -25,6 +25,7 @@ Rules apply bottom-up until nothing changes.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,8 +119,10 @@ BODY_RULES = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
 def apply_body_rules(body):
-    """`body` with every body rule applied; and the names of those that fired."""
+    """`body` with every body rule applied; and the names of those that fired (a tuple).
+    Cached: a deep model's layers repeat their bodies."""
     fired = []
     for name, rule in BODY_RULES.items():
         results = {}
@@ -133,7 +136,7 @@ def apply_body_rules(body):
         if new != body:
             fired.append(name)
             body = new
-    return body, fired
+    return body, tuple(fired)
 
 
 def _fold_scalars(body, inputs, offset):
@@ -466,6 +469,7 @@ def _consumers(roots):
     return count
 
 
+@functools.lru_cache(maxsize=4096)
 def _tidy(body):
     tidy = sympy.factor_terms(body)
     return tidy if sympy.count_ops(tidy) < sympy.count_ops(body) else body

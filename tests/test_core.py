@@ -281,3 +281,24 @@ def test_generated_source_depends_only_on_the_model():
     first = build()
     sg.constant(np.float32(2.0)) * sg.placeholder("other", (3,), "float32")  # unrelated nodes
     assert build() == first
+
+
+def test_outputs_sharing_memory_are_separate_arrays():
+    # One value returned twice, a view of it, a Variable and an input: each output its own
+    # array (the plan writes the first into its output array and copies for the others),
+    # holding the values before the updates.
+    x = sg.placeholder("x", (None, 3), "float64")
+    W = sg.Variable(np.arange(6.0).reshape(3, 2), name="W")
+    y = sg.tanh(x @ W)
+    f = sg.function([x], [y, y, sg.reshape(y, (-1,)), W, x], updates=[(W, W + 1.0)])
+    xb = np.linspace(-1, 1, 12).reshape(4, 3)
+    W0 = W.value.copy()
+    outs = f(xb)
+    expected = np.tanh(xb @ W0)
+    for out, want in zip(outs, [expected, expected, expected.reshape(-1), W0, xb]):
+        np.testing.assert_allclose(out, want, rtol=1e-12)
+    outs[0][...] = 7.0
+    np.testing.assert_allclose(outs[1], expected, rtol=1e-12)
+    np.testing.assert_allclose(outs[2], expected.reshape(-1), rtol=1e-12)
+    assert not np.shares_memory(outs[3], W.value) and not np.shares_memory(outs[4], xb)
+    np.testing.assert_array_equal(W.value, W0 + 1.0)
