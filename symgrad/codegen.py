@@ -193,14 +193,16 @@ class Code:
         params = ["o"] + [f"a{j}" for j in range(len(operands))]
         flags = "EXACT_DIVISION_FLAGS" if scalar.divides_by_operand(body) else "SAFE_FLAGS"
         lines = [f"def loop({', '.join(params)}):"]
-        if flat:
-            lines += [f"    {p} = {p}.reshape(-1)" for p in params]
+        if flat:  # every operand passed as a vector: one loop serves every rank
             lines += ["    for i in range(o.size):", f"        {statement}"]
         else:
             lines += ["    " * (d + 1) + f"for i{d} in range(o.shape[{d}]):" for d in range(rank)]
             lines += ["    " * (rank + 1) + statement]
         name = self.loop_function(flags, "\n".join(lines))
-        self.line(f"step.loop({name}, {', '.join([out] + [source for source, _ in operands])})")
+        arrays = [out] + [source for source, _ in operands]
+        if flat:
+            arrays = [f"{a}.reshape(-1)" for a in arrays]
+        self.line(f"step.loop({name}, {', '.join(arrays)})")
 
     def loop_function(self, flags, text):
         """The name of the module constant holding this loop, defined once."""

@@ -669,7 +669,7 @@ def _emit_distribution(code, node, out, args):
     a, r, b = _axis_split(node.inputs[0], args[0], node.attrs["axis"])
     tolerance = distribution_tolerance(node.dtype)
     code.check(f"kernels.distribution_violation({{0}}, {{1}}, {{2}}, {{3}}, {tolerance!r}) < 0",
-               [args[0], a, r, b], _distribution_message(node.attrs, node.dtype))
+               [f"{args[0]}.reshape(-1)", a, r, b], _distribution_message(node.attrs, node.dtype))
     code.line(f"{out} = {args[0]}")
 
 
@@ -751,7 +751,7 @@ def _emit_reduce(kernel):
         a, r, b = _axis_split(x, args[0], axis)
         out_dims = [d for k, d in enumerate(_runtime_dims(x, args[0])) if k != axis]
         code.line(f"{out} = {code.alloc(node, out, out_dims)}")
-        code.call(f"kernels.{kernel}({{0}}, {{1}}, {{2}}, {{3}}, {{4}})", args[0], a, r, b,
+        code.call(f"kernels.{kernel}({{0}}, {{1}}, {{2}}, {{3}}, {{4}})", f"{args[0]}.reshape(-1)", a, r, b,
                   f"{out}.reshape(({a}, {b}))")
     return emit
 
@@ -817,7 +817,7 @@ def _emit_along_axis(kernel):
     def emit(code, node, out, args):
         a, r, b = _axis_split(node.inputs[0], args[0], node.attrs["axis"])
         code.line(f"{out} = {code.alloc(node, out, _runtime_dims(node, args[0]))}")
-        code.call(f"kernels.{kernel}({{0}}, {{1}}, {{2}}, {{3}}, {{4}})", args[0], a, r, b,
+        code.call(f"kernels.{kernel}({{0}}, {{1}}, {{2}}, {{3}}, {{4}})", f"{args[0]}.reshape(-1)", a, r, b,
                   f"{out}.reshape(({a}, {r}, {b}))")
     return emit
 
