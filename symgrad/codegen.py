@@ -142,10 +142,11 @@ class Code:
         """Allocate `out` and call a loop function computing `body` into it. Loop functions
         are shared: an MLP's layers reuse one compiled loop, so compile time follows the
         number of distinct loops, not the depth of the model."""
-        names, full, spread, operands = {}, [], [], []
+        names, full, spread, operands, numbers = {}, [], [], [], []
         for k, (node_in, arg) in enumerate(zip(node.inputs, args)):
             if node_in.op == "constant" and node_in.shape == ():
-                names[f"x{k}"] = scalar.ScalarPrinter({}, node.dtype)._number(node_in.attrs["value"])
+                names[f"x{k}"] = f"c{len(numbers)}"  # an argument of the loop, as below
+                numbers.append(float(node_in.attrs["value"]))
                 continue
             source, index = arg, None
             if arg in self.padded:
@@ -189,10 +190,13 @@ class Code:
             elif isinstance(value, tuple):
                 position, index = value
                 names[key] = f"a{position}[{full_index if index is None else ', '.join(index)}]"
-        statement = f"o[{full_index}] = {scalar.scalar_code(body, names, node.dtype)}"
-        params = ["o"] + [f"a{j}" for j in range(len(operands))]
         flags = "EXACT_DIVISION_FLAGS" if scalar.divides_by_operand(body) else "SAFE_FLAGS"
+        body, in_body = scalar.numbers_as_parameters(body, len(numbers))
+        numbers += in_body
+        statement = f"o[{full_index}] = {scalar.scalar_code(body, names, node.dtype)}"
+        params = ["o"] + [f"a{j}" for j in range(len(operands))] + [f"c{j}" for j in range(len(numbers))]
         lines = [f"def loop({', '.join(params)}):"]
+        lines += [f"    c{j} = np.{node.dtype}(c{j})" for j in range(len(numbers))]
         if flat:  # every operand passed as a vector: one loop serves every rank
             lines += ["    for i in range(o.size):", f"        {statement}"]
         else:
@@ -202,7 +206,7 @@ class Code:
         arrays = [out] + [source for source, _ in operands]
         if flat:
             arrays = [f"{a}.reshape(-1)" for a in arrays]
-        self.line(f"step.loop({name}, {', '.join(arrays)})")
+        self.line(f"step.loop({name}, {', '.join(arrays + [repr(n) for n in numbers])})")
 
     def loop_function(self, flags, text):
         """The name of the module constant holding this loop, defined once."""

@@ -140,12 +140,14 @@ def step(table, bases):
 {body}'''
 
 _steps: dict = {}            # step key -> address of its compiled cfunc
+_keep: list = []             # the cfuncs: their machine code lives as long as they do
 stats = {"compiled": 0, "loaded": 0}  # steps compiled by Numba / read from its disk cache
 
 
 def step_text(loop, statement, kinds, check):
     """The module source of a step: each operand read from the table (an array as base
-    index, byte offset and dimensions; an integer as itself) into a local name, then the
+    index, byte offset and dimensions; an integer as itself; a float from its bits) into a
+    local name, then the
     statement with its operands `{0}`, `{1}`... named, or the loop's body with its
     parameters named (written into the step, so Numba compiles one function, not two)."""
     from . import fastmath
@@ -159,8 +161,9 @@ def step_text(loop, statement, kinds, check):
     lines, names, position = [], [], 0
     for k, kind in enumerate(kinds):
         name = parameters[k] if loop is not None else f"x{k}"
-        if kind == "i":
-            lines.append(f"{name} = table[{position}]")
+        if kind in ("i", "f"):
+            value = f"table[{position}]"
+            lines.append(f"{name} = " + (value if kind == "i" else f"native.float_from_bits({value})"))
             position += 1
         else:
             dtype, rank, transposed = kind
@@ -198,11 +201,9 @@ def step_address(loop, statement, kinds, check):
             step = _in_memory(name, text)["step"]
         stats["loaded" if step.cache_hits else "compiled"] += 1
         address = _steps[key] = step.address
-        _keep.append(step)  # the machine code lives as long as its cfunc object
+        _keep.append(step)
     return address
 
-
-_keep: list = []
 
 
 def _in_memory(key, source):

@@ -7,7 +7,8 @@ into the arrays; `run` returns -1, or the index of the first check step whose co
 
 Each step is a Numba `cfunc` with the C signature `int64 step(int64 *table, int64 *bases)`:
 `bases` holds the data address of every array of the call, and `table` this step's operands,
-an array as (base index, byte offset, its dimensions...), an integer as itself. The steps are
+an array as (base index, byte offset, its dimensions...), an integer as itself, a float as its
+bits. The steps are
 compiled once per machine, keyed by their text (jit.py), and `run` is compiled once per
 list of input and output types, which models share: a new model compiles only the steps no
 model before it had, and nothing per model.
@@ -34,6 +35,14 @@ def pointer(typingctx, address, dtype):
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(target))
     return target(address, dtype), codegen
+
+
+@intrinsic
+def float_from_bits(typingctx, bits):
+    """The float64 whose bits the int64 `bits` holds (how a plan's table carries a number)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+    return types.float64(bits), codegen
 
 
 @intrinsic

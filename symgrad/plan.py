@@ -8,7 +8,7 @@ The generated `plan` function reads like the straight-line program it describes:
 called with `Buffer`s standing for the call's arrays (a Buffer has a shape, can be sliced,
 reshaped and transposed as a view, as an ndarray can, but holds no data), and records each
 step through `Recorder`: `step(statement, *operands)`, where the statement names its operands
-`{0}`, `{1}`...; `step.loop(loop, *operands)`; `step.check(...)`. Running it costs
+`{0}`, `{1}`... (arrays, integers, or floats); `step.loop(loop, *operands)`; `step.check(...)`. Running it costs
 microseconds per step, once per set of argument shapes.
 """
 from __future__ import annotations
@@ -107,7 +107,8 @@ class Recorder:
         self._add(None, condition, operands, message)
 
     def _add(self, loop, statement, operands, message):
-        kinds = tuple(o.kind() if isinstance(o, Buffer) else "i" for o in operands)
+        kinds = tuple(o.kind() if isinstance(o, Buffer) else "f" if isinstance(o, float) else "i"
+                      for o in operands)
         address = self.compile_step(loop, statement, kinds, message is not None)
         self.steps.append((address, operands, message))
 
@@ -191,6 +192,8 @@ def build(plan_function, compile_step, inputs, fixed, workspace_dtypes, outputs)
                 base, offset = _home(operand, len(inputs))
                 tables += [base, offset]
                 tables += operand.shape[::-1] if operand.transposed else operand.shape
+            elif isinstance(operand, float):
+                tables.append(int(np.float64(operand).view(np.int64)))
             else:
                 tables.append(int(operand))
         if message is not None:

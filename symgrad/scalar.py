@@ -308,6 +308,20 @@ class ScalarPrinter(PythonCodePrinter):
 
 
 @functools.lru_cache(maxsize=4096)
+def numbers_as_parameters(body, first=0):
+    """`body` with each number that is a value rather than a part of the formula replaced by
+    a symbol c<first>, c<first+1>... and the numbers, in that order: a loop taking them as
+    arguments serves every value (a learning rate, a weight of a sum), so it is compiled once.
+    Exponents (x**2 stays a square) and the integers -2..2 (1 - y², -x, 2·x) stay literal."""
+    exponents = {e.exp for e in sympy.preorder_traversal(body) if isinstance(e, sympy.Pow)}
+    numbers = sorted({a for a in body.atoms(sympy.Number)
+                      if a not in exponents and a.is_finite and not (a.is_Integer and abs(a) <= 2)},
+                     key=float)
+    symbols = {number: sympy.Symbol(f"c{first + j}") for j, number in enumerate(numbers)}
+    return body.xreplace(symbols), tuple(float(n) for n in numbers)
+
+
+@functools.lru_cache(maxsize=4096)
 def divides_by_operand(body):
     """Whether `body` divides by something that is not a number (so it may be 0 or inf)."""
     return any(isinstance(e, sympy.Pow) and e.exp.is_number and e.exp < 0 and not e.base.is_number
