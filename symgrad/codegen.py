@@ -103,7 +103,7 @@ class Code:
     def leaf(self, node, out):
         value = float(node.attrs["value"])
         self.line(f"{out} = step.new((1,), {node.dtype!r})")
-        self.call(f"{{0}}[0] = {value!r}", out)
+        self.call("kernels.fill({0}, {1})", out, repr(value))
 
     def scalar_constant(self, node, name):
         """Write out scalar constant `node` as `name` once, where code other than a loop body
@@ -136,12 +136,17 @@ class Code:
         if node.ndim and self.consumed_only_by(out, is_elementwise):
             self.broadcasts[out] = (source, node.inputs[0])
             return
-        self.compute(node, out, dims, "{1}[:] = np.broadcast_to({0}, {1}.shape)", source)
+        # a loop copying the broadcast read in place (Numba compiles np.broadcast_to slowly)
+        read = f"{out}_read"
+        self.broadcasts[read] = (source, node.inputs[0])
+        self.spread_dims[read] = list(dims)
+        self.elementwise_loop(node, out, [read], scalar.X[0], dims)
 
-    def elementwise_loop(self, node, out, args, body):
-        """Allocate `out` and call a loop function computing `body` into it. Loop functions
-        are shared: an MLP's layers reuse one compiled loop, so compile time follows the
-        number of distinct loops, not the depth of the model."""
+    def elementwise_loop(self, node, out, args, body, dims=None):
+        """Allocate `out` (with `dims` if given, else the sizes of its operands) and call a
+        loop function computing `body` into it. Loop functions are shared: an MLP's layers
+        reuse one compiled loop, so compile time follows the number of distinct loops, not
+        the depth of the model."""
         names, full, spread, operands, numbers = {}, [], [], [], []
         for k, (node_in, arg) in enumerate(zip(node.inputs, args)):
             if node_in.op == "constant" and node_in.shape == ():
@@ -178,7 +183,7 @@ class Code:
             if (source, index) not in operands:
                 operands.append((source, index))
             names[f"x{k}"] = (operands.index((source, index)), index)
-        dims = self._output_dims(node, full, spread)
+        dims = dims if dims is not None else self._output_dims(node, full, spread)
         self.line(f"{out} = {self.alloc(node, out, dims)}")
         flat = not spread
         rank = node.ndim
@@ -286,13 +291,13 @@ def generate(program, title=""):
         code.scalar_constant(value, name)
         if program.aliases_argument(value):
             # another argument's memory, which an earlier write may change: copy it first
-            code.compute(value, f"{name}_new", [math.prod(variable.shape)], "{1}[:] = {0}", f"{name}.reshape(-1)")
+            code.compute(value, f"{name}_new", [math.prod(variable.shape)], "kernels.copy({0}, {1})", f"{name}.reshape(-1)")
             name = f"{name}_new"
         writes.append((names[variable], name))
     if writes:
         code.line("# every value is computed: now write the updates, all together")
         for variable, name in writes:
-            code.call("{0}[:] = {1}", f"{variable}.reshape(-1)", f"{name}.reshape(-1)")
+            code.call("kernels.copy({0}, {1})", f"{name}.reshape(-1)", f"{variable}.reshape(-1)")
     arg_nodes = program.inputs + program.state + program.constants
     params = [names[n] for n in arg_nodes] + [f"ws_{d}" for d in workspace_dtypes(program)]
     header = HEADER.format(title=f": {title}" if title else "")

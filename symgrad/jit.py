@@ -26,6 +26,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import threading
 import warnings
 
 import numpy as np
@@ -141,6 +142,7 @@ def step(table, bases):
 
 _steps: dict = {}            # step key -> address of its compiled cfunc
 _keep: list = []             # the cfuncs: their machine code lives as long as they do
+_compiling = threading.Lock()  # one step compiled at a time (Numba compiles one at a time)
 stats = {"compiled": 0, "loaded": 0}  # steps compiled by Numba / read from its disk cache
 
 
@@ -189,7 +191,12 @@ def step_address(loop, statement, kinds, check):
     key = (loop.text if loop is not None else None, loop.flags if loop is not None else None,
            statement, kinds, check)
     address = _steps.get(key)
-    if address is None:
+    if address is not None:
+        return address
+    with _compiling:  # (two functions compiling in the background may need the same step)
+        address = _steps.get(key)
+        if address is not None:
+            return address
         text = step_text(loop, statement, kinds, check)
         name = source_hash(text)
         try:
@@ -200,9 +207,9 @@ def step_address(loop, statement, kinds, check):
                           RuntimeWarning, stacklevel=2)
             step = _in_memory(name, text)["step"]
         stats["loaded" if step.cache_hits else "compiled"] += 1
-        address = _steps[key] = step.address
         _keep.append(step)
-    return address
+        address = _steps[key] = step.address
+        return address
 
 
 

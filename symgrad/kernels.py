@@ -72,6 +72,31 @@ MATMUL = "gemm" if blas.AVAILABLE else "matmul"
 product = globals()[MATMUL]
 
 
+@jit
+def copy(source, out):
+    """out = source element by element, for C-ordered arrays of one size (the dtypes may
+    differ: the values are converted). A loop: `out[:] = source` takes Numba seconds to
+    compile."""
+    values, flat = source.reshape(-1), out.reshape(-1)
+    for i in range(flat.size):
+        flat[i] = values[i]
+
+
+@jit
+def copy_view(source, out):
+    """out[...] = source for arrays of one shape in any layout (views: a transpose, a
+    slice, a window of a larger array)."""
+    for index in np.ndindex(out.shape):
+        out[index] = source[index]
+
+
+@jit
+def fill(out, value):
+    flat = out.reshape(-1)
+    for i in range(flat.size):
+        flat[i] = value
+
+
 # Each kernel below has a path for b == 1 (the last axis, the common case): the sizes are
 # run-time values (one compiled kernel serves every width), so the compiler cannot see that
 # the innermost loop has one iteration; this path runs along contiguous rows instead.

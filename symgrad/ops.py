@@ -467,7 +467,7 @@ def _emit_transpose(code, node, out, args):
     else:
         dims = _runtime_dims(node.inputs[0], args[0])
         code.compute(node, out, [dims[p] for p in node.attrs["perm"]],
-                     f"{{1}}[:] = {{0}}.transpose({tuple(node.attrs['perm'])})", args[0])
+                     f"kernels.copy_view({{0}}.transpose({tuple(node.attrs['perm'])}), {{1}})", args[0])
 
 
 register(Op("transpose", _infer_transpose,
@@ -520,7 +520,7 @@ def _emit_slice(code, node, out, args):
         if code.read_in_place(node, out, args[0], list(zip(starts, steps))):
             return
     code.line(f"{out} = step.new(step.window_shape({args[0]}, {tuple(index)!r}), {node.dtype!r})")
-    code.call(f"{{1}}[:] = {{0}}[{_slice_text(index)}]", args[0], out)
+    code.call(f"kernels.copy_view({{0}}[{_slice_text(index)}], {{1}})", args[0], out)
 
 
 register(Op("slice", _infer_slice, lambda arrays, attrs: arrays[0][_slices(attrs["index"])],
@@ -567,7 +567,8 @@ def _emit_unslice(code, node, out, args):
     dims = _unslice_dims(node.attrs, [f"{args[1]}.shape[{k}]" for k in range(node.inputs[1].ndim)]) \
         if len(args) > 1 else list(node.shape)
     code.line(f"{out} = step.new({code.shape(dims)}, {node.dtype!r})")
-    code.call(f"{{1}}[:] = 0\n    {{1}}[{_slice_text(node.attrs['index'])}] = {{0}}", args[0], out)
+    code.call("kernels.fill({0}, 0)", out)
+    code.call(f"kernels.copy_view({{0}}, {{1}}[{_slice_text(node.attrs['index'])}])", args[0], out)
 
 
 register(Op("unslice", _infer_unslice, _np_unslice,
@@ -612,7 +613,7 @@ def _emit_concatenate(code, node, out, args):
     dims = _runtime_dims(node.inputs[0], args[0])
     dims[axis] = " + ".join(f"{a}.shape[{axis}]" for a in args)
     joined = ", ".join(f"{{{k}}}" for k in range(len(args)))
-    code.compute(node, out, dims, f"{{{len(args)}}}[:] = np.concatenate(({joined},), axis={axis})", *args)
+    code.compute(node, out, dims, f"kernels.copy(np.concatenate(({joined},), axis={axis}), {{{len(args)}}})", *args)
 
 
 register(Op("concatenate", _infer_concatenate,
@@ -627,7 +628,7 @@ def _infer_cast(inputs, attrs):
 register(Op("cast", _infer_cast, lambda arrays, attrs: arrays[0].astype(attrs["dtype"]),
             lambda node, g, wanted: [cast(g, node.inputs[0].dtype)], _linear_jvp,
             lambda code, node, out, args: code.compute(node, out, _runtime_dims(node, args[0]),
-                                                       "{1}[:] = {0}", args[0]),
+                                                       "kernels.copy({0}, {1})", args[0]),
             linear=True))
 
 register(Op("stop_gradient", lambda inputs, attrs: (inputs[0].shape, inputs[0].dtype),
@@ -687,7 +688,7 @@ def _emit_size(code, node, out, args):
     dims = _runtime_dims(node.inputs[0], args[0])
     size = _product([dims[a] for a in node.attrs["axes"]])
     code.line(f"{out} = step.new((1,), {node.dtype!r})")
-    code.call("{0}[0] = {1}", out, size)
+    code.call("kernels.fill({0}, {1})", out, size)
 
 
 register(Op("size", lambda inputs, attrs: ((), inputs[0].dtype),

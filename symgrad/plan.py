@@ -137,7 +137,7 @@ class Recorder:
         if whole and not any(b.base is private for b in self.outputs[:-1]):
             return  # the value is written straight into the output array
         copy = Buffer(("output", len(self.outputs) - 1), 0, buffer.shape, buffer.dtype)
-        self("{1}[:] = {0}", buffer, copy)
+        self("kernels.copy({0}, {1})", buffer, copy)
         self.outputs[-1] = copy
 
 
