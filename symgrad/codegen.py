@@ -147,7 +147,13 @@ class Code:
         loop function computing `body` into it. Loop functions are shared: an MLP's layers
         reuse one compiled loop, so compile time follows the number of distinct loops, not
         the depth of the model."""
-        names, full, spread, operands, numbers = {}, [], [], [], []
+        names, full, spread, operands, numbers, offsets = {}, [], [], [], [], {}
+
+        def offset(value):
+            """An integer of the loop's indexing (a slice's start or step, a window's
+            bounds) as an argument n<j> of the loop, so one loop serves every offset."""
+            return offsets.setdefault(int(value), f"n{len(offsets)}")
+
         for k, (node_in, arg) in enumerate(zip(node.inputs, args)):
             if node_in.op == "constant" and node_in.shape == ():
                 names[f"x{k}"] = f"c{len(numbers)}"  # an argument of the loop, as below
@@ -157,8 +163,9 @@ class Code:
             if arg in self.padded:
                 spread.append((k, arg))
                 source, windows, dtype = self.padded[arg]
-                index = [f"i{d} - {start}" if start else f"i{d}" for d, (start, _) in enumerate(windows)]
-                inside = " and ".join(f"{start} <= i{d} < {stop}" for d, (start, stop) in enumerate(windows))
+                index = [f"i{d} - {offset(start)}" if start else f"i{d}" for d, (start, _) in enumerate(windows)]
+                inside = " and ".join(f"{offset(start)} <= i{d} < {offset(stop)}"
+                                      for d, (start, stop) in enumerate(windows))
                 zero = scalar.ScalarPrinter({}, dtype)._number(0)
                 if (source, index) not in operands:
                     operands.append((source, index))
@@ -168,10 +175,10 @@ class Code:
                 continue
             if arg in self.slices:
                 spread.append((k, arg))
-                source, offsets = self.slices[arg]
-                index = [f"{start} + {step} * i{d}" if step != 1 else
-                         (f"i{d} + {start}" if start else f"i{d}")
-                         for d, (start, step) in enumerate(offsets)]
+                source, starts_steps = self.slices[arg]
+                index = [f"{offset(start)} + {offset(step)} * i{d}" if step != 1 else
+                         (f"i{d} + {offset(start)}" if start else f"i{d}")
+                         for d, (start, step) in enumerate(starts_steps)]
             elif arg in self.broadcasts:
                 spread.append((k, arg))
                 source, source_node = self.broadcasts[arg]
@@ -199,7 +206,8 @@ class Code:
         body, in_body = scalar.numbers_as_parameters(body, len(numbers))
         numbers += in_body
         statement = f"o[{full_index}] = {scalar.scalar_code(body, names, node.dtype)}"
-        params = ["o"] + [f"a{j}" for j in range(len(operands))] + [f"c{j}" for j in range(len(numbers))]
+        params = ["o"] + [f"a{j}" for j in range(len(operands))] + [f"c{j}" for j in range(len(numbers))] + \
+            list(offsets.values())
         lines = [f"def loop({', '.join(params)}):"]
         lines += [f"    c{j} = np.{node.dtype}(c{j})" for j in range(len(numbers))]
         if flat:  # every operand passed as a vector: one loop serves every rank
@@ -211,7 +219,8 @@ class Code:
         arrays = [out] + [source for source, _ in operands]
         if flat:
             arrays = [f"{a}.reshape(-1)" for a in arrays]
-        self.line(f"step.loop({name}, {', '.join(arrays + [repr(n) for n in numbers])})")
+        values = [repr(n) for n in numbers] + [str(n) for n in offsets]
+        self.line(f"step.loop({name}, {', '.join(arrays + values)})")
 
     def loop_function(self, flags, text):
         """The name of the module constant holding this loop, defined once."""
