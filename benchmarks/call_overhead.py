@@ -1,6 +1,6 @@
 """Per-call overhead of a compiled function: the wrapper's argument checks around the one call
 into Numba, measured on a function that does almost no work, beside a direct call of its
-compiled kernel with the same arrays in the same run.
+compiled plan run with the same arrays in the same run.
 
 Usage: python benchmarks/call_overhead.py
 """
@@ -26,12 +26,12 @@ def main():
     t_fn = timeit(f, (xb, yb), reps=20000, min_time=0.5) * 1e6
     plan, _ = f._plans[(xb.shape, yb.shape)]  # made by the calls above
     outputs = [np.empty(shape, dtype) for shape, dtype in plan.outputs]
-    t_kernel = timeit(f._kernel, (plan.table, xb, yb, *outputs), reps=20000,
+    t_run = timeit(f._runner, (plan.table, xb, yb, *outputs), reps=20000,
                       min_time=0.5) * 1e6
     print("what,us")
     print(f"symgrad function call,{t_fn:.2f}")
-    print(f"its compiled plan run directly,{t_kernel:.2f}")
-    print(f"wrapper overhead,{t_fn - t_kernel:.2f}")
+    print(f"its compiled plan run directly,{t_run:.2f}")
+    print(f"wrapper overhead,{t_fn - t_run:.2f}")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def plan(step, {params}):
 
 
 class Code:
-    """The body of the kernel being written, with helpers the ops' emit rules use."""
+    """The body of the plan function being written, with helpers the ops' emit rules use."""
 
     def __init__(self, program, in_place):
         self.program = program

@@ -1,4 +1,4 @@
-"""`sg.function`: the user's entry to compilation, and the thin wrapper around the kernel.
+"""`sg.function`: the user's entry to compilation, and the thin wrapper around compiled code.
 
 In: input placeholders, output nodes, optional updates [(Variable, new value node)].
 Out: a callable `Function`. Calling it checks the arguments (count, shapes, dtypes, named in
@@ -29,7 +29,7 @@ from .simplify import simplify as simplify_graph
 
 
 # A compile that takes longer than this (seconds) goes on in the background: calls run the
-# interpreter until the kernel is ready, then the kernel takes over (`background=False`, or
+# interpreter until the compiled steps are ready, then they take over (`background=False`, or
 # the environment variable SYMGRAD_BACKGROUND_COMPILE=0, waits instead).
 BACKGROUND_AFTER = 0.25
 
@@ -47,7 +47,7 @@ class Function:
     A compile that takes longer than a quarter of a second finishes in the background: until
     then, calls are computed by the NumPy interpreter on the same graph, with the same results
     to float tolerance and the same updates (`ready()` says which serves; `wait()` blocks until
-    the kernel does; `background=False` compiles before returning)."""
+    compiled code does; `background=False` compiles before returning)."""
 
     def __init__(self, inputs, outputs, updates=None, name=None, simplify=True, background=None):
         if isinstance(inputs, Node):
@@ -83,7 +83,7 @@ class Function:
         self._state_ids = {id(v.value) for v in self.program.state}
         self._fixed = [v.value.reshape(v.shape or (1,)) for v in self.program.state] + \
                       [c.attrs["value"].reshape(c.shape or (1,)) for c in self.program.constants]
-        self._kernel = self._compile_error = self._compile_seconds = None
+        self._runner = self._compile_error = self._compile_seconds = None
         self._compiled = threading.Event()
         if background is None:
             background = os.environ.get("SYMGRAD_BACKGROUND_COMPILE", "1") != "0"
@@ -101,7 +101,7 @@ class Function:
     def _compile(self, started):
         try:
             self._plan_function = jit.load_program(self.source)["plan"]
-            self._run = jit.compile_runner(self._call_types())
+            runner = jit.compile_runner(self._call_types())
             # every step compiled now, from a plan for made-up sizes (a call with other sizes
             # makes its own plan from the same steps)
             sizes = [tuple(16 if d is None else d for d in node.shape) for node in self.inputs]
@@ -110,18 +110,18 @@ class Function:
             except ValueError:  # sizes that do not fit the graph: the first call compiles
                 pass
             self._compile_seconds = time.perf_counter() - started
-            self._kernel = self._run  # last: a call that sees the kernel sees all it needs
+            self._runner = runner  # last: a call that sees the runner sees all it needs
         except BaseException as error:  # reported by the next call or wait()
             self._compile_error = error
         finally:
             self._compiled.set()
 
     def ready(self):
-        """Whether the compiled kernel serves calls (until then the interpreter does)."""
-        return self._kernel is not None
+        """Whether compiled code serves calls (until then the interpreter does)."""
+        return self._runner is not None
 
     def wait(self):
-        """Block until the compiled kernel is ready (raises what compiling raised)."""
+        """Block until compiled code is ready (raises what compiling raised)."""
         self._compiled.wait()
         if self._compile_error is not None:
             raise self._compile_error
@@ -129,7 +129,7 @@ class Function:
 
     @property
     def compile_seconds(self):
-        """Seconds from `function()` to a compiled kernel (asking waits for it)."""
+        """Seconds from `function()` to compiled code (asking waits for it)."""
         self.wait()
         return self._compile_seconds
 
@@ -185,7 +185,7 @@ class Function:
                 # copied), and an input must not change while the updates are written
                 value = np.array(value, order="C")
             arrays.append(value if rank else value.reshape(1))
-        if self._kernel is None:
+        if self._runner is None:
             return self._interpret(arrays)
         shapes = tuple([a.shape for a in arrays])
         prepared = self._plans.get(shapes)
@@ -199,7 +199,7 @@ class Function:
                 self._plans.pop(next(iter(self._plans)))
         built, workspace = prepared
         results = [np.empty(shape, dtype) for shape, dtype in built.outputs]
-        failed = self._kernel(built.table, *arrays, *results)
+        failed = self._runner(built.table, *arrays, *results)
         if failed >= 0:
             raise ValueError(built.messages[failed])
         if self._single:
@@ -220,7 +220,7 @@ class Function:
         return [(node.dtype, max(node.ndim, 1)) for node in self.inputs + self.program.outputs]
 
     def _interpret(self, arrays):
-        """One call by the NumPy interpreter, while the kernel compiles: the same graph, the
+        """One call by the NumPy interpreter, while the steps compile: the same graph, the
         same checks, and the same semantics (outputs before the updates, all updates written
         together once everything is computed)."""
         if self._compiled.is_set():
