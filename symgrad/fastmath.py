@@ -10,8 +10,8 @@ slower and warns about variable scopes.
 
 Accuracy (measured in tests/test_fastmath.py over wide sweeps against NumPy in float64):
 a few units in the last place. NaN and ±inf behave as in NumPy. Results that would be
-subnormal in float32 may flush to zero. Callers must not compile these with the `reassoc`
-fast-math flag: it would undo the two-step range reduction that gives the accuracy.
+subnormal in float32 may flush to zero. They are compiled with `SAFE_FLAGS` whatever the
+caller's flags: `reassoc` would undo the two-step range reduction that gives the accuracy.
 """
 import math
 
@@ -21,8 +21,11 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-inline = numba.njit(cache=True, error_model="numpy")  # LLVM inlines them
 SAFE_FLAGS = {"nsz", "arcp", "contract", "afn"}  # keep NaN/Inf; no reassociation
+# LLVM inlines them. Their flags are given, not left to Numba: a function without its own
+# inherits the flags of whichever caller compiles it first, and the disk cache keeps that
+# version; a caller that may reassociate (a sum of exps) then gave exp overflow to inf.
+inline = numba.njit(cache=True, error_model="numpy", fastmath=SAFE_FLAGS)
 # `arcp` lets LLVM divide by multiplying with an approximate reciprocal (rsqrt, rcp plus a
 # Newton step), which gives NaN where the divisor is 0 or inf: d sqrt(x)/dx = 1/(2 sqrt(x)) was
 # NaN at 0 and +inf in float32. Loops that divide by a computed value compile without it.
