@@ -107,8 +107,8 @@ class Function:
             sizes = [tuple(16 if d is None else d for d in node.shape) for node in self.inputs]
             try:
                 self._plan(sizes)
-            except ValueError:  # sizes that do not fit the graph: the first call compiles
-                pass
+            except Exception:  # sizes that do not fit the graph: the first call compiles (and
+                pass           # reports any real error then)
             self._compile_seconds = time.perf_counter() - started
             self._runner = runner  # last: a call that sees the runner sees all it needs
         except BaseException as error:  # reported by the next call or wait()
