@@ -26,8 +26,7 @@ def main():
     t_fn = timeit(f, (xb, yb), reps=20000, min_time=0.5) * 1e6
     plan, _ = f._plans[(xb.shape, yb.shape)]  # made by the calls above
     outputs = [np.empty(shape, dtype) for shape, dtype in plan.outputs]
-    t_run = timeit(f._runner, (plan.table, xb, yb, *outputs), reps=20000,
-                      min_time=0.5) * 1e6
+    t_run = timeit(f._runner, (plan.table, xb, yb, *outputs), reps=20000, min_time=0.5) * 1e6
     print("what,us")
     print(f"symgrad function call,{t_fn:.2f}")
     print(f"its compiled plan run directly,{t_run:.2f}")

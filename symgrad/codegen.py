@@ -70,7 +70,8 @@ class Code:
 
     def call(self, statement, *operands):
         """A step: `statement` (Numba-compiled Python naming its operands {0}, {1}...) run
-        on `operands`, each an array name (or view expression) or an integer expression."""
+        on `operands`, each an array name (or view expression), or an integer or float
+        expression."""
         self.line(f"step({statement!r}, {', '.join(str(o) for o in operands)})")
 
     def compute(self, node, out, dims, statement, *operands):
@@ -300,7 +301,8 @@ def generate(program, title=""):
         code.scalar_constant(value, name)
         if program.aliases_argument(value):
             # another argument's memory, which an earlier write may change: copy it first
-            code.compute(value, f"{name}_new", [math.prod(variable.shape)], "kernels.copy({0}, {1})", f"{name}.reshape(-1)")
+            code.compute(value, f"{name}_new", [math.prod(variable.shape)], "kernels.copy({0}, {1})",
+                         f"{name}.reshape(-1)")
             name = f"{name}_new"
         writes.append((names[variable], name))
     if writes:

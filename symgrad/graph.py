@@ -116,10 +116,6 @@ def _ops():
     return ops
 
 
-def _first(pair):
-    return pair[0]  # attribute names are unique (sorting by the values' text would print bodies)
-
-
 def make(op_name, inputs, attrs=None, *, name=None):
     """The one way nodes are built: check the op's shape rule, then intern the node."""
     from .ops import OPS
@@ -127,7 +123,9 @@ def make(op_name, inputs, attrs=None, *, name=None):
     attrs = {k: _freeze(v) for k, v in (attrs or {}).items()}
     inputs = tuple(inputs)
     shape, dtype = op.infer(inputs, attrs)
-    key = (op_name, tuple(i.serial for i in inputs), tuple(sorted(attrs.items(), key=_first)))
+    # sorted by name (names are unique; sorting by the values' text would print every body)
+    key = (op_name, tuple(i.serial for i in inputs),
+           tuple(sorted(attrs.items(), key=operator.itemgetter(0))))
     node = _interned.get(key)
     if node is None:
         node = Node(op_name, inputs, attrs, shape, dtype, name=name)

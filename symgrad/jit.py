@@ -99,17 +99,11 @@ def _from_file(prefix, key, source):
     try:
         return _import(f"symgrad_{prefix}_{key}", path)
     except Exception:
-            # Numba's cached machine code may be corrupt (a truncated pickle, say): drop it and
+        # Numba's cached machine code may be corrupt (a truncated pickle, say): drop it and
         # compile afresh. A second failure is a real error and propagates.
-        _forget_compiled(directory, [f"{prefix}_{key}.*"])
-        return _import(f"symgrad_{prefix}_{key}", path)
-
-
-def _forget_compiled(directory, patterns):
-    """Delete Numba's cached machine code matching `patterns`."""
-    for pattern in patterns:
-        for stale in glob.glob(os.path.join(directory, "__pycache__", pattern)):
+        for stale in glob.glob(os.path.join(directory, "__pycache__", f"{prefix}_{key}.*")):
             os.unlink(stale)
+        return _import(f"symgrad_{prefix}_{key}", path)
 
 
 def _import(name, path):
@@ -149,9 +143,9 @@ stats = {"compiled": 0, "loaded": 0}  # steps compiled by Numba / read from its 
 def step_text(loop, statement, kinds, check):
     """The module source of a step: each operand read from the table (an array as base
     index, byte offset and dimensions; an integer as itself; a float from its bits) into a
-    local name, then the
-    statement with its operands `{0}`, `{1}`... named, or the loop's body with its
-    parameters named (written into the step, so Numba compiles one function, not two)."""
+    local name, then the statement with its operands `{0}`, `{1}`... named, or the loop's
+    body with its parameters named (written into the step, so Numba compiles one function,
+    not two)."""
     from . import fastmath
     flags = sorted(getattr(fastmath, loop.flags if loop is not None else "SAFE_FLAGS"))
     # (sets print in a different order in each process: spelled out sorted, so the file,
@@ -212,14 +206,18 @@ def step_address(loop, statement, kinds, check):
         return address
 
 
-
-def _in_memory(key, source):
-    filename = f"<symgrad {key}>"
+def _execute(name, source):
+    """The namespace of `source` run as module `name`, its lines registered so tracebacks
+    show them."""
+    filename = f"<{name}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    source = source.replace("cache=True", "cache=False")
-    namespace = {"__name__": f"symgrad_generated_{key}"}
+    namespace = {"__name__": name}
     exec(compile(source, filename, "exec"), namespace)
     return namespace
+
+
+def _in_memory(key, source):
+    return _execute(f"symgrad_generated_{key}", source.replace("cache=True", "cache=False"))
 
 
 def cache_stats():
@@ -250,9 +248,5 @@ def load_program(source):
     key = hashlib.sha256(source.encode()).hexdigest()[:24]
     namespace = _loaded.get(key)
     if namespace is None:
-        filename = f"<symgrad program {key}>"
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-        namespace = {"__name__": f"symgrad_program_{key}"}
-        exec(compile(source, filename, "exec"), namespace)
-        _loaded[key] = namespace
+        namespace = _loaded[key] = _execute(f"symgrad_program_{key}", source)
     return namespace

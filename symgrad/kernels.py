@@ -182,7 +182,6 @@ def _max_and_log_sum(x, a, r, b, m, s):
     # the precision of m and lose the digits of s (float32 logits of -1e4).
     v = x.reshape((a, r, b))
     max_axis(x, a, r, b, m)
-    s[:] = 0.0
     for i in range(a):
         for j in range(b):
             if not np.isfinite(m[i, j]):
@@ -192,6 +191,7 @@ def _max_and_log_sum(x, a, r, b, m, s):
         for i in range(a):
             s[i, 0] = fastmath.log(_sum_exp(rows[i], m[i, 0]))
         return
+    s[:] = 0.0
     for i in range(a):
         for k in range(r):
             for j in range(b):

@@ -8,8 +8,8 @@ The generated `plan` function reads like the straight-line program it describes:
 called with `Buffer`s standing for the call's arrays (a Buffer has a shape, can be sliced,
 reshaped and transposed as a view, as an ndarray can, but holds no data), and records each
 step through `Recorder`: `step(statement, *operands)`, where the statement names its operands
-`{0}`, `{1}`... (arrays, integers, or floats); `step.loop(loop, *operands)`; `step.check(...)`. Running it costs
-microseconds per step, once per set of argument shapes.
+`{0}`, `{1}`... (arrays, integers, or floats); `step.loop(loop, *operands)`;
+`step.check(...)`. Running it costs microseconds per step, once per set of argument shapes.
 """
 from __future__ import annotations
 
@@ -59,8 +59,6 @@ class Buffer:
     def __getitem__(self, window):
         """A 1-d window [start:stop] (of the workspace)."""
         start, stop = window.start or 0, window.stop
-        if self.shape:
-            stop = min(stop, self.shape[0])
         return Buffer(self.base, self.offset + start * self.dtype.itemsize, (stop - start,), self.dtype)
 
     def reshape(self, *dims):
@@ -93,14 +91,14 @@ class Recorder:
         self.steps = []                   # (address, operands, check message or None)
         self.reserved = {}                # dtype -> workspace bytes the program's slots use
         self.privates = []                # (dtype, Private), in allocation order
-        self.outputs = []                 # Buffers holding the outputs (outputs-base index set at finalize)
+        self.outputs = []                 # Buffers holding the outputs, in order
 
     def __call__(self, statement, *operands):
         self._add(None, statement, operands, None)
 
     def loop(self, loop, *operands):
-        statement = "loop(" + ", ".join(f"{{{k}}}" for k in range(len(operands))) + ")"
-        self._add(loop, statement, operands, None)
+        """A step running `loop` on `operands` (its parameters, in order)."""
+        self._add(loop, None, operands, None)
 
     def check(self, condition, *operands, message):
         """A step that stops the call with `message` unless `condition` holds."""
@@ -172,7 +170,7 @@ def build(plan_function, compile_step, inputs, fixed, workspace_dtypes, outputs)
     workspaces = [Buffer(first_workspace + k, 0, (), dtype) for k, dtype in enumerate(workspace_dtypes)]
     plan_function(recorder, *arguments, *workspaces)
     # place each private value: an output array if it is one, else after the slots
-    ends = {np.dtype(d).name: recorder.reserved.get(np.dtype(d).name, 0) for d in workspace_dtypes}
+    ends = {d: recorder.reserved.get(d, 0) for d in workspace_dtypes}  # bytes used, per dtype
     for k, buffer in enumerate(recorder.outputs):
         if isinstance(buffer.base, Private) and buffer.base.home is None:
             buffer.base.home = (len(inputs) + k, 0)
@@ -199,7 +197,7 @@ def build(plan_function, compile_step, inputs, fixed, workspace_dtypes, outputs)
         if message is not None:
             messages[index] = message
     table = np.array(header + entries + tables, np.int64)
-    workspace = [-(-ends[np.dtype(d).name] // np.dtype(d).itemsize) for d in workspace_dtypes]
+    workspace = [-(-ends[d] // np.dtype(d).itemsize) for d in workspace_dtypes]
     shapes = [(b.shape, b.dtype) for b in recorder.outputs]
     return Plan(table, workspace, shapes, messages, first_fixed)
 

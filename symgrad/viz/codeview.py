@@ -8,8 +8,8 @@ block and the block back to the graph; `lines_of(f, node)`: the line numbers com
 
 How lines are traced: codegen emits the steps in program order, each starting with the
 assignment of its value (`v7 = ...`, possibly preceded by its run-time checks
-`step.check(...)`); every line up to the next step's start belongs to the step. This reads only the
-generated text and `Program.steps` (step.out, step.node), so it survives changes to how each
+`step.check(...)`); every line up to the next step's start belongs to the step. This reads
+only the generated text and `Program.steps` (step.out, step.node), so it survives changes to how each
 op is emitted; lines before the first step (the header) and after the last (outputs,
 updates) belong to no step.
 """
