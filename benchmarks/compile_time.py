@@ -8,6 +8,11 @@ warmed by the deeper model for the new-model case) are measured in the same run 
 (install them in a separate virtual environment with symgrad: ../shared/bench/README.md).
 
 Usage: python benchmarks/compile_time.py [depths, default 2,8,32,128]
+
+SYMGRAD_BENCH_PYTHON names the interpreter symgrad's processes run (default: this one). JAX and
+PyTensor bring SciPy into their environment, and Numba imports SciPy in every process where it
+is installed (0.06-0.15 s), so symgrad as a user installs it (no SciPy) is measured in a
+virtual environment of its own: `SYMGRAD_BENCH_PYTHON=/path/to/venv/bin/python`.
 """
 import os
 import subprocess
@@ -67,10 +72,13 @@ print(time.perf_counter() - t1)
 """
 
 
-def run(code, cache_dir):
+SYMGRAD_PYTHON = os.environ.get("SYMGRAD_BENCH_PYTHON", sys.executable)
+
+
+def run(code, cache_dir, python=sys.executable):
     env = dict(os.environ, SYMGRAD_CACHE_DIR=cache_dir,
                PYTENSOR_FLAGS=f"compiledir={os.path.join(cache_dir, 'pytensor')}")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env,
                          timeout=1800)
     if out.returncode != 0:
         return float("nan"), float("nan")
@@ -86,11 +94,11 @@ def main():
           + (",pytensor_numba_cold_s,pytensor_numba_new_model_s" if have_pytensor else ""))
     for depth in depths:
         with tempfile.TemporaryDirectory() as cache:
-            cold_first, cold = run(MODEL.format(D=depth), cache)
-            warm_first, warm = run(MODEL.format(D=depth), cache)
+            cold_first, cold = run(MODEL.format(D=depth), cache, SYMGRAD_PYTHON)
+            warm_first, warm = run(MODEL.format(D=depth), cache, SYMGRAD_PYTHON)
         with tempfile.TemporaryDirectory() as cache:  # the library warm: another model first
-            run(MODEL.format(D=depth + 1), cache)
-            new_first, new = run(MODEL.format(D=depth), cache)
+            run(MODEL.format(D=depth + 1), cache, SYMGRAD_PYTHON)
+            new_first, new = run(MODEL.format(D=depth), cache, SYMGRAD_PYTHON)
         row = f"{depth},{cold:.2f},{cold_first:.2f},{new:.2f},{new_first:.2f},{warm:.3f}"
         if have_jax:
             j = run(JAX.format(D=depth), "")[0]

@@ -3,7 +3,8 @@
 In: nothing; at import it looks among the loaded libraries for NumPy's own OpenBLAS (the
 64-bit-integer build NumPy's wheels ship, whose symbols end in `64_`) and registers its
 cblas_sgemm and cblas_dgemm with LLVM under fixed names. Out: `AVAILABLE`, and `sgemm` /
-`dgemm`, declarations that Numba code calls (kernels.gemm).
+`dgemm`, declarations that Numba code calls (kernels.gemm); `SCIPY`, whether SciPy (through
+which Numba's np.dot calls BLAS) is installed.
 
 Why not Numba's np.dot: it calls SciPy's BLAS, a second OpenBLAS with threads of its own.
 OpenBLAS threads spin for a while after each call before they sleep, so on a small machine a
@@ -17,9 +18,14 @@ The functions are registered by name (llvmlite's add_symbol), not baked in as ad
 compiled code stays cacheable: cached machine code refers to the name, bound again in each
 process at import. Where NumPy's OpenBLAS is not found (another BLAS, another platform), or
 SYMGRAD_SCIPY_BLAS is set to anything but 0, AVAILABLE is False and generated code calls
-np.dot (SciPy's BLAS) instead.
+np.dot (SciPy's BLAS) instead, or loops where SciPy is not installed.
+
+SciPy is an optional extra (`symgrad[scipy]`), not a dependency: where it is installed, Numba
+imports it the first time it compiles or loads anything (to see whether np.dot can use BLAS),
+which costs every process 0.06-0.15 s before its first compiled call.
 """
 import ctypes
+import importlib.util
 import os
 
 import llvmlite.binding as llvm
@@ -73,6 +79,18 @@ dgemm = _declare("symgrad_cblas_dgemm", types.float64)
 
 _addresses = None if os.environ.get("SYMGRAD_SCIPY_BLAS", "0") not in ("", "0") else _find_gemm()
 AVAILABLE = _addresses is not None
+
+
+def _installed(name):
+    """Whether `import name` would find the package, without importing it. (A module set to
+    None in sys.modules, as the tests do to hide SciPy, counts as absent.)"""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ValueError:  # sys.modules[name] is None
+        return False
+
+
+SCIPY = _installed("scipy")
 if AVAILABLE:
     llvm.add_symbol("symgrad_cblas_sgemm", _addresses[0])
     llvm.add_symbol("symgrad_cblas_dgemm", _addresses[1])

@@ -1,4 +1,5 @@
-"""Hand-written Numba kernels that generated code calls: matrix products (through BLAS),
+"""Hand-written Numba kernels that generated code calls: matrix products (through BLAS, or
+loops where there is none),
 reductions along one axis of an array viewed as (before, axis, after), and the row-wise
 softmax family.
 
@@ -23,9 +24,27 @@ jit_sum = numba.njit(cache=True, nogil=True, fastmath=fastmath.SAFE_FLAGS | {"re
 
 @jit
 def matmul(a, b, out):
-    # BLAS through NumPy's dot; `a` or `b` may be a transposed (Fortran-ordered) view.
-    # One compiled function per layout, cached, instead of BLAS glue at every call site.
+    # BLAS through Numba's np.dot, which needs SciPy; `a` or `b` may be a transposed
+    # (Fortran-ordered) view. One compiled function per layout, cached, instead of BLAS glue at
+    # every call site.
     np.dot(a, b, out)
+
+
+@jit
+def matmul_loops(a, b, out):
+    """out = a @ b by loops: any strides, any sizes (k == 0 gives zeros). For what BLAS cannot
+    read in place, and where neither NumPy's BLAS nor SciPy is there."""
+    m, k = a.shape
+    n = b.shape[1]
+    if b.shape[0] != k or out.shape[0] != m or out.shape[1] != n:
+        raise ValueError("matmul: the shapes of a, b and out do not match (m×k · k×n -> m×n)")
+    for i in range(m):
+        for j in range(n):
+            out[i, j] = 0
+        for p in range(k):
+            a_ip = a[i, p]
+            for j in range(n):
+                out[i, j] += a_ip * b[p, j]
 
 
 @jit
@@ -46,7 +65,7 @@ def _blas_layout(x):
 def gemm(a, b, out):
     # out = a @ b through NumPy's BLAS (blas.py; only defined where blas.AVAILABLE: without
     # the library the call would jump to nothing). a and b may be transposed views; out is
-    # row-major. Anything else goes to np.dot.
+    # row-major. Anything else (an empty side, another layout) goes to the loops.
     m, k = a.shape
     n = b.shape[1]
     if b.shape[0] != k or out.shape[0] != m or out.shape[1] != n:
@@ -55,7 +74,7 @@ def gemm(a, b, out):
     trans_b, ldb = _blas_layout(b)
     if m == 0 or n == 0 or k == 0 or lda == 0 or ldb == 0 or \
             out.strides[1] != out.itemsize or out.strides[0] != max(1, n) * out.itemsize:
-        np.dot(a, b, out)
+        matmul_loops(a, b, out)
     elif a.itemsize == 4:
         blas.sgemm(blas.ROW_MAJOR, trans_a, trans_b, m, n, k, np.float32(1.0), a.ctypes.data,
                    lda, b.ctypes.data, ldb, np.float32(0.0), out.ctypes.data, n)
@@ -67,8 +86,9 @@ def gemm(a, b, out):
 if not blas.AVAILABLE:
     del gemm
 
-# The product generated code and the solvers call: NumPy's BLAS where blas.py found it.
-MATMUL = "gemm" if blas.AVAILABLE else "matmul"
+# The product generated code and the solvers call: NumPy's BLAS where blas.py found it, else
+# SciPy's (through np.dot) where SciPy is installed, else loops.
+MATMUL = "gemm" if blas.AVAILABLE else "matmul" if blas.SCIPY else "matmul_loops"
 product = globals()[MATMUL]
 
 

@@ -1,13 +1,22 @@
 """Every operation, one record each, and the functions users call to build them.
 
 In: nodes (graph.py) and Python values. Out: `OPS`, a table from op name to `Op`, whose fields
-are everything symgrad knows about that op:
+are everything symgrad knows about that op, declared by keyword where the op is defined:
 
 - `infer(inputs, attrs) -> (shape, dtype)`: the shape rule, checked at build time;
 - `numpy(arrays, attrs) -> array`: the reference semantics (the interpreter runs this);
 - `vjp(node, g, wanted) -> [Node | None]`: cotangents for the inputs, as graph nodes;
-- `jvp(node, tangents) -> Node | None`: the tangent of the output (or `linear=True`);
-- `emit(code, node, out, args)`: the lines of generated code (see codegen.py's `Code`).
+- `jvp(node, tangents) -> Node | None`: the tangent of the output (`linear=True` supplies it);
+- `emit(code, node, out, args)`: the lowering, steps of the plan (see codegen.py's `Code`);
+- traits that the later stages ask instead of keeping lists of op names: `leaf` (a value given,
+  not computed: "input", "state" or "constant"), `view` (the output may be input 0's memory),
+  `writes_output` (the lowering writes into memory it is given, so the value can live in the
+  workspace), `free` (no work: partial evaluation rebuilds it rather than storing it; every
+  view is free), `transparent` (formulas show it as its input), and `size_source` (which
+  input, at which axes, has the output's sizes: how unknown sizes are traced to arguments).
+
+Every op is checked when it is registered (`register`): a traits combination that cannot hold
+is a `TypeError` at import, not a wrong number later.
 
 Elementwise ops are one SymPy scalar body each (scalar.py); their derivatives, NumPy form and
 generated loop all come from that body. Broadcasting is explicit: the builders insert
@@ -29,22 +38,66 @@ from .scalar import X, Y
 
 OPS: dict[str, "Op"] = {}
 
+LEAF_KINDS = ("input", "state", "constant")
+
 
 @dataclass(frozen=True)
 class Op:
     name: str
-    infer: Callable
-    numpy: Callable
-    vjp: Callable | None
-    jvp: Callable | None
-    emit: Callable
+    infer: Callable | None = None
+    numpy: Callable | None = None
+    vjp: Callable | None = None
+    jvp: Callable | None = None
+    emit: Callable | None = None
     linear: bool = False
     shape_only: tuple = ()   # inputs read for their shape alone (no gradient flows to them)
     body: Callable | None = None          # elementwise: attrs -> SymPy body over x0, x1, ...
     derivatives: Callable | None = None   # elementwise: attrs -> {i: d body/d x_i} overrides
+    leaf: str | None = None
+    view: bool = False
+    writes_output: bool = False
+    free: bool = False
+    transparent: bool = False
+    size_source: Callable | None = None   # (node, axes) -> (input, its axes) or None
+
+    def __post_init__(self):
+        if self.linear and self.jvp is None:
+            object.__setattr__(self, "jvp", _linear_jvp)
+        if self.view:
+            object.__setattr__(self, "free", True)
+        if self.body is not None:  # every elementwise op is one loop writing its output
+            object.__setattr__(self, "writes_output", True)
+        for problem in self._problems():
+            raise TypeError(f"op {self.name!r}: {problem}")
+
+    def _problems(self):
+        """What this record lacks for the traits it declares (empty when it is whole)."""
+        if self.leaf is not None:
+            if self.leaf not in LEAF_KINDS:
+                yield f"leaf must be one of {LEAF_KINDS}, not {self.leaf!r}"
+            if self.numpy or self.vjp or self.jvp or self.body:
+                yield "a leaf is given, not computed: it has no numpy, vjp, jvp or body"
+            if self.emit is None:
+                yield "a leaf needs an emit (how generated code names its value)"
+            return
+        for field in ("infer", "numpy", "emit"):
+            if getattr(self, field) is None:
+                yield f"needs `{field}` (see the fields in symgrad/ops.py)"
+        if (self.vjp is None) != (self.jvp is None):
+            yield ("has a derivative in one mode only: give both vjp and jvp (or linear=True), "
+                   "or neither for an op nothing differentiates through")
+        if self.view and self.writes_output:
+            yield "a view shares its input's memory, so it cannot also write its own output"
+        if self.derivatives is not None and self.body is None:
+            yield "`derivatives` overrides the derivatives of a `body`; it has none"
+        if not all(isinstance(i, int) and i >= 0 for i in self.shape_only):
+            yield f"shape_only holds input positions, got {self.shape_only!r}"
 
 
 def register(op):
+    """Add `op` to OPS (checked when it was made); an op name is defined once."""
+    if op.name in OPS:
+        raise ValueError(f"op {op.name!r} is defined already; pick another name")
     OPS[op.name] = op
     return op
 
@@ -219,10 +272,23 @@ def _jvp_elementwise(node, tangents):
     return fuse(terms, inputs)
 
 
+def _elementwise_sizes(node, axes):
+    """An input that has the output's (unknown) sizes at `axes`: one not broadcast there."""
+    for i in node.inputs:
+        if i.ndim == node.ndim and all(i.shape[a] is None for a in axes):
+            return i, axes
+    return None
+
+
+def _same_sizes(node, axes):
+    """For ops whose output has their first input's shape."""
+    return node.inputs[0], axes
+
+
 def _elementwise_op(name, body, derivatives=None):
-    return register(Op(name, _infer_elementwise(name), _np_elementwise(name),
-                       _vjp_elementwise, _jvp_elementwise, _emit_elementwise,
-                       body=body, derivatives=derivatives))
+    return register(Op(name, infer=_infer_elementwise(name), numpy=_np_elementwise(name),
+                       vjp=_vjp_elementwise, jvp=_jvp_elementwise, emit=_emit_elementwise,
+                       body=body, derivatives=derivatives, size_source=_elementwise_sizes))
 
 
 x0, x1, x2 = X[0], X[1], X[2]
@@ -314,8 +380,8 @@ def _emit_leaf(code, node, out, args):
     code.leaf(node, out)
 
 
-for _leaf in ("placeholder", "variable", "constant"):
-    register(Op(_leaf, _no_infer, None, None, None, _emit_leaf))
+for _leaf, _kind in (("placeholder", "input"), ("variable", "state"), ("constant", "constant")):
+    register(Op(_leaf, infer=_no_infer, emit=_emit_leaf, leaf=_kind))
 
 
 # ============================================================================ structure
@@ -393,8 +459,20 @@ def _emit_broadcast(code, node, out, args):
     code.broadcast(node, out, args[0], dims)
 
 
-register(Op("broadcast_to", _infer_broadcast, _np_broadcast, _vjp_broadcast, _linear_jvp,
-            _emit_broadcast, linear=True, shape_only=(1,)))
+def _broadcast_sizes(node, axes):
+    x = node.inputs[0]
+    lead = node.ndim - x.ndim
+    if all(a >= lead and x.shape[a - lead] is None for a in axes):
+        return x, tuple(a - lead for a in axes)
+    if len(node.inputs) > 1 and all(a < lead or x.shape[a - lead] == 1 for a in axes):
+        like_axes = _like_axes(node.attrs, node.ndim)
+        return node.inputs[1], tuple(like_axes[a] for a in axes)
+    return None
+
+
+register(Op("broadcast_to", infer=_infer_broadcast, numpy=_np_broadcast, vjp=_vjp_broadcast,
+            linear=True, emit=_emit_broadcast, shape_only=(1,), view=True, transparent=True,
+            size_source=_broadcast_sizes))
 
 
 def _reshape_plan(in_shape, out_shape):
@@ -449,9 +527,17 @@ def _emit_reshape(code, node, out, args):
     code.line(f"{out} = {args[0]}.reshape({code.shape(_reshape_dims(node, args[0]))})")
 
 
-register(Op("reshape", _infer_reshape, _np_reshape_checked,
-            lambda node, g, wanted: [reshape(g, node.inputs[0].shape)],
-            _linear_jvp, _emit_reshape, linear=True))
+def _reshape_sizes(node, axes):
+    plan = _reshape_plan(node.attrs["in_shape"], node.shape)
+    if all(isinstance(plan[a], tuple) for a in axes):
+        return node.inputs[0], tuple(plan[a][1] for a in axes)
+    return None
+
+
+register(Op("reshape", infer=_infer_reshape, numpy=_np_reshape_checked,
+            vjp=lambda node, g, wanted: [reshape(g, node.inputs[0].shape)],
+            linear=True, emit=_emit_reshape, view=True, transparent=True,
+            size_source=_reshape_sizes))
 
 
 def _infer_transpose(inputs, attrs):
@@ -470,10 +556,12 @@ def _emit_transpose(code, node, out, args):
                      f"kernels.copy_view({{0}}.transpose({tuple(node.attrs['perm'])}), {{1}})", args[0])
 
 
-register(Op("transpose", _infer_transpose,
-            lambda arrays, attrs: np.transpose(arrays[0], attrs["perm"]),
-            lambda node, g, wanted: [transpose(g, tuple(np.argsort(node.attrs["perm"])))],
-            _linear_jvp, _emit_transpose, linear=True))
+register(Op("transpose", infer=_infer_transpose,
+            numpy=lambda arrays, attrs: np.transpose(arrays[0], attrs["perm"]),
+            vjp=lambda node, g, wanted: [transpose(g, tuple(np.argsort(node.attrs["perm"])))],
+            linear=True, emit=_emit_transpose, view=True,
+            size_source=lambda node, axes: (node.inputs[0],
+                                            tuple(node.attrs["perm"][a] for a in axes))))
 
 
 def _slices(index):
@@ -523,10 +611,18 @@ def _emit_slice(code, node, out, args):
     code.call(f"kernels.copy_view({{0}}[{_slice_text(index)}], {{1}})", args[0], out)
 
 
-register(Op("slice", _infer_slice, lambda arrays, attrs: arrays[0][_slices(attrs["index"])],
-            lambda node, g, wanted: [make("unslice", [g] + ([node.inputs[0]] if None in node.inputs[0].shape else []),
-                                          {"index": node.attrs["index"], "shape": node.inputs[0].shape})],
-            _linear_jvp, _emit_slice, linear=True))
+def _slice_sizes(node, axes):
+    """Axes taken whole keep the input's sizes."""
+    if all(node.attrs["index"][a][1:] == (None, None, None) for a in axes):
+        return node.inputs[0], axes
+    return None
+
+
+register(Op("slice", infer=_infer_slice,
+            numpy=lambda arrays, attrs: arrays[0][_slices(attrs["index"])],
+            vjp=lambda node, g, wanted: [make("unslice", [g] + ([node.inputs[0]] if None in node.inputs[0].shape else []),
+                                              {"index": node.attrs["index"], "shape": node.inputs[0].shape})],
+            linear=True, emit=_emit_slice, view=True, size_source=_slice_sizes))
 
 
 def _infer_unslice(inputs, attrs):
@@ -571,9 +667,16 @@ def _emit_unslice(code, node, out, args):
     code.call(f"kernels.copy_view({{0}}, {{1}}[{_slice_text(node.attrs['index'])}])", args[0], out)
 
 
-register(Op("unslice", _infer_unslice, _np_unslice,
-            lambda node, g, wanted: [make("slice", [g], {"index": node.attrs["index"]}), None][:len(node.inputs)],
-            _linear_jvp, _emit_unslice, linear=True, shape_only=(1,)))
+def _unslice_sizes(node, axes):
+    if len(node.inputs) > 1:  # the `like` input has them
+        like_axes = _like_axes(node.attrs, node.ndim)
+        return node.inputs[1], tuple(like_axes[a] for a in axes)
+    return None
+
+
+register(Op("unslice", infer=_infer_unslice, numpy=_np_unslice,
+            vjp=lambda node, g, wanted: [make("slice", [g], {"index": node.attrs["index"]}), None][:len(node.inputs)],
+            linear=True, emit=_emit_unslice, shape_only=(1,), size_source=_unslice_sizes))
 
 
 def _infer_concatenate(inputs, attrs):
@@ -616,25 +719,27 @@ def _emit_concatenate(code, node, out, args):
     code.compute(node, out, dims, f"kernels.copy(np.concatenate(({joined},), axis={axis}), {{{len(args)}}})", *args)
 
 
-register(Op("concatenate", _infer_concatenate,
-            lambda arrays, attrs: np.concatenate(arrays, axis=attrs["axis"]),
-            _vjp_concatenate, _linear_jvp, _emit_concatenate, linear=True))
+register(Op("concatenate", infer=_infer_concatenate,
+            numpy=lambda arrays, attrs: np.concatenate(arrays, axis=attrs["axis"]),
+            vjp=_vjp_concatenate, linear=True, emit=_emit_concatenate))
 
 
 def _infer_cast(inputs, attrs):
     return inputs[0].shape, attrs["dtype"]
 
 
-register(Op("cast", _infer_cast, lambda arrays, attrs: arrays[0].astype(attrs["dtype"]),
-            lambda node, g, wanted: [cast(g, node.inputs[0].dtype)], _linear_jvp,
-            lambda code, node, out, args: code.compute(node, out, _runtime_dims(node, args[0]),
-                                                       "kernels.copy({0}, {1})", args[0]),
-            linear=True))
+register(Op("cast", infer=_infer_cast,
+            numpy=lambda arrays, attrs: arrays[0].astype(attrs["dtype"]),
+            vjp=lambda node, g, wanted: [cast(g, node.inputs[0].dtype)], linear=True,
+            emit=lambda code, node, out, args: code.compute(node, out, _runtime_dims(node, args[0]),
+                                                            "kernels.copy({0}, {1})", args[0]),
+            transparent=True, size_source=_same_sizes))
 
-register(Op("stop_gradient", lambda inputs, attrs: (inputs[0].shape, inputs[0].dtype),
-            lambda arrays, attrs: arrays[0], lambda node, g, wanted: [None],
-            lambda node, tangents: None,
-            lambda code, node, out, args: code.line(f"{out} = {args[0]}")))
+register(Op("stop_gradient", infer=lambda inputs, attrs: (inputs[0].shape, inputs[0].dtype),
+            numpy=lambda arrays, attrs: arrays[0], vjp=lambda node, g, wanted: [None],
+            jvp=lambda node, tangents: None,
+            emit=lambda code, node, out, args: code.line(f"{out} = {args[0]}"),
+            view=True, transparent=True, size_source=_same_sizes))
 
 
 def _infer_distribution(inputs, attrs):
@@ -677,11 +782,11 @@ def _emit_distribution(code, node, out, args):
 # The identity, carrying a fact for the simplifier: x sums to 1 along `axis`. The fact is
 # checked on every call (compiled and interpreted alike), so a rewrite that uses it can never
 # give a wrong number for data that breaks it.
-register(Op("distribution", _infer_distribution, _np_distribution,
-            lambda node, g, wanted: [g],
+register(Op("distribution", infer=_infer_distribution, numpy=_np_distribution,
+            vjp=lambda node, g, wanted: [g],
             # not `linear`: a tangent of a distribution sums to 0, so it must not carry the fact
-            lambda node, tangents: tangents[0],
-            _emit_distribution))
+            jvp=lambda node, tangents: tangents[0],
+            emit=_emit_distribution, view=True, transparent=True, size_source=_same_sizes))
 
 
 def _emit_size(code, node, out, args):
@@ -691,11 +796,11 @@ def _emit_size(code, node, out, args):
     code.call("kernels.fill({0}, {1})", out, size)
 
 
-register(Op("size", lambda inputs, attrs: ((), inputs[0].dtype),
-            lambda arrays, attrs: np.asarray(math.prod(arrays[0].shape[a] for a in attrs["axes"]),
-                                             arrays[0].dtype),
-            lambda node, g, wanted: [None], lambda node, tangents: None, _emit_size,
-            shape_only=(0,)))
+register(Op("size", infer=lambda inputs, attrs: ((), inputs[0].dtype),
+            numpy=lambda arrays, attrs: np.asarray(math.prod(arrays[0].shape[a] for a in attrs["axes"]),
+                                                   arrays[0].dtype),
+            vjp=lambda node, g, wanted: [None], jvp=lambda node, tangents: None, emit=_emit_size,
+            shape_only=(0,), free=True))
 
 
 # ============================================================================ matmul
@@ -728,8 +833,18 @@ def _emit_matmul(code, node, out, args):
     code.compute(node, out, dims, "kernels.product({0}, {1}, {2})", args[0], args[1])
 
 
-register(Op("matmul", _infer_matmul, lambda arrays, attrs: arrays[0] @ arrays[1],
-            _vjp_matmul, _jvp_matmul, _emit_matmul))
+def _matmul_sizes(node, axes):
+    """Rows come from a, columns from b."""
+    if all(a == 0 for a in axes):
+        return node.inputs[0], axes
+    if all(a == 1 for a in axes):
+        return node.inputs[1], axes
+    return None
+
+
+register(Op("matmul", infer=_infer_matmul, numpy=lambda arrays, attrs: arrays[0] @ arrays[1],
+            vjp=_vjp_matmul, jvp=_jvp_matmul, emit=_emit_matmul, writes_output=True,
+            size_source=_matmul_sizes))
 
 
 # ============================================================================ reductions
@@ -764,9 +879,16 @@ def _expand(g, node):
     return broadcast_to(reshape(g, kept), x.shape, like=x)
 
 
-register(Op("sum", _infer_reduce("sum"), lambda arrays, attrs: np.sum(arrays[0], axis=attrs["axis"]),
-            lambda node, g, wanted: [_expand(g, node)], _linear_jvp, _emit_reduce("sum_axis"),
-            linear=True))
+def _reduced_sizes(node, axes):
+    """The input's sizes, skipping the reduced axis."""
+    cut = node.attrs["axis"]
+    return node.inputs[0], tuple(a if a < cut else a + 1 for a in axes)
+
+
+register(Op("sum", infer=_infer_reduce("sum"),
+            numpy=lambda arrays, attrs: np.sum(arrays[0], axis=attrs["axis"]),
+            vjp=lambda node, g, wanted: [_expand(g, node)], linear=True,
+            emit=_emit_reduce("sum_axis"), writes_output=True, size_source=_reduced_sizes))
 
 
 def _max_mask(node):
@@ -776,11 +898,12 @@ def _max_mask(node):
     return hit / _expand(make("sum", [hit], {"axis": axis}), node)
 
 
-register(Op("max", _infer_reduce("max"), lambda arrays, attrs: np.max(arrays[0], axis=attrs["axis"]),
-            lambda node, g, wanted: [multiply(_expand(g, node), _max_mask(node))],
-            lambda node, tangents: make("sum", [multiply(tangents[0], _max_mask(node))],
-                                        {"axis": node.attrs["axis"]}),
-            _emit_reduce("max_axis")))
+register(Op("max", infer=_infer_reduce("max"),
+            numpy=lambda arrays, attrs: np.max(arrays[0], axis=attrs["axis"]),
+            vjp=lambda node, g, wanted: [multiply(_expand(g, node), _max_mask(node))],
+            jvp=lambda node, tangents: make("sum", [multiply(tangents[0], _max_mask(node))],
+                                            {"axis": node.attrs["axis"]}),
+            emit=_emit_reduce("max_axis"), writes_output=True, size_source=_reduced_sizes))
 
 
 def _np_max_and_log_sum(x, axis):
@@ -797,12 +920,12 @@ def _np_logsumexp(x, axis):
     return np.squeeze(m + s, axis)
 
 
-register(Op("logsumexp", _infer_reduce("logsumexp"),
-            lambda arrays, attrs: _np_logsumexp(arrays[0], attrs["axis"]),
-            lambda node, g, wanted: [multiply(_expand(g, node), softmax(node.inputs[0], node.attrs["axis"]))],
-            lambda node, tangents: make("sum", [multiply(tangents[0], softmax(node.inputs[0], node.attrs["axis"]))],
-                                        {"axis": node.attrs["axis"]}),
-            _emit_reduce("logsumexp_axis")))
+register(Op("logsumexp", infer=_infer_reduce("logsumexp"),
+            numpy=lambda arrays, attrs: _np_logsumexp(arrays[0], attrs["axis"]),
+            vjp=lambda node, g, wanted: [multiply(_expand(g, node), softmax(node.inputs[0], node.attrs["axis"]))],
+            jvp=lambda node, tangents: make("sum", [multiply(tangents[0], softmax(node.inputs[0], node.attrs["axis"]))],
+                                            {"axis": node.attrs["axis"]}),
+            emit=_emit_reduce("logsumexp_axis"), writes_output=True, size_source=_reduced_sizes))
 
 
 def _infer_same(name):
@@ -839,9 +962,10 @@ def _jvp_softmax(node, tangents):
     return _vjp_softmax(node, tangents[0], (True,))[0]  # the Jacobian is symmetric
 
 
-register(Op("softmax", _infer_same("softmax"),
-            lambda arrays, attrs: np.exp(_np_log_softmax(arrays[0], attrs["axis"])),
-            _vjp_softmax, _jvp_softmax, _emit_along_axis("softmax_axis")))
+register(Op("softmax", infer=_infer_same("softmax"),
+            numpy=lambda arrays, attrs: np.exp(_np_log_softmax(arrays[0], attrs["axis"])),
+            vjp=_vjp_softmax, jvp=_jvp_softmax, emit=_emit_along_axis("softmax_axis"),
+            writes_output=True, size_source=_same_sizes))
 
 
 def _vjp_log_softmax(node, g, wanted):
@@ -854,9 +978,10 @@ def _jvp_log_softmax(node, tangents):
     return t - sum(softmax(node.inputs[0], axis) * t, axis=axis, keepdims=True)
 
 
-register(Op("log_softmax", _infer_same("log_softmax"),
-            lambda arrays, attrs: _np_log_softmax(arrays[0], attrs["axis"]),
-            _vjp_log_softmax, _jvp_log_softmax, _emit_along_axis("log_softmax_axis")))
+register(Op("log_softmax", infer=_infer_same("log_softmax"),
+            numpy=lambda arrays, attrs: _np_log_softmax(arrays[0], attrs["axis"]),
+            vjp=_vjp_log_softmax, jvp=_jvp_log_softmax, emit=_emit_along_axis("log_softmax_axis"),
+            writes_output=True, size_source=_same_sizes))
 
 
 # ============================================================================ builders

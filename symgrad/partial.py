@@ -18,12 +18,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .graph import make, placeholder, topological_order
+from .ops import OPS
 
-# Fixed nodes recomputed on the varying side instead of stored: free to compute, and storing
-# them would turn a view (a transposed weight, a spread bias) into a copy.
-_REBUILT_OPS = frozenset({"transpose", "reshape", "broadcast_to", "slice", "size",
-                          "stop_gradient", "distribution"})
-_PASSED_OPS = frozenset({"placeholder", "constant"})
+
+def _rebuilt(node):
+    """Fixed nodes recomputed on the varying side instead of stored: free to compute (views,
+    sizes), and storing them would turn a view (a transposed weight, a spread bias) into a
+    copy."""
+    return OPS[node.op].free
+
+
+def _passed(node):
+    """Leaves passed as they are: placeholders and constants (a Variable's value is part of the
+    point, so it is a residual)."""
+    return OPS[node.op].leaf in ("input", "constant")
 
 
 @dataclass
@@ -55,13 +63,13 @@ def split(outputs, varying, prefix="residual"):
     # The fixed nodes the varying side reads, directly or through views it rebuilds.
     needed = {o for o in outputs if o not in depends}
     for node in reversed(order):
-        if node in depends or (node in needed and node.op in _REBUILT_OPS):
+        if node in depends or (node in needed and _rebuilt(node)):
             needed.update(i for i in node.inputs if i not in depends)
     stand_in, residuals, placeholders = {}, [], []
     for node in order:
-        if node in varying or (node in needed and node.op in _PASSED_OPS):
+        if node in varying or (node in needed and _passed(node)):
             stand_in[node] = node
-        elif node in depends or (node in needed and node.op in _REBUILT_OPS):
+        elif node in depends or (node in needed and _rebuilt(node)):
             inputs = [stand_in[i] for i in node.inputs]
             stand_in[node] = node if inputs == list(node.inputs) else make(node.op, inputs, node.attrs)
         elif node in needed:

@@ -16,6 +16,7 @@ import functools
 
 import numpy as np
 import sympy
+from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.pycode import PythonCodePrinter
 
 # Operand symbols x0, x1, ... of an elementwise body; `Y` is the op's own output, which a
@@ -184,8 +185,14 @@ _NUMPY_NAMESPACE = {
 def numpy_function(body, arity, uses_output=False):
     """A NumPy callable f(x0, ..., x{arity-1}[, y]) evaluating `body` elementwise."""
     args = list(X[:arity]) + ([Y] if uses_output else [])
+    # NumPy's names as a dict, not modules="numpy": that runs `from numpy import *`, which
+    # waits for the import lock while a background compile imports Numba (60 ms of a first
+    # interpreted call)
     with np.errstate(all="ignore"):
-        return sympy.lambdify(args, body, modules=[_NUMPY_NAMESPACE, "numpy"])
+        printer = NumPyPrinter({"fully_qualified_modules": False, "inline": True,
+                                "allow_unknown_functions": True,
+                                "user_functions": {name: name for name in _NUMPY_NAMESPACE}})
+        return sympy.lambdify(args, body, modules=[_NUMPY_NAMESPACE, vars(np)], printer=printer)
 
 
 # ---------------------------------------------------------------------------- Numba

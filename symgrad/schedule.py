@@ -18,16 +18,9 @@ import networkx as nx
 import numpy as np
 
 from .graph import Node, topological_order
-from .ops import is_elementwise
+from .ops import OPS
 from .sizes import size_source
 
-# Ops whose generated code may return (a view of) their input's memory: reshape and the
-# identities always; a slice, transpose or broadcast when the result is already contiguous
-# or is read in place.
-_VIEW_OPS = ("reshape", "stop_gradient", "distribution", "slice", "transpose", "broadcast_to")
-# Ops whose generated code writes into memory it is given: their values can live in the
-# workspace, which the caller allocates once per batch size and every call reuses.
-_WORKSPACE_OPS = ("matmul", "sum", "max", "logsumexp", "softmax", "log_softmax")
 
 
 @dataclass(frozen=True)
@@ -53,11 +46,13 @@ class Program:
 
     def aliases_argument(self, node):
         """Whether `node`'s value may share memory with an argument array (leaf or view of one)."""
-        return self.base(node).op in ("placeholder", "variable", "constant")
+        return OPS[self.base(node).op].leaf is not None
 
     def base(self, node):
-        """The node whose memory `node`'s value may be (itself unless it is a view)."""
-        while node.op in _VIEW_OPS:
+        """The node whose memory `node`'s value may be (itself unless it is a view: reshape and
+        the identities always are; a slice, transpose or broadcast when the result is already
+        contiguous or is read in place)."""
+        while OPS[node.op].view:
             node = node.inputs[0]
         return node
 
@@ -174,7 +169,7 @@ def plan_workspace(program):
         for slot, signature in releases.pop(k - 1, []):
             free.setdefault(signature, []).append(slot)
         node = step.node
-        if not is_elementwise(node) and node.op not in _WORKSPACE_OPS:
+        if not OPS[node.op].writes_output:  # only values written into given memory
             continue
         if last.get(node, -1) > end or node.shape == ():
             continue

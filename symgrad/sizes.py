@@ -14,7 +14,7 @@ two agree on what is valid.
 from __future__ import annotations
 
 from .graph import ShapeError
-from .ops import OPS, _like_axes, _reshape_plan, fmt, is_elementwise
+from .ops import OPS, fmt
 
 
 class _Sized:
@@ -80,60 +80,12 @@ def concrete_shapes(order, given):
 # ----------------------------------------------------------- where unknown sizes come from
 
 
-_SAME_SHAPE_OPS = ("softmax", "log_softmax", "distribution", "stop_gradient", "cast")
-
-
-def _size_source_step(node, axes):
-    """An input of `node` whose sizes at some axes equal `node`'s at `axes`: (input, axes),
-    or None. Following these steps leads from a value to where its unknown sizes come from,
-    usually a placeholder, so shape-only inputs stop keeping computed values alive."""
-    if is_elementwise(node):
-        for i in node.inputs:
-            if i.ndim == node.ndim and all(i.shape[a] is None for a in axes):
-                return i, axes
-        return None
-    if node.op in _SAME_SHAPE_OPS:
-        return node.inputs[0], axes
-    if node.op in ("sum", "max", "logsumexp"):
-        cut = node.attrs["axis"]
-        return node.inputs[0], tuple(a if a < cut else a + 1 for a in axes)
-    if node.op == "matmul":
-        if all(a == 0 for a in axes):
-            return node.inputs[0], axes
-        if all(a == 1 for a in axes):
-            return node.inputs[1], axes
-        return None
-    if node.op == "transpose":
-        return node.inputs[0], tuple(node.attrs["perm"][a] for a in axes)
-    if node.op == "broadcast_to":
-        x = node.inputs[0]
-        lead = node.ndim - x.ndim
-        if all(a >= lead and x.shape[a - lead] is None for a in axes):
-            return x, tuple(a - lead for a in axes)
-        if len(node.inputs) > 1 and all(a < lead or x.shape[a - lead] == 1 for a in axes):
-            like_axes = _like_axes(node.attrs, node.ndim)
-            return node.inputs[1], tuple(like_axes[a] for a in axes)
-        return None
-    if node.op == "unslice" and len(node.inputs) > 1:
-        like_axes = _like_axes(node.attrs, node.ndim)
-        return node.inputs[1], tuple(like_axes[a] for a in axes)
-    if node.op == "reshape":
-        plan = _reshape_plan(node.attrs["in_shape"], node.shape)
-        if all(isinstance(plan[a], tuple) for a in axes):
-            return node.inputs[0], tuple(plan[a][1] for a in axes)
-        return None
-    if node.op == "slice":
-        index = node.attrs["index"]
-        if all(index[a][1:] == (None, None, None) for a in axes):
-            return node.inputs[0], axes
-    return None
-
-
 def size_source(node, axes):
     """The earliest node known to have `node`'s sizes at `axes`, and its matching axes."""
     axes = tuple(axes)
     while node.inputs:
-        step = _size_source_step(node, axes)
+        rule = OPS[node.op].size_source  # which input has the output's sizes (ops.py)
+        step = rule(node, axes) if rule else None
         if step is None:
             break
         node, axes = step

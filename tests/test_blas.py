@@ -44,6 +44,25 @@ def test_gemm_matches_numpy_in_every_layout(dtype):
                 np.testing.assert_allclose(out, A @ B, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_product_loops_match_numpy_for_any_strides(dtype):
+    # matmul_loops: where BLAS cannot read an operand in place (gemm hands those over), and
+    # where neither NumPy's BLAS nor SciPy is there.
+    rng = np.random.default_rng(2)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    for m, k, n in [(3, 4, 5), (1, 1, 1), (0, 4, 5), (3, 0, 5), (3, 4, 0), (17, 9, 6)]:
+        A = rng.standard_normal((m, 2 * k)).astype(dtype)[:, ::2]  # every other column
+        B = rng.standard_normal((k, n)).astype(dtype)
+        for b in (B, np.ascontiguousarray(B.T).T):
+            expected = A @ b
+            for product in [kernels.matmul_loops] + ([kernels.gemm] if blas.AVAILABLE else []):
+                out = np.full((m, n), np.nan, dtype)
+                product(A, b, out)
+                np.testing.assert_allclose(out, expected, rtol=tol, atol=tol)
+    with pytest.raises(ValueError, match="shapes of a, b and out do not match"):
+        kernels.matmul_loops(np.ones((2, 3)), np.ones((2, 4)), np.empty((2, 4)))
+
+
 def test_gemm_checks_shapes():
     if not blas.AVAILABLE:
         pytest.skip("NumPy's BLAS was not found")
@@ -66,6 +85,9 @@ def test_gemm_writes_into_a_view_of_a_larger_buffer():
 
 
 FALLBACK = """
+import sys
+if {hide_scipy}:
+    sys.modules["scipy"] = None  # as if SciPy were not installed
 import numpy as np, symgrad as sg
 from symgrad import kernels
 x = sg.placeholder("x", (None, 3), "float64")
@@ -73,7 +95,7 @@ W = sg.Variable(np.arange(6.0).reshape(3, 2), name="W")
 f = sg.function([x], [x @ W, x.T @ x])
 X = np.arange(12.0).reshape(4, 3)
 a, b = f(X)
-assert kernels.MATMUL == "matmul" and kernels.product is kernels.matmul
+assert kernels.MATMUL == "{route}" and kernels.product is getattr(kernels, "{route}")
 assert np.allclose(a, X @ W.value) and np.allclose(b, X.T @ X)
 print("ok")
 """
@@ -89,7 +111,11 @@ def test_generated_code_calls_the_chosen_product(tmp_path):
     a, b = f(X)
     np.testing.assert_allclose(a, X @ W.value)
     np.testing.assert_allclose(b, X.T @ X)
-    # SYMGRAD_SCIPY_BLAS=1: Numba's np.dot (SciPy's BLAS), in a process of its own.
+    # SYMGRAD_SCIPY_BLAS=1: Numba's np.dot (SciPy's BLAS), or loops where SciPy is missing,
+    # each in a process of its own.
     env = dict(os.environ, SYMGRAD_SCIPY_BLAS="1", SYMGRAD_CACHE_DIR=str(tmp_path))
-    run = subprocess.run([sys.executable, "-c", FALLBACK], env=env, capture_output=True, text=True)
-    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
+    for hide_scipy, route in [(False, "matmul"), (True, "matmul_loops")]:
+        script = FALLBACK.format(hide_scipy=hide_scipy, route=route)
+        run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                             text=True)
+        assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr

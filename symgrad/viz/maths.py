@@ -22,7 +22,6 @@ from ..ops import OPS, elementwise_body, elementwise_derivative
 from ..scalar import X, Y, number
 from .describe import _BodyPrinter, value_keys as _value_keys
 
-TRANSPARENT = ("broadcast_to", "reshape", "distribution", "stop_gradient", "cast")
 FUNCTION_NAMES = {"log_softmax": r"\log\operatorname{softmax}", "logsumexp": r"\operatorname{logsumexp}"}
 
 
@@ -173,7 +172,7 @@ class _Formulas:
             if node.shape == () or (value.size and (value == value.flat[0]).all()):
                 return number(value.flat[0])  # a filled array reads as its one value
             return self.atom(node, rf"C_{{{node.serial}}}", f"C{node.serial}")
-        if node.op in TRANSPARENT:
+        if OPS[node.op].transparent:  # a broadcast, reshape, cast, ...: shown as its input
             return self.expr(node.inputs[0], depth)
         if depth <= 0:
             return self.atom(node, rf"\mathtt{{\#{node.serial}}}", f"#{node.serial}")
