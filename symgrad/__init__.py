@@ -14,7 +14,7 @@ and compile forward, backward and train-step functions with Numba.
     interpreter.py  sg.evaluate: the NumPy oracle
     partial.py      split a graph at what varies: fixed work done once
 """
-__version__ = "0.1.0"
+from .version import __version__
 
 from .graph import Node, ShapeError, Variable, constant, placeholder
 from .ops import (abs, add, broadcast_to, cast, concatenate, cos, distribution, divide, dot, equal, exp,

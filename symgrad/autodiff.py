@@ -16,6 +16,7 @@ import numpy as np
 from . import ops
 from .graph import Node, as_node, constant, topological_order
 from .ops import OPS
+from .simplify import STABILITY_RULES, simplify
 
 
 class DisconnectedInputError(ValueError):
@@ -61,7 +62,6 @@ def _stable_forms(ys, xs):
     """`ys` with the simplifier's rules applied (no fusion) before differentiating, so that
     derivatives come from stable forms: log(1 + exp(z)) is differentiated as softplus(z),
     giving sigmoid(z) rather than exp(z) / (1 + exp(z)), which is NaN at z = 1000."""
-    from .simplify import STABILITY_RULES, simplify
     return simplify(ys, fusion=False, keep=xs, only=STABILITY_RULES)[0]
 
 

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from . import codegen, jit, plan
-from .graph import Node, Variable, topological_order
+from .graph import Node, Variable, is_named_leaf, topological_order
 from .interpreter import check_value, evaluate
 from .ops import fmt
 from .schedule import schedule
@@ -139,7 +139,7 @@ class Function:
 
     def _check_definition(self):
         for k, node in enumerate(self.inputs):
-            if not isinstance(node, Node) or node.op not in ("placeholder", "variable"):
+            if not isinstance(node, Node) or not is_named_leaf(node):
                 raise TypeError(f"function: input {k} must be a placeholder or Variable, got {node!r}")
         if len(set(self.inputs)) != len(self.inputs):
             raise ValueError("function: an input is listed twice")
@@ -258,11 +258,6 @@ class Function:
         batch = max([1] + [d for d in dims.values()])
         return {"workspace_bytes": self.program.workspace_bytes(dims),
                 "peak_bytes": self.program.peak_bytes(batch)}
-
-    def _repr_html_(self):
-        """The notebook view: summary, graph, program, rewrites and traced source."""
-        from .viz import function_card
-        return function_card(self).html
 
     def __repr__(self):
         return (f"<symgrad.Function {len(self.inputs)} inputs -> {len(self.outputs)} outputs, "

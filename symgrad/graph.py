@@ -74,51 +74,17 @@ class Node:
     def __bool__(self):
         raise TypeError("a symbolic tensor has no truth value; use sg.where(cond, a, b) to branch")
 
-    # Operators delegate to the op builders, which own the shape rules.
-    def __add__(self, other): return _ops().add(self, other)
-    def __radd__(self, other): return _ops().add(other, self)
-    def __sub__(self, other): return _ops().subtract(self, other)
-    def __rsub__(self, other): return _ops().subtract(other, self)
-    def __mul__(self, other): return _ops().multiply(self, other)
-    def __rmul__(self, other): return _ops().multiply(other, self)
-    def __truediv__(self, other): return _ops().divide(self, other)
-    def __rtruediv__(self, other): return _ops().divide(other, self)
-    def __pow__(self, other): return _ops().power(self, other)
-    def __rpow__(self, other): return _ops().power(other, self)
-    def __matmul__(self, other): return _ops().matmul(self, other)
-    def __rmatmul__(self, other): return _ops().matmul(other, self)
-    def __neg__(self): return _ops().negative(self)
-    def __pos__(self): return self
-    def __abs__(self): return _ops().abs(self)
-    def __gt__(self, other): return _ops().greater(self, other)
-    def __lt__(self, other): return _ops().greater(other, self)
-    def __ge__(self, other): return _ops().greater_equal(self, other)
-    def __le__(self, other): return _ops().greater_equal(other, self)
-    def __getitem__(self, index): return _ops().getitem(self, index)
-
-    @property
-    def T(self):
-        return _ops().transpose(self)
-
-    def sum(self, axis=None, keepdims=False): return _ops().sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return _ops().mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False): return _ops().max(self, axis, keepdims)
-    def reshape(self, *shape): return _ops().reshape(self, shape[0] if len(shape) == 1 else shape)
-    def transpose(self, *axes): return _ops().transpose(self, axes or None)
-
-    def _repr_svg_(self):
-        from .viz import node_svg  # the notebook view: this node's graph as a picture
-        return node_svg(self)
+    # NumPy's operators (+ - * / ** @, comparisons, indexing, .T, .sum() ...) are installed by
+    # ops.py, where the op builders that own the shape rules are: the graph layer needs no op.
 
 
-def _ops():
-    from . import ops
-    return ops
+# The op table: op name -> its record (ops.Op), filled by ops.py as it defines each op. `make`
+# reads the shape rule from it.
+OPS: dict = {}
 
 
 def make(op_name, inputs, attrs=None, *, name=None):
     """The one way nodes are built: check the op's shape rule, then intern the node."""
-    from .ops import OPS
     op = OPS[op_name]
     attrs = {k: _freeze(v) for k, v in (attrs or {}).items()}
     inputs = tuple(inputs)
@@ -131,6 +97,13 @@ def make(op_name, inputs, attrs=None, *, name=None):
         node = Node(op_name, inputs, attrs, shape, dtype, name=name)
         _interned[key] = node
     return node
+
+
+def forget(op_name):
+    """Drop the interned nodes of `op_name` (an op being redefined: new nodes follow the new
+    definition)."""
+    for key in [k for k in list(_interned.keys()) if k[0] == op_name]:
+        _interned.pop(key, None)
 
 
 # ------------------------------------------------------------------------------ leaves
@@ -198,6 +171,12 @@ def constant(value, dtype=None):
         node = Node("constant", (), {"value": value}, value.shape, dtype)
         _interned[key] = node
     return node
+
+
+def is_named_leaf(node):
+    """A placeholder or a Variable: a leaf whose value the caller names and gives (unlike a
+    constant)."""
+    return node.op in ("placeholder", "variable")
 
 
 # ------------------------------------------------------------------------------ walks

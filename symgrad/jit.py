@@ -63,7 +63,7 @@ _RUNTIME = None
 def source_hash(source):
     global _RUNTIME
     import numba  # here, not at import: `import symgrad` does not start Numba
-    from . import __version__
+    from .version import __version__
     if _RUNTIME is None:
         _RUNTIME = _runtime_digest()
     versions = (f"{__version__}|{numba.__version__}|{np.__version__}|"

@@ -36,7 +36,7 @@ import numpy as np
 from . import kernels, ops
 from .autodiff import gradients, hessian_vector_product, jvp
 from .function import function
-from .graph import Node, constant, make, placeholder, topological_order
+from .graph import Node, constant, is_named_leaf, make, placeholder, topological_order
 from .interpreter import check_value
 from .partial import split
 from .simplify import simplify
@@ -151,7 +151,7 @@ class CurvatureOperator:
         self.inputs = list(inputs)
         self.also = list(also)
         for p in self.params:
-            if not isinstance(p, Node) or p.op not in ("variable", "placeholder"):
+            if not isinstance(p, Node) or not is_named_leaf(p):
                 raise TypeError(f"{type(self).__name__}: parameters must be Variables or "
                                 f"placeholders, got {p!r}")
             if None in p.shape:
@@ -529,10 +529,3 @@ def to_dense(matvec, like=None):
         columns.append(flatten(matvec(unflatten(e, like))))
     return np.stack(columns, axis=1)
 
-
-def __getattr__(name):
-    # The optimizer lives in optim_hf.py (it uses this module); reachable here as well.
-    if name == "HessianFree":
-        from .optim_hf import HessianFree
-        return HessianFree
-    raise AttributeError(f"module 'symgrad.linalg' has no attribute {name!r}")

@@ -13,7 +13,8 @@ are everything symgrad knows about that op, declared by keyword where the op is 
   `writes_output` (the lowering writes into memory it is given, so the value can live in the
   workspace), `free` (no work: partial evaluation rebuilds it rather than storing it; every
   view is free), `transparent` (formulas show it as its input), and `size_source` (which
-  input, at which axes, has the output's sizes: how unknown sizes are traced to arguments).
+  input, at which axes, has the output's sizes: how unknown sizes are traced to arguments),
+  `sums_to_one` (the output sums to 1 along its `axis` attribute: a fact rewrites may use).
 
 Every op is checked when it is registered (`register`): a traits combination that cannot hold
 is a `TypeError` at import, not a wrong number later.
@@ -33,10 +34,8 @@ import numpy as np
 import sympy
 
 from . import scalar
-from .graph import Node, ShapeError, as_node, constant, make
+from .graph import OPS, Node, ShapeError, as_node, constant, make
 from .scalar import X, Y
-
-OPS: dict[str, "Op"] = {}
 
 LEAF_KINDS = ("input", "state", "constant")
 
@@ -59,6 +58,7 @@ class Op:
     free: bool = False
     transparent: bool = False
     size_source: Callable | None = None   # (node, axes) -> (input, its axes) or None
+    sums_to_one: bool = False             # the output sums to 1 along attrs["axis"]
 
     def __post_init__(self):
         if self.linear and self.jvp is None:
@@ -88,6 +88,8 @@ class Op:
                    "or neither for an op nothing differentiates through")
         if self.view and self.writes_output:
             yield "a view shares its input's memory, so it cannot also write its own output"
+        if self.sums_to_one and self.body is not None:
+            yield "sums_to_one is a fact along an `axis` attribute; an elementwise op has none"
         if self.derivatives is not None and self.body is None:
             yield "`derivatives` overrides the derivatives of a `body`; it has none"
         if not all(isinstance(i, int) and i >= 0 for i in self.shape_only):
@@ -786,7 +788,8 @@ register(Op("distribution", infer=_infer_distribution, numpy=_np_distribution,
             vjp=lambda node, g, wanted: [g],
             # not `linear`: a tangent of a distribution sums to 0, so it must not carry the fact
             jvp=lambda node, tangents: tangents[0],
-            emit=_emit_distribution, view=True, transparent=True, size_source=_same_sizes))
+            emit=_emit_distribution, view=True, transparent=True, size_source=_same_sizes,
+            sums_to_one=True))
 
 
 def _emit_size(code, node, out, args):
@@ -965,7 +968,7 @@ def _jvp_softmax(node, tangents):
 register(Op("softmax", infer=_infer_same("softmax"),
             numpy=lambda arrays, attrs: np.exp(_np_log_softmax(arrays[0], attrs["axis"])),
             vjp=_vjp_softmax, jvp=_jvp_softmax, emit=_emit_along_axis("softmax_axis"),
-            writes_output=True, size_source=_same_sizes))
+            writes_output=True, size_source=_same_sizes, sums_to_one=True))
 
 
 def _vjp_log_softmax(node, g, wanted):
@@ -1293,3 +1296,32 @@ def getitem(x, index):
     if drop:
         out = reshape(out, tuple(d for k, d in enumerate(out.shape) if k not in drop))
     return out
+
+
+# ============================================================================ Node's operators
+# graph.py defines Node without operators (the graph layer needs no op); they are the builders
+# above, with NumPy's semantics (comparisons give 0/1).
+
+def _reflected(builder):
+    return lambda self, other: builder(other, self)
+
+
+for _name, _method in {
+        "__add__": add, "__radd__": _reflected(add),
+        "__sub__": subtract, "__rsub__": _reflected(subtract),
+        "__mul__": multiply, "__rmul__": _reflected(multiply),
+        "__truediv__": divide, "__rtruediv__": _reflected(divide),
+        "__pow__": power, "__rpow__": _reflected(power),
+        "__matmul__": matmul, "__rmatmul__": _reflected(matmul),
+        "__neg__": negative, "__pos__": lambda self: self, "__abs__": abs,
+        "__gt__": greater, "__lt__": _reflected(greater),
+        "__ge__": greater_equal, "__le__": _reflected(greater_equal),
+        "__getitem__": getitem,
+        "T": property(lambda self: transpose(self)),
+        "sum": lambda self, axis=None, keepdims=False: sum(self, axis, keepdims),
+        "mean": lambda self, axis=None, keepdims=False: mean(self, axis, keepdims),
+        "max": lambda self, axis=None, keepdims=False: max(self, axis, keepdims),
+        "reshape": lambda self, *shape: reshape(self, shape[0] if len(shape) == 1 else shape),
+        "transpose": lambda self, *axes: transpose(self, axes or None)}.items():
+    setattr(Node, _name, _method)
+del _name, _method

@@ -33,7 +33,8 @@ import sympy
 
 from . import ops, scalar
 from .graph import Node, constant, make, topological_order
-from .ops import elementwise_body, fuse, is_elementwise
+from .interpreter import evaluate
+from .ops import OPS, elementwise_body, fuse, is_elementwise
 from .scalar import X
 from .sizes import size_source
 
@@ -242,7 +243,6 @@ def _constant_folding(node):
         return None
     if node.op == "broadcast_to" and node.shape != ():
         return None  # a filled array is cheaper to make than to pass in
-    from .interpreter import evaluate
     return constant(evaluate(node))
 
 
@@ -265,9 +265,9 @@ def _squeeze_constant_axis(node, axis):
 
 
 def _sums_to_one(node, axis):
-    """Whether the graph proves that `node` sums to 1 along `axis`: a softmax along it, or a
-    declared distribution (checked on every call)."""
-    return node.op in ("distribution", "softmax") and node.attrs["axis"] == axis
+    """Whether the graph proves that `node` sums to 1 along `axis`: an op whose record says so
+    along its own axis (a softmax, or a declared distribution, checked on every call)."""
+    return OPS[node.op].sums_to_one and node.attrs["axis"] == axis
 
 
 def _sum_of_distribution(node):

@@ -60,8 +60,8 @@ class Mutant:
 
 MUTANTS = [
     Mutant("sum_of_distribution_any_axis", "symgrad/simplify.py",
-           'return node.op in ("distribution", "softmax") and node.attrs["axis"] == axis',
-           'return node.op in ("distribution", "softmax")',
+           'return OPS[node.op].sums_to_one and node.attrs["axis"] == axis',
+           'return OPS[node.op].sums_to_one',
            (f"{CORRECTNESS}::test_the_q_minus_p_rule_needs_the_fact_along_the_same_axis",),
            "q - p fires for a distribution declared along another axis"),
     Mutant("max_gradient_no_tie_split", "symgrad/ops.py",

@@ -18,6 +18,8 @@ Forward vs derivative: see describe.py. The layout is our own (layout.py): no Gr
 """
 from __future__ import annotations
 
+from ..function import Function
+from ..graph import Node
 from .codeview import lines_of, source_html, source_lines
 from .describe import forward_set
 from .html import HTML, function_card, gradient_table, rewrites
@@ -55,11 +57,6 @@ class Graph:
         return f"<symgrad.viz.Graph {self.scene.graph.number_of_nodes()} nodes>"
 
 
-def _is_function(obj):
-    from ..function import Function
-    return isinstance(obj, Function)
-
-
 def graph(obj, forward=None, depth=None, max_nodes=120):
     """The graph of a node, a list of nodes or a compiled Function, as a picture.
 
@@ -68,7 +65,7 @@ def graph(obj, forward=None, depth=None, max_nodes=120):
     nodes given as its outputs; by default its first output when it has several outputs or
     updates. depth: levels of inputs shown above the outputs (by default as many as fit in
     max_nodes boxes; max_nodes=None draws everything)."""
-    if _is_function(obj):
+    if isinstance(obj, Function):
         return Graph(function_scene(obj, "auto" if forward is None else forward, depth, max_nodes))
     return Graph(build_scene(obj, forward, depth=depth, max_nodes=max_nodes))
 
@@ -88,3 +85,9 @@ def inspect(function, forward="auto", depth=None, max_nodes=120):
 def node_svg(node):
     """What `Node._repr_svg_` shows: the node's graph, cut to a readable size."""
     return render(build_scene([node], max_nodes=60))
+
+
+# The notebook views (installed here: the graph and the compiler know nothing of pictures).
+Node._repr_svg_ = node_svg
+Function._repr_html_ = lambda function: function_card(function).html
+Function._repr_html_.__doc__ = "The notebook view: summary, graph, program, rewrites and traced source."

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sympy
 from sympy.printing.str import StrPrinter
 
-from ..graph import Node, topological_order
+from ..graph import Node, is_named_leaf, topological_order
 from ..ops import OPS, is_elementwise
 
 # Kinds of node, each drawn differently (colour for the pass, shape for the kind).
@@ -116,7 +116,7 @@ def operand_names(node):
     """Names for an elementwise node's operands: a named leaf's name, else a, b, c..."""
     names, letters = [], iter(_LETTERS)
     for i in node.inputs:
-        if i.op in ("placeholder", "variable") and i.name:
+        if is_named_leaf(i) and i.name:
             names.append(i.name)
         elif is_scalar_constant(i):
             names.append(constant_text(i))
@@ -139,7 +139,7 @@ def attrs_text(node):
 
 def label(node, max_chars=None):
     """One line naming what the node computes: 'W', 'softmax axis=1', 'b·(a − c)'."""
-    if node.op in ("placeholder", "variable"):
+    if is_named_leaf(node):
         text = node.name or node.op
     elif node.op == "constant":
         text = constant_text(node)

@@ -10,9 +10,17 @@ from __future__ import annotations
 import itertools
 from html import escape
 
-from ..graph import topological_order
+import numpy as np
+
+from ..autodiff import gradients, jvp
+from ..graph import is_named_leaf, topological_order
+from ..interpreter import evaluate
 from . import describe
+from .codeview import source_html, source_lines
 from .maths import formula
+from .select import function_scene
+from .svg import render
+from .text import format_function
 
 CELL = "padding:3px 8px;text-align:left;vertical-align:top;border-bottom:1px solid #e5e7eb"
 MONO = "font-family:DejaVu Sans Mono,Menlo,Consolas,monospace;font-size:12px"
@@ -99,7 +107,6 @@ def rewrites(log, limit=60):
 # ------------------------------------------------------------------------------ gradient table
 
 def _value_text(value):
-    import numpy as np
     value = np.asarray(value)
     if value.ndim == 0:
         return f"{float(value):.6g}"
@@ -112,14 +119,12 @@ def gradient_table(y, feed, tangents=None, names=None):
     a Wengert list (v1 = sin(x1), ...), with its value, its adjoint ∂y/∂v (reverse mode) and,
     given `tangents` ({input: direction}), its tangent (forward mode). Computed by symgrad's
     own derivative graphs, evaluated with the NumPy interpreter."""
-    from ..autodiff import gradients, jvp
-    from ..interpreter import evaluate
     order = [n for n in topological_order([y]) if not describe.is_scalar_constant(n)]
     names = dict(names or {})
     counter = itertools.count(1)
     for node in order:
         if node not in names:
-            names[node] = node.name if node.op in ("placeholder", "variable") and node.name \
+            names[node] = node.name if is_named_leaf(node) and node.name \
                 else f"v{next(counter)}"
     values = evaluate(order, feed)
     adjoints = evaluate(gradients(y, order, disconnected="zero"), feed)
@@ -148,10 +153,6 @@ def function_card(function, forward="auto", depth=None, max_nodes=120):
     """Everything about a compiled Function in one notebook cell: a summary, the graph
     (boxes link to their code), the program, the rewrites and the annotated source (blocks
     link back to their boxes)."""
-    from .codeview import source_html, source_lines
-    from .select import function_scene
-    from .svg import render
-    from .text import format_function
     program = function.program
     scene = function_scene(function, forward, depth, max_nodes)
     forward_nodes = scene.forward_nodes

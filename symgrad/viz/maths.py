@@ -18,9 +18,12 @@ from sympy.printing.latex import LatexPrinter
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
+from ..autodiff import gradients
+from ..graph import is_named_leaf
 from ..ops import OPS, elementwise_body, elementwise_derivative
 from ..scalar import X, Y, number
-from .describe import _BodyPrinter, value_keys as _value_keys
+from ..simplify import simplify as simplify_graph
+from .describe import _BodyPrinter, operand_names, value_keys as _value_keys
 
 FUNCTION_NAMES = {"log_softmax": r"\log\operatorname{softmax}", "logsumexp": r"\operatorname{logsumexp}"}
 
@@ -164,7 +167,7 @@ class _Formulas:
         name = self.names.get(self.keys.get(node, node))
         if name is not None:
             return self.atom(node, name, _plain_name(name))
-        if node.op in ("placeholder", "variable"):
+        if is_named_leaf(node):
             name = node.name or node.op
             return self.atom(node, sympy.latex(sympy.Symbol(name)), name)
         if node.op == "constant":
@@ -209,7 +212,7 @@ class _Formulas:
         tex_name = FUNCTION_NAMES.get(op, rf"\operatorname{{{op}}}".replace("_", r"\_"))
         text_name = op
         axis = node.attrs.get("axis")
-        if op in ("sum", "max", "mean") and axis is not None:
+        if axis is not None and node.ndim < node.inputs[0].ndim:  # a reduction: sum_1(x)
             tex_name += rf"_{{{axis}}}"
             text_name += f"_{axis}"
         return (rf"{tex_name}\left({', '.join(t for t, _ in args)}\right)",
@@ -246,7 +249,6 @@ def latex(node, names=None, depth=4):
 
 def body(node, names=None):
     """The elementwise body of `node`, over its direct inputs (named, or a, b, c...)."""
-    from .describe import operand_names
     if OPS[node.op].body is None:
         raise ValueError(f"body: {node.op} is not an elementwise op")
     names = dict(names or {})
@@ -275,8 +277,6 @@ def op_derivatives(node, names=None):
 def derivative(y, x, names=None, simplify=True, depth=10):
     """∂y/∂x as a formula: the gradient graph symgrad builds (TF1 semantics: y summed),
     simplified as `sg.function` would simplify it, written as mathematics."""
-    from ..autodiff import gradients
-    from ..simplify import simplify as simplify_graph
     names = dict(names or {})
     g = gradients(y, x)
     if simplify:

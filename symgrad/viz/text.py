@@ -11,6 +11,7 @@ Marks: `∇` a derivative node, `⬡` a fused elementwise node (see describe.py)
 """
 from __future__ import annotations
 
+from ..function import Function
 from ..graph import Node
 from . import describe
 from .select import _scheduled
@@ -104,7 +105,6 @@ def format_function(function, forward="auto"):
 
 def debugformat(obj, forward=None, depth=None):
     """The text `debugprint` prints, as a string."""
-    from ..function import Function
     if isinstance(obj, Function):
         return format_function(obj, forward if forward is not None else "auto")
     return format_nodes(obj, forward, depth)
