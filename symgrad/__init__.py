@@ -3,13 +3,15 @@
 Build a model as a symbolic tensor expression, append its derivatives to the same graph,
 and compile forward, backward and train-step functions with Numba.
 
-    graph.py        nodes, leaves, interning          (build)
-    ops.py          every op: shape, NumPy, vjp, jvp, emit
+    graph.py        nodes, leaves, interning, the op table (build)
+    ops.py          every op: shape, NumPy, vjp, jvp, emit, traits
+    extend.py       user-defined ops and custom derivatives
     autodiff.py     gradients, jvp, hvp, hessian       (differentiate)
     simplify.py     rewrite rules, fusion, identities  (simplify)
     schedule.py     NetworkX order -> Program          (schedule)
     codegen.py      Program -> module source           (generate)
-    jit.py          source -> Numba kernel, disk cache (compile)
+    jit.py          plan steps -> Numba C functions, disk cache (compile)
+    plan.py         the step table of one call shape; native.py runs it
     function.py     sg.function: the checked callable
     interpreter.py  sg.evaluate: the NumPy oracle
     partial.py      split a graph at what varies: fixed work done once
@@ -17,11 +19,7 @@ and compile forward, backward and train-step functions with Numba.
 from .version import __version__
 
 from .graph import Node, ShapeError, Variable, constant, placeholder
-from .ops import (abs, add, broadcast_to, cast, concatenate, cos, distribution, divide, dot, equal, exp,
-                  greater, greater_equal, leaky_relu, log, log_softmax, logsumexp, matmul,
-                  max, maximum, mean, minimum, multiply, negative, ones_like, power, relu,
-                  reshape, sigmoid, sin, softmax, softplus, softsign, sqrt, square,
-                  stop_gradient, subtract, sum, tanh, transpose, where, zeros_like)
+from .ops import *  # noqa: F401,F403 - the op builders users call (ops.__all__)
 from .autodiff import (DisconnectedInputError, grad, gradients, hessian, hessian_vector_product,
                        hvp, jacobian, jvp)
 from .interpreter import evaluate
@@ -29,7 +27,7 @@ from .simplify import simplify
 from .function import Function, function
 from .jit import clear_cache
 from .viz import debugprint
-from . import data, nn, optim, train
+from . import data, extend, nn, optim, train
 
 
 def __getattr__(name):

@@ -128,6 +128,7 @@ import numba
 import numpy as np
 
 from symgrad import fastmath, kernels, native
+from symgrad.extend import kernels as extensions
 
 
 @numba.cfunc(native.STEP, cache=True, nogil=True, error_model="numpy", fastmath={flags})

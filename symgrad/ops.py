@@ -37,6 +37,15 @@ from . import scalar
 from .graph import OPS, Node, ShapeError, as_node, constant, make
 from .scalar import X, Y
 
+# The builders users call as sg.<name> (symgrad/__init__.py exports these): a new op is
+# defined, and made public, in this file alone.
+__all__ = ["abs", "add", "broadcast_to", "cast", "concatenate", "cos", "distribution", "divide",
+           "dot", "equal", "exp", "greater", "greater_equal", "leaky_relu", "log", "log_softmax",
+           "logsumexp", "matmul", "max", "maximum", "mean", "minimum", "multiply", "negative",
+           "ones_like", "power", "relu", "reshape", "sigmoid", "sin", "softmax", "softplus",
+           "softsign", "sqrt", "square", "stop_gradient", "subtract", "sum", "tanh", "transpose",
+           "where", "zeros_like"]
+
 LEAF_KINDS = ("input", "state", "constant")
 
 
@@ -742,6 +751,64 @@ register(Op("stop_gradient", infer=lambda inputs, attrs: (inputs[0].shape, input
             jvp=lambda node, tangents: None,
             emit=lambda code, node, out, args: code.line(f"{out} = {args[0]}"),
             view=True, transparent=True, size_source=_same_sizes))
+
+
+def _check_cotangents(cotangents, inputs):
+    cotangents = list(cotangents)
+    if len(cotangents) != len(inputs):
+        raise ValueError(f"with_gradient: vjp returned {len(cotangents)} cotangents for "
+                         f"{len(inputs)} inputs; return one per input (None for none)")
+    checked = []
+    for k, (c, x) in enumerate(zip(cotangents, inputs)):
+        if c is not None:
+            c = as_node(c, like=x)
+            if c.ndim != x.ndim or any(a is not None and b is not None and a != b
+                                       for a, b in zip(c.shape, x.shape)):
+                raise ShapeError(f"with_gradient: the cotangent for input {k} has shape "
+                                 f"{fmt(c.shape)}, but the input has {fmt(x.shape)}")
+        checked.append(c)
+    return checked
+
+
+def _vjp_custom(node, g, wanted):
+    inputs = node.inputs[1:]
+    return [None] + _check_cotangents(node.attrs["vjp"](g), inputs)
+
+
+def _jvp_custom(node, tangents):
+    jvp = node.attrs["jvp"]
+    if jvp is None:
+        raise NotImplementedError(
+            "with_gradient: forward mode (sg.jvp, and forward-over-reverse Hessian-vector "
+            "products) needs the tangent rule too: with_gradient(value, inputs, vjp, jvp=...)")
+    if all(t is None for t in tangents[1:]):
+        return None
+    given = [t if t is not None else zeros_like(x) for t, x in zip(tangents[1:], node.inputs[1:])]
+    return as_node(jvp(*given), like=node)
+
+
+# The identity on its first input, whose derivatives with respect to the other inputs are the
+# user's rules (extend.with_gradient): nothing flows back into the value's own graph.
+register(Op("custom_gradient",
+            infer=lambda inputs, attrs: (inputs[0].shape, inputs[0].dtype),
+            numpy=lambda arrays, attrs: arrays[0],
+            vjp=_vjp_custom, jvp=_jvp_custom,
+            emit=lambda code, node, out, args: code.line(f"{out} = {args[0]}"),
+            view=True, transparent=True, size_source=_same_sizes))
+
+
+def with_gradient(value, inputs, vjp, jvp=None):
+    """`value`, whose derivative with respect to `inputs` is `vjp` instead of what
+    differentiating `value`'s own graph gives: vjp(g) -> one cotangent node (or None) per
+    input, for the cotangent g of `value`. jvp(*tangents) -> the tangent of `value`, for
+    forward mode (which fails with a clear error without it).
+    The derivative rules are graph expressions, so they are differentiated again as usual.
+
+    Gradient clipping: with_gradient(x, [x], lambda g: [sg.minimum(sg.maximum(g, -1), 1)]).
+    A straight-through estimator: with_gradient(sg.greater(x, 0), [x], lambda g: [g])."""
+    value = as_node(value)
+    inputs = [as_node(x) for x in inputs]
+    return make("custom_gradient", [value] + inputs, {"vjp": vjp, "jvp": jvp})
 
 
 def _infer_distribution(inputs, attrs):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .ops import OPS
+
 
 class Loop:
     """An elementwise loop of a generated module: the name of the fast-math flag set it is
@@ -113,6 +115,13 @@ class Recorder:
     def reserve(self, dtype, elements):
         """The program's workspace slots of `dtype` take `elements` elements."""
         self.reserved[np.dtype(dtype).name] = int(elements) * np.dtype(dtype).itemsize
+
+    @staticmethod
+    def infer(op_name, attrs, *inputs):
+        """The output shape op `op_name`'s shape rule gives for these buffers: for ops whose
+        output sizes only their rule knows (user-defined ones, symgrad.extend)."""
+        shape, _ = OPS[op_name].infer(inputs, attrs)
+        return shape
 
     @staticmethod
     def window_shape(buffer, index):

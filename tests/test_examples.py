@@ -77,3 +77,10 @@ def test_hessian_spectrum_follows_training(tmp_path):
     assert (first, third) == (0, 3)
     assert later[0] > at_start[0] * 1.05 and later[0] < 2 / 0.1
     assert list(at_start) == sorted(at_start, reverse=True)
+
+
+def test_custom_ops(capsys):
+    accuracy, history, error = load("custom_ops").main(epochs=120)
+    assert accuracy >= 0.95 and history[-1] < 0.5 * history[0]
+    assert error < 1e-6  # the kernel op's compiled gradient against central differences
+    assert "running_sum: compiled gradient" in capsys.readouterr().out

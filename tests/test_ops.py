@@ -33,6 +33,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
+import extension_ops
 import symgrad as sg
 from symgrad.graph import topological_order
 from symgrad.ops import OPS
@@ -320,6 +321,14 @@ TABLE = [
       ((3, 4),), dtypes=(F32,), eps=1e-3, rtol=1e-3),
     E("cast-down", lambda a: sg.square(sg.cast(a, F32)),
       lambda a: np.square(a.astype(F32)), ((3, 4),), dtypes=(F64,), eps=1e-2, rtol=1e-3),
+    # --- ops users define (symgrad.extend; tests/extension_ops.py): the same checks
+    E("ext-swish", extension_ops.swish, lambda a: a * _sigmoid(a), ((None, 4),), compile32=True),
+    E("ext-cumsum", lambda a: extension_ops.cumsum(a, reverse=0),
+      lambda a: extension_ops.np_cumsum(a, 0), ((None, 4),), hessian="zero", compile32=True),
+    E("ext-cumsum-reverse", lambda a: sg.tanh(extension_ops.cumsum(a, reverse=1)),
+      lambda a: np.tanh(extension_ops.np_cumsum(a, 1)), ((3, 5),)),
+    E("ext-with-gradient", extension_ops.stable_softplus, lambda a: np.logaddexp(0, a),
+      ((None, 4),)),
 ]
 ENTRIES = {e.id: e for e in TABLE}
 assert len(ENTRIES) == len(TABLE), "entry ids must be unique"
