@@ -16,7 +16,7 @@ import numpy as np
 from . import ops
 from .graph import Node, as_node, constant, topological_order
 from .ops import OPS
-from .simplify import STABILITY_RULES, simplify
+from .simplify import STABILITY_PHASES, simplify
 
 
 class DisconnectedInputError(ValueError):
@@ -62,7 +62,7 @@ def _stable_forms(ys, xs):
     """`ys` with the simplifier's rules applied (no fusion) before differentiating, so that
     derivatives come from stable forms: log(1 + exp(z)) is differentiated as softplus(z),
     giving sigmoid(z) rather than exp(z) / (1 + exp(z)), which is NaN at z = 1000."""
-    return simplify(ys, fusion=False, keep=xs, only=STABILITY_RULES)[0]
+    return simplify(ys, fusion=False, keep=xs, phases=STABILITY_PHASES)[0]
 
 
 def gradients(ys, xs, grad_ys=None, disconnected="raise"):

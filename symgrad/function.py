@@ -37,7 +37,8 @@ BACKGROUND_AFTER = 0.25
 class Function:
     """A compiled function of the graph. Attributes: `source` (the generated module),
     `graph` (networkx.DiGraph of what it computes), `program`, `rewrites` (the simplifier's
-    log), `compile_seconds`. `simplify=False` compiles the graph exactly as built.
+    log), `decisions` (the compiler's choices: lazy reads, views, in-place updates,
+    workspace slots), `compile_seconds`. `simplify=False` compiles the graph exactly as built.
 
     Calls take NumPy arrays of the declared dtypes (Python numbers and lists are converted;
     arrays of another dtype are refused, not silently cast); any layout works. The outputs
@@ -69,7 +70,8 @@ class Function:
         # sees them.
         self._sized_nodes = topological_order(given + outputs + [v for _, v in updates])
         self.program = schedule(self.inputs, outputs, updates)
-        self.source = codegen.generate(self.program, title=name or "")
+        self.decisions = []  # the compiler's choices, pass by pass (schedule.Decision)
+        self.source = codegen.generate(self.program, title=name or "", decisions=self.decisions)
         self._interpreted = (list(outputs), list(updates))  # what the interpreter runs meanwhile
         self._plans = {}  # argument shapes -> (Plan, workspace arrays (one per dtype))
         self._workspace_dtypes = codegen.workspace_dtypes(self.program)

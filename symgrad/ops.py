@@ -561,6 +561,7 @@ def _infer_transpose(inputs, attrs):
 def _emit_transpose(code, node, out, args):
     if node.attrs["perm"] == (1, 0) and code.consumed_only_by(out, lambda user: user.op == "matmul"):
         code.line(f"{out} = {args[0]}.T  # a view: BLAS reads it transposed, no copy")
+        code.decide("transpose_view", out, f"= {args[0]}.T, read by matrix products as a view")
     else:
         dims = _runtime_dims(node.inputs[0], args[0])
         code.compute(node, out, [dims[p] for p in node.attrs["perm"]],

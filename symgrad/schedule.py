@@ -24,6 +24,19 @@ from .sizes import size_source
 
 
 @dataclass(frozen=True)
+class Decision:
+    """One choice of a compiler pass: `pass_` (its name), the value (`name` in the generated
+    code) it concerns, and what was chosen. The schedule's workspace plan and codegen's
+    passes log them (f.decisions, viz.decisions)."""
+    pass_: str
+    name: str
+    detail: str
+
+    def __str__(self):
+        return f"{self.pass_}: {self.name} {self.detail}"
+
+
+@dataclass(frozen=True)
 class Step:
     node: Node
     out: str
@@ -43,6 +56,7 @@ class Program:
     graph: nx.DiGraph = field(repr=False)
     workspace: dict = field(default_factory=dict)  # name -> slot index, for values in the workspace
     slots: list = field(default_factory=list)      # (dtype, static size, ((arg name, axis), ...))
+    decisions: list = field(default_factory=list)  # Decisions of plan_workspace
 
     def aliases_argument(self, node):
         """Whether `node`'s value may share memory with an argument array (leaf or view of one)."""
@@ -179,9 +193,13 @@ def plan_workspace(program):
         signature = (node.dtype,) + factors
         if free.get(signature):
             slot = free[signature].pop()
+            reuse = "reused"
         else:
             slot = len(program.slots)
             program.slots.append(signature)
+            reuse = "new"
         program.workspace[step.out] = slot
+        program.decisions.append(Decision("workspace_slot", step.out,
+                                                 f"lives in workspace slot {slot} ({reuse})"))
         releases.setdefault(last.get(node, k), []).append((slot, signature))
 

@@ -4,9 +4,19 @@ In: the nodes a function computes (outputs, update values), after differentiatio
 Out: equivalent nodes (new ones; the user's graph is never changed) and a log of every rewrite
 (`Rewrite(rule, before, after)`) for the notebook view.
 
-Three kinds of rule, all data:
+Rules are declared data: each graph rule is registered (`@rule`) with its name, the ops it
+matches and its phases, and `RULES` lists them all (`viz` and the tests read it):
 
-- graph rules, keyed by op: identities (--x, transpose of transpose, reshape of reshape,
+- canonicalise: identities that change no value and make graphs smaller or more regular;
+- stabilise: rewrites towards forms that stay finite (log(softmax) -> log_softmax, the body
+  identities below); safe before differentiating, which runs them alone;
+- specialise: rewrites that use facts (a declared distribution) or that hold only once
+  differentiation is done (stop_gradient is the identity);
+- fuse: elementwise fusion (a pass, not a rule).
+
+Three kinds of rewrite:
+
+- graph rules: identities (--x, transpose of transpose, reshape of reshape,
   sum of a broadcast), constant folding, log(softmax) -> log_softmax, stop_gradient dropped
   once differentiation is done, and `sum_of_distribution` (Σ_axis p·s = s where the graph
   proves that p sums to 1 along the axis: a softmax output, or labels declared with
@@ -21,12 +31,17 @@ Three kinds of rule, all data:
   simplifiers trade stability for brevity (they rewrite 1 - 1/(1+e^x) as e^x/(1+e^x), NaN at
   x = 1000).
 
-Rules apply bottom-up until nothing changes.
+Rules apply bottom-up until nothing changes. A rule whose result has another shape or dtype,
+or rules that never settle, are bugs: an error where SYMGRAD_STRICT_RULES=1 (the tests set
+it), a warning otherwise (the rewrite is skipped), never a silent skip.
 """
 from __future__ import annotations
 
 import functools
+import os
+import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import sympy
@@ -41,6 +56,44 @@ from .sizes import size_source
 MAX_BODY_OPS = 48     # fused bodies stay small enough to print, differentiate and compile
 MAX_BODY_INPUTS = 12
 MAX_FOLD_SIZE = 4096  # constant folding never materialises big arrays
+
+
+PHASES = ("canonicalise", "stabilise", "specialise", "fuse")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A graph rule: `apply(node)` gives an equal node (or (node, name logged)), or None.
+    `ops`: the op names it matches (None: every op; "elementwise": every elementwise op)."""
+    name: str
+    apply: Callable
+    ops: tuple | str | None
+    phases: tuple
+
+
+RULES: dict[str, Rule] = {}
+
+
+def rule(name, ops=None, phases=("canonicalise",)):
+    """Register the decorated function as graph rule `name`."""
+    unknown = set(phases) - set(PHASES) - {"fuse"}
+    if unknown or "fuse" in phases:
+        raise ValueError(f"rule {name!r}: phases are {PHASES[:3]} (fusion is a pass), got {phases}")
+
+    def register(apply):
+        RULES[name] = Rule(name, apply, ops, tuple(phases))
+        return apply
+    return register
+
+
+class RuleError(AssertionError):
+    """A rewrite rule broke the engine's contract (a changed shape or dtype, no fixpoint)."""
+
+
+def _broken(problem):
+    if os.environ.get("SYMGRAD_STRICT_RULES", "0") not in ("", "0"):
+        raise RuleError(problem)
+    warnings.warn(f"symgrad: {problem} (skipped; please report it)", RuntimeWarning, stacklevel=3)
 
 
 @dataclass(frozen=True)
@@ -165,11 +218,13 @@ def compose(node, which):
 
 # ============================================================================ graph rules
 
+@rule("double_negation", ops=("negative",))
 def _double_negation(node):
     inner = node.inputs[0]
     return inner.inputs[0] if inner.op == "negative" else None
 
 
+@rule("transpose_of_transpose", ops=("transpose",))
 def _transpose_of_transpose(node):
     inner = node.inputs[0]
     if inner.op != "transpose":
@@ -178,6 +233,7 @@ def _transpose_of_transpose(node):
     return ops.transpose(inner.inputs[0], perm)
 
 
+@rule("reshape_of_reshape", ops=("reshape",))
 def _reshape_of_reshape(node):
     inner = node.inputs[0]
     if inner.op != "reshape":
@@ -188,6 +244,7 @@ def _reshape_of_reshape(node):
         return None  # the unknown sizes cannot be traced through both: keep the two steps
 
 
+@rule("broadcast_of_broadcast", ops=("broadcast_to",))
 def _broadcast_of_broadcast(node):
     inner = node.inputs[0]
     if inner.op != "broadcast_to":
@@ -199,6 +256,7 @@ def _broadcast_of_broadcast(node):
         return None
 
 
+@rule("sum_of_broadcast", ops=("sum",))
 def _sum_of_broadcast(node):
     """Σ over an axis that was broadcast from size 1 = the value times that (known) size."""
     inner, axis = node.inputs[0], node.attrs["axis"]
@@ -225,6 +283,7 @@ def _sum_of_broadcast(node):
     return spread * float(inner.shape[axis])
 
 
+@rule("log_of_softmax", ops=("log",), phases=("stabilise",))
 def _log_of_softmax(node):
     inner = node.inputs[0]
     if inner.op == "softmax":
@@ -232,18 +291,9 @@ def _log_of_softmax(node):
     return None
 
 
+@rule("drop_stop_gradient", ops=("stop_gradient",), phases=("specialise",))
 def _drop_stop_gradient(node):
     return node.inputs[0]  # differentiation is done: it is the identity now
-
-
-def _constant_folding(node):
-    if not node.inputs or not all(i.op == "constant" for i in node.inputs):
-        return None
-    if None in node.shape or int(np.prod(node.shape)) > MAX_FOLD_SIZE:
-        return None
-    if node.op == "broadcast_to" and node.shape != ():
-        return None  # a filled array is cheaper to make than to pass in
-    return constant(evaluate(node))
 
 
 def _squeeze_constant_axis(node, axis):
@@ -270,6 +320,7 @@ def _sums_to_one(node, axis):
     return OPS[node.op].sums_to_one and node.attrs["axis"] == axis
 
 
+@rule("sum_of_distribution", ops=("sum",), phases=("specialise",))
 def _sum_of_distribution(node):
     """Σ_axis (p · s) = s, where p provably sums to 1 along `axis` (_sums_to_one) and s is
     constant along it. With it, -Σ p log softmax(z) differentiates to softmax(z) - p."""
@@ -325,6 +376,13 @@ def _trace_like(node):
     return make(node.op, [node.inputs[0], source], attrs)
 
 
+@rule("size_source", ops=("broadcast_to", "unslice", "size"))
+def _size_source(node):
+    """Read unknown sizes from where they come from (a placeholder, usually), so shape-only
+    inputs stop keeping computed values alive."""
+    return _trace_size(node) if node.op == "size" else _trace_like(node)
+
+
 def _trace_size(node):
     source, axes = size_source(node.inputs[0], node.attrs["axes"])
     if source is node.inputs[0]:
@@ -350,6 +408,7 @@ def _compose_deep(node, depth):
     return body, inputs
 
 
+@rule("scalar_operands", ops="elementwise")
 def _scalar_operands(node):
     """An elementwise operand that is a scalar constant spread to a shape is read as the
     scalar itself (elementwise ops take scalar constants), so fusion writes it into the body
@@ -364,14 +423,10 @@ def _scalar_operands(node):
     return make(node.op, inputs, node.attrs)
 
 
-_IDENTITY_HEADS = ("log", "divide", "power", "elementwise")  # where a body rule can match
-
-
+@rule("elementwise_identities", ops=("log", "divide", "power", "elementwise"), phases=("stabilise",))
 def _elementwise_identities(node):
     """Body rules across edges: compose with elementwise inputs (two levels up, enough for
     log(1 - sigmoid(x))) and see if a rule fires."""
-    if node.op not in _IDENTITY_HEADS:
-        return None
     body, inputs = _compose_deep(node, 2)
     first = {}
     body = body.xreplace({X[k]: X[first.setdefault(i, k)] for k, i in enumerate(inputs)
@@ -382,32 +437,34 @@ def _elementwise_identities(node):
     return fuse(new_body, inputs), "+".join(fired)
 
 
-GRAPH_RULES = {
-    "negative": [("double_negation", _double_negation)],
-    "transpose": [("transpose_of_transpose", _transpose_of_transpose)],
-    "reshape": [("reshape_of_reshape", _reshape_of_reshape)],
-    "broadcast_to": [("broadcast_of_broadcast", _broadcast_of_broadcast),
-                     ("size_source", _trace_like)],
-    "unslice": [("size_source", _trace_like)],
-    "size": [("size_source", _trace_size)],
-    "sum": [("sum_of_distribution", _sum_of_distribution), ("sum_of_broadcast", _sum_of_broadcast)],
-    "log": [("log_of_softmax", _log_of_softmax)],
-    "stop_gradient": [("drop_stop_gradient", _drop_stop_gradient)],
-}
+# (last: a node whose inputs are all constants may still match a rule above)
+@rule("constant_folding")
+def _constant_folding(node):
+    if not node.inputs or not all(i.op == "constant" for i in node.inputs):
+        return None
+    if None in node.shape or int(np.prod(node.shape)) > MAX_FOLD_SIZE:
+        return None
+    if node.op == "broadcast_to" and node.shape != ():
+        return None  # a filled array is cheaper to make than to pass in
+    return constant(evaluate(node))
 
 
-# The rules safe to apply before differentiating: they change how a value is computed,
+# The rules that run before differentiating (autodiff): they change how a value is computed,
 # never what its derivative is (unlike drop_stop_gradient, or rules using a declared fact).
-STABILITY_RULES = ("log_of_softmax", "elementwise_identities")
+STABILITY_PHASES = ("stabilise",)
 
 
-def _rules_for(node, only=None):
-    rules = list(GRAPH_RULES.get(node.op, []))
-    if is_elementwise(node):
-        rules.append(("scalar_operands", _scalar_operands))
-        rules.append(("elementwise_identities", _elementwise_identities))
-    rules.append(("constant_folding", _constant_folding))
-    return rules if only is None else [(n, r) for n, r in rules if n in only]
+@functools.lru_cache(maxsize=None)
+def _rules_by_op(op_name, elementwise, phases):
+    """The rules for nodes of `op_name`, in registration order, restricted to `phases`."""
+    return tuple(r for r in RULES.values()
+                 if set(r.phases) & set(phases) and
+                 (r.ops is None or op_name in (r.ops if isinstance(r.ops, tuple) else ()) or
+                  (r.ops == "elementwise" and elementwise)))
+
+
+def _rules_for(node, phases):
+    return _rules_by_op(node.op, is_elementwise(node), phases)
 
 
 def _broadcast_key(node):
@@ -421,7 +478,7 @@ def _broadcast_key(node):
     return source, node.shape, node.inputs[1], node.attrs.get("like_axes")
 
 
-def _rewrite_pass(roots, log, keep=frozenset(), only=None):
+def _rewrite_pass(roots, log, keep=frozenset(), phases=PHASES):
     """One bottom-up pass: rebuild each node on rewritten inputs, then apply its rules until
     none fires. Nodes in `keep` stay as they are. Returns the new roots and whether anything
     changed."""
@@ -435,20 +492,23 @@ def _rewrite_pass(roots, log, keep=frozenset(), only=None):
         inputs = [new[i] for i in node.inputs]
         current = node if inputs == list(node.inputs) else make(node.op, inputs, node.attrs)
         for _ in range(32):
-            for name, rule in _rules_for(current, only):
-                result = rule(current)
-                if result is None:
-                    continue
+            for declared in _rules_for(current, phases):
+                result, name = declared.apply(current), declared.name
                 if isinstance(result, tuple):
                     result, name = result
-                if result is not current and result.shape == current.shape \
-                        and result.dtype == current.dtype:
-                    log.append(Rewrite(name, current, result))
-                    current = result
-                    break
+                if result is None or result is current:
+                    continue
+                if result.shape != current.shape or result.dtype != current.dtype:
+                    _broken(f"rule {name} turned {current!r} into {result!r}")
+                    continue
+                log.append(Rewrite(name, current, result))
+                current = result
+                break
             else:
                 break
-        if current.op == "broadcast_to" and only is None:
+        else:
+            _broken(f"the rules did not settle on {node!r} after 32 rewrites")
+        if current.op == "broadcast_to" and set(phases) == set(PHASES):
             # equal values: the same source spread to the same shape, with unknown sizes
             # from the same place (two batch sizes of the same shape need not be equal)
             current = canonical_broadcast.setdefault(_broadcast_key(current), current)
@@ -503,16 +563,18 @@ def fuse_elementwise(roots, log):
     return [new[r] for r in roots]
 
 
-def simplify(roots, fusion=True, keep=(), only=None):
+def simplify(roots, fusion=True, keep=(), phases=PHASES):
     """Simplified equivalents of `roots` (a list of nodes) and the log of rewrites.
-    Nodes in `keep` are left as they are (differentiation keeps its targets); `only` limits
-    the rules to those named."""
+    Nodes in `keep` are left as they are (differentiation keeps its targets); `phases` limits
+    the rules to those phases (fusion runs when "fuse" is among them and `fusion` is set)."""
     log = []
-    roots, keep = list(roots), frozenset(keep)
+    roots, keep, phases = list(roots), frozenset(keep), tuple(phases)
     for _ in range(16):
-        roots, changed = _rewrite_pass(roots, log, keep, only)
+        roots, changed = _rewrite_pass(roots, log, keep, phases)
         if not changed:
             break
-    if fusion:
+    else:
+        _broken("the rewrite passes did not settle after 16 passes")
+    if fusion and "fuse" in phases:
         roots = fuse_elementwise(roots, log)
     return roots, log

@@ -7,7 +7,7 @@ import numpy as np
 import symgrad as sg
 from symgrad import extend, scalar
 
-swish = extend.elementwise("swish", lambda x: x * scalar.sigmoid(x))
+swish = extend.elementwise("ext_swish", lambda x: x * scalar.sigmoid(x))
 
 
 @numba.njit
@@ -37,7 +37,7 @@ def _infer_cumsum(inputs, attrs):
 # cumsum along the last axis, or from its end (reverse=1): linear, and each is the other's
 # transpose, so the vjp of one is the other
 cumsum = extend.op(
-    "cumsum", infer=_infer_cumsum, numpy=lambda arrays, attrs: np_cumsum(arrays[0], attrs["reverse"]),
+    "ext_cumsum", infer=_infer_cumsum, numpy=lambda arrays, attrs: np_cumsum(arrays[0], attrs["reverse"]),
     kernel=_cumsum_kernel, attrs=("reverse",), linear=True,
     vjp=lambda node, g, wanted: [cumsum(g, reverse=1 - node.attrs["reverse"])])
 

@@ -80,7 +80,13 @@ def test_hessian_spectrum_follows_training(tmp_path):
 
 
 def test_custom_ops(capsys):
-    accuracy, history, error = load("custom_ops").main(epochs=120)
+    from symgrad import extend
+    before = extend.defined()
+    try:
+        accuracy, history, error = load("custom_ops").main(epochs=120)
+    finally:  # its ops leave with it (the op table, test_ops.py, covers every op that stays)
+        for name in extend.defined() - before:
+            extend.undefine(name)
     assert accuracy >= 0.95 and history[-1] < 0.5 * history[0]
     assert error < 1e-6  # the kernel op's compiled gradient against central differences
     assert "running_sum: compiled gradient" in capsys.readouterr().out

@@ -1,5 +1,7 @@
 """The simplifier: every rule fires where it should, keeps values and gradients, is proved by
 SymPy, and is stable at extreme inputs; softmax cross-entropy differentiates to q - p."""
+import sys
+
 import numpy as np
 import pytest
 import sympy
@@ -8,7 +10,7 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 import symgrad as sg
 from symgrad import scalar
 from symgrad.graph import topological_order
-from symgrad.simplify import BODY_RULES, GRAPH_RULES, simplify
+from symgrad.simplify import BODY_RULES, PHASES, RULES, simplify
 
 RNG = np.random.default_rng(0)
 
@@ -139,9 +141,53 @@ def _feed(inputs):
 
 
 def test_every_rule_has_a_case():
-    names = {name for rules in GRAPH_RULES.values() for name, _ in rules}
-    names |= {"constant_folding", "elementwise_identities", "fuse_elementwise", "scalar_operands"}
-    assert names <= set(_graph_rule_cases())
+    assert set(RULES) | {"fuse_elementwise"} <= set(_graph_rule_cases())
+
+
+def test_rules_are_declared_with_their_ops_and_phases():
+    for name, declared in RULES.items():
+        assert declared.name == name and declared.phases
+        assert set(declared.phases) <= set(PHASES) - {"fuse"}, name
+        if isinstance(declared.ops, tuple):
+            assert set(declared.ops) <= set(sg.ops.OPS), name
+        else:
+            assert declared.ops in (None, "elementwise"), name
+    assert {n for n, r in RULES.items() if "stabilise" in r.phases} == \
+        {"log_of_softmax", "elementwise_identities"}
+
+
+def test_a_rule_that_changes_a_shape_is_an_error_in_tests(monkeypatch):
+    engine = sys.modules["symgrad.simplify"]  # (sg.simplify is the function)
+    bad = engine.Rule("bad_rule", lambda node: sg.sum(node.inputs[0]), ("negative",),
+                      ("canonicalise",))
+    monkeypatch.setitem(engine.RULES, "bad_rule", bad)
+    engine._rules_by_op.cache_clear()
+    try:
+        x = sg.placeholder("x", (3,), "float64")
+        with pytest.raises(engine.RuleError, match="bad_rule turned"):
+            simplify([-x])
+        monkeypatch.setenv("SYMGRAD_STRICT_RULES", "0")
+        with pytest.warns(RuntimeWarning, match="bad_rule turned"):
+            (y,), _ = simplify([-x])
+        assert y.shape == (3,)  # skipped, not applied
+    finally:
+        monkeypatch.delitem(engine.RULES, "bad_rule")
+        engine._rules_by_op.cache_clear()
+
+
+def test_rules_that_never_settle_are_an_error(monkeypatch):
+    engine = sys.modules["symgrad.simplify"]  # (sg.simplify is the function)
+    swap = engine.Rule("swap", lambda node: sg.ops.make("add", node.inputs[::-1]), ("add",),
+                       ("canonicalise",))  # a + b -> b + a -> a + b ...
+    monkeypatch.setitem(engine.RULES, "swap", swap)
+    engine._rules_by_op.cache_clear()
+    try:
+        x, y = sg.placeholder("x", (3,), "float64"), sg.placeholder("y", (3,), "float64")
+        with pytest.raises(engine.RuleError, match="did not settle"):
+            simplify([x + y])
+    finally:
+        monkeypatch.delitem(engine.RULES, "swap")
+        engine._rules_by_op.cache_clear()
 
 
 @pytest.mark.parametrize("rule", sorted(_graph_rule_cases()))

@@ -262,3 +262,25 @@ def test_gradient_table_of_the_course_notes_example():
     assert float(rows["x2"][3]) == pytest.approx(1.5)
     assert rows["v1"][1] == "sin(x1)" and rows["v3"][1] == "v1 + v2"
     assert float(rows["v3"][4]) == pytest.approx(math.cos(1.5) + 0.5, rel=1e-5)  # ż along x1
+
+
+def test_compiler_decisions_are_logged_by_pass_and_shown():
+    x = sg.placeholder("x", (None, 3), "float32")
+    y = sg.placeholder("y", (None, 2), "float32")
+    W = sg.Variable(np.full((3, 2), 0.1, np.float32), name="W")
+    b = sg.Variable(np.zeros(2, np.float32), name="b")
+    z = sg.placeholder("z", (4, 3), "float32")  # known sizes: its slice is read in place
+    loss = sg.nn.softmax_cross_entropy(x @ W + b, y, labels_sum_to_one=True) + sg.sum(z[:, 1:] * 2.0)
+    f = sg.function([x, y, z], loss, updates=[(v, v - 0.1 * sg.grad(loss, v)) for v in (W, b)])
+    passes = {d.pass_ for d in f.decisions}
+    assert {"workspace_slot", "lazy_broadcast", "lazy_slice", "transpose_view",
+            "in_place_update"} <= passes, passes
+    values = set(f.program.names.values())
+    for d in f.decisions:  # each names a value of the program; lazy ones never get a line
+        assert d.name in values, d
+        assert bool(re.search(rf"\b{d.name} = ", f.source)) != d.pass_.startswith("lazy_"), d
+    in_place = {d.name for d in f.decisions if d.pass_ == "in_place_update"}
+    assert len(in_place) == 2 and all(f"{name} = state" in f.source for name in in_place)
+    shown = viz.decisions(f)
+    assert str(shown).startswith(f"{len(f.decisions)} decisions: ") and "lazy_slice" in shown.html
+    assert "Compiler decisions" in f._repr_html_()

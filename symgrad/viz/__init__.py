@@ -9,6 +9,8 @@ SVG, LaTeX or HTML; `str()` gives text) and plain strings. Nothing here changes 
     latex(node), derivative(y, x)    formulas: a node's computation, ∂y/∂x simplified
     body(node), op_derivatives(node) an elementwise body and its partial derivatives
     rewrites(f)                      the simplifier's log, before/after, rule by rule
+    decisions(f)                     the compiler's choices: lazy reads, views, in-place
+                                     updates, workspace slots, pass by pass
     source(f), lines_of(f, node)     generated code, each line traced to its node
     inspect(f)                       all of it for one compiled Function
     gradient_table(y, feed)          the course notes' forward/reverse mode table
@@ -22,14 +24,14 @@ from ..function import Function
 from ..graph import Node
 from .codeview import lines_of, source_html, source_lines
 from .describe import forward_set
-from .html import HTML, function_card, gradient_table, rewrites
+from .html import HTML, decisions, function_card, gradient_table, rewrites
 from .maths import Math, body, derivative, latex, op_derivatives
 from .select import build_scene, function_scene
 from .svg import render
 from .text import debugformat, debugprint
 
 __all__ = ["Graph", "graph", "debugprint", "debugformat", "latex", "derivative", "body",
-           "op_derivatives", "rewrites", "source", "lines_of", "source_lines", "inspect",
+           "op_derivatives", "rewrites", "decisions", "source", "lines_of", "source_lines", "inspect",
            "gradient_table", "forward_set", "Math", "HTML"]
 
 

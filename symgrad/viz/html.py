@@ -104,6 +104,27 @@ def rewrites(log, limit=60):
     return HTML(html, "\n".join(lines))
 
 
+# ------------------------------------------------------------------------------ decisions
+
+def decisions(function, limit=80):
+    """The compiler's choices for a Function (`f.decisions`), pass by pass: values left to the
+    loops that read them, transposes read as views, updates written in place, workspace
+    slots; each names the value as the generated code does."""
+    log = list(getattr(function, "decisions", function))
+    counts = {}
+    for entry in log:
+        counts[entry.pass_] = counts.get(entry.pass_, 0) + 1
+    summary = ", ".join(f"{name} ×{n}" if n > 1 else name for name, n in counts.items())
+    summary = f"{len(log)} decisions: {summary}" if log else "no decisions"
+    rows = [(str(k), f"<b>{escape(d.pass_)}</b>", escape(d.name), escape(d.detail))
+            for k, d in enumerate(log[:limit], start=1)]
+    lines = [summary] + [f"{k:3d}. {d}" for k, d in enumerate(log[:limit], start=1)]
+    more = f"<div style='color:#6b7280'>… {len(log) - limit} more</div>" if len(log) > limit else ""
+    html = (f"<div><div style='margin:4px 0'>{escape(summary)}</div>"
+            + _table(["#", "pass", "value", "choice"], rows, mono_columns=(2, 3)) + more + "</div>")
+    return HTML(html, "\n".join(lines))
+
+
 # ------------------------------------------------------------------------------ gradient table
 
 def _value_text(value):
@@ -171,6 +192,7 @@ def function_card(function, forward="auto", depth=None, max_nodes=120):
         ("Graph", svg, True),
         ("Program", f'<pre style="{MONO}">{escape(format_function(function, forward))}</pre>', False),
         ("Rewrites", rewrites(function).html, False),
+        ("Compiler decisions", decisions(function).html, False),
         ("Generated source", source_html(function, forward_nodes, uid, graph_anchors=True), False),
     ]
     parts = [f'<div style="font-size:13px"><p style="margin:4px 0">{summary}</p>']
