@@ -1,33 +1,30 @@
 """symgrad: a symbol-to-symbol differentiation compiler.
 
 Build a model as a symbolic tensor expression, append its derivatives to the same graph,
-and compile forward, backward and train-step functions with Numba.
+and compile forward, backward and train-step functions with Numba. The packages are the
+pipeline, and imports point one way: the compiler uses the core (and loads the runtime when
+it first compiles); the core uses neither:
 
-    graph.py        nodes, leaves, interning, the op table (build)
-    ops.py          every op: shape, NumPy, vjp, jvp, emit, traits
-    extend.py       user-defined ops and custom derivatives
-    autodiff.py     gradients, jvp, hvp, hessian       (differentiate)
-    simplify.py     rewrite rules, fusion, identities  (simplify)
-    schedule.py     NetworkX order -> Program          (schedule)
-    codegen.py      Program -> module source           (generate)
-    jit.py          plan steps -> Numba C functions, disk cache (compile)
-    plan.py         the step table of one call shape; native.py runs it
-    function.py     sg.function: the checked callable
-    interpreter.py  sg.evaluate: the NumPy oracle
-    partial.py      split a graph at what varies: fixed work done once
+    core/       graph, ops, autodiff, simplify, interpreter, extend: NumPy and SymPy only
+    compiler/   schedule, codegen, plan, jit, function: graphs to compiled plans
+    runtime/    kernels, fastmath, blas, native: the Numba code compiled steps call
+    nn, optim, train, data, cli       models and training on top
+    linalg, optim_hf                  Krylov methods and Hessian-free on compiled HVPs
+    viz/                              pictures, formulas, rewrites and decisions
 """
 from .version import __version__
 
-from .graph import Node, ShapeError, Variable, constant, placeholder
-from .ops import *  # noqa: F401,F403 - the op builders users call (ops.__all__)
-from .autodiff import (DisconnectedInputError, grad, gradients, hessian, hessian_vector_product,
-                       hvp, jacobian, jvp)
-from .interpreter import evaluate
-from .simplify import simplify
-from .function import Function, function
-from .jit import clear_cache
+from .core.graph import Node, ShapeError, Variable, constant, placeholder
+from .core.ops import *  # noqa: F401,F403 - the op builders users call (ops.__all__)
+from .core.autodiff import (DisconnectedInputError, grad, gradients, hessian,
+                            hessian_vector_product, hvp, jacobian, jvp)
+from .core.interpreter import evaluate
+from .core.simplify import simplify
+from .compiler.function import Function, function
+from .compiler.jit import clear_cache
 from .viz import debugprint
-from . import data, extend, nn, optim, train
+from . import data, nn, optim, train
+from .core import extend, scalar
 
 
 def __getattr__(name):

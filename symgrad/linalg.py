@@ -33,13 +33,14 @@ from functools import cached_property
 import numba
 import numpy as np
 
-from . import kernels, ops
-from .autodiff import gradients, hessian_vector_product, jvp
-from .function import function
-from .graph import Node, constant, is_named_leaf, make, placeholder, topological_order
-from .interpreter import check_value
-from .partial import split
-from .simplify import simplify
+from .runtime import kernels
+from .core import ops
+from .core.autodiff import gradients, hessian_vector_product, jvp
+from .compiler.function import function
+from .core.graph import Node, constant, is_named_leaf, make, placeholder, topological_order
+from .core.interpreter import check_value
+from .core.partial import split
+from .core.simplify import simplify
 
 # ------------------------------------------------------------------------------ vectors as lists
 

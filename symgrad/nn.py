@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import ops
-from .graph import Node, Variable
+from .core import ops
+from .core.graph import Node, Variable
 from .data.batching import one_hot  # noqa: F401 - re-exported: integer labels -> one-hot rows
 
 

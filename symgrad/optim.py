@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import ops
-from .autodiff import gradients
-from .graph import Variable
+from .core import ops
+from .core.autodiff import gradients
+from .core.graph import Variable
 
 
 class Optimizer:

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import linalg
-from .autodiff import gradients
-from .function import function
-from .graph import Variable
+from .core.autodiff import gradients
+from .compiler.function import function
+from .core.graph import Variable
 
 
 @dataclass

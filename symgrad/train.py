@@ -27,8 +27,8 @@ import numpy as np
 
 from . import nn, optim
 from .data.batching import batch_indices, check_pair, one_hot
-from .function import function
-from .graph import Node, Variable, placeholder
+from .compiler.function import function
+from .core.graph import Node, Variable, placeholder
 
 
 # ============================================================================ saving

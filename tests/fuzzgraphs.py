@@ -34,7 +34,7 @@ import numpy as np
 
 import symgrad as sg
 from symgrad import nn
-from symgrad.graph import topological_order
+from symgrad.core.graph import topological_order
 
 F64 = "float64"
 KINK_MARGIN = 1e-2      # central differences only where every kink is at least this far

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import symgrad as sg
-from symgrad import jit
+from symgrad.compiler import jit
 
 
 def _model(seed):

@@ -1,4 +1,4 @@
-"""Matrix products through NumPy's BLAS (symgrad/blas.py, kernels.gemm), and the fallback.
+"""Matrix products through NumPy's BLAS (symgrad/runtime/blas.py, kernels.gemm), and the fallback.
 
 The reference is NumPy's matmul. Layouts are every one generated code passes: row-major
 arrays and transposed views, sizes 0 and 1 included, float32 and float64.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import symgrad as sg
-from symgrad import blas, kernels
+from symgrad.runtime import blas, kernels
 
 NUMPY_OPENBLAS = glob.glob(os.path.join(os.path.dirname(os.path.dirname(np.__file__)),
                                         "numpy*libs", "*openblas64*"))
@@ -89,7 +89,7 @@ import sys
 if {hide_scipy}:
     sys.modules["scipy"] = None  # as if SciPy were not installed
 import numpy as np, symgrad as sg
-from symgrad import kernels
+from symgrad.runtime import kernels
 x = sg.placeholder("x", (None, 3), "float64")
 W = sg.Variable(np.arange(6.0).reshape(3, 2), name="W")
 f = sg.function([x], [x @ W, x.T @ x])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from symgrad import cli, data, nn, optim
-from symgrad.graph import Variable
+from symgrad.core.graph import Variable
 from symgrad.train import classifier, load_parameters, save_parameters
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import symgrad as sg
-from symgrad.graph import topological_order
-from symgrad.schedule import schedule
+from symgrad.core.graph import topological_order
+from symgrad.compiler.schedule import schedule
 
 
 def test_worked_example_sin_plus_product():

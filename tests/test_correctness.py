@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import symgrad as sg
-from symgrad.graph import topological_order
+from symgrad.core.graph import topological_order
 
 F64 = "float64"
 

@@ -4,7 +4,8 @@ import numba
 import numpy as np
 import pytest
 
-from symgrad import fastmath, scalar
+from symgrad.runtime import fastmath
+from symgrad import scalar
 
 
 def _logistic(x):

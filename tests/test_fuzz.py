@@ -178,9 +178,9 @@ def test_max_gradient_splits_ties_evenly(seed):
 
 
 def test_fuzz_covers_every_op():
-    """The generator reaches every op of symgrad.ops.OPS (but the internal and leaf ones)."""
-    from symgrad.graph import topological_order
-    from symgrad.ops import OPS
+    """The generator reaches every op of symgrad.core.ops.OPS (but the internal and leaf ones)."""
+    from symgrad.core.graph import topological_order
+    from symgrad.core.ops import OPS
     seen = set()
     for profile in ("elementwise", "structure", "reduce", "loss", "empty", "ties", "mixed"):
         for seed in range(6):

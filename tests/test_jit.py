@@ -18,7 +18,7 @@ with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     g = sg.function([x], sg.exp(x) * 5.0)  # compiled after the warning filter is set
 value = f(np.ones((2, 4)))
-stats = sg.jit.cache_stats()
+stats = sg.compiler.jit.cache_stats()
 print(json.dumps({"value": value.tolist(), "hits": stats["loaded"], "misses": stats["compiled"],
                   "warnings": [str(w.message) for w in caught]}))
 """
@@ -93,7 +93,7 @@ MODEL = r"""
 import json, sys
 import numpy as np
 import symgrad as sg
-from symgrad import jit
+from symgrad.compiler import jit
 depth = int(sys.argv[1])
 x = sg.placeholder("x", (None, 8), "float32")
 h = x

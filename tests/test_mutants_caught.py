@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import symgrad as sg
-from symgrad.sizes import concrete_shapes
+from symgrad.core.sizes import concrete_shapes
 
 F64 = "float64"
 

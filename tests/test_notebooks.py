@@ -5,31 +5,13 @@ Each notebook runs in a fresh Jupyter kernel of this Python (nbclient), in noteb
 this process's environment (so the same compile cache). Outputs are not written back: the
 committed outputs are refreshed by running a notebook in Jupyter and saving it.
 """
-import importlib.util
 import pathlib
-import re
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
-
-
-def _missing_modules(notebook):
-    """symgrad modules a notebook imports that this checkout lacks."""
-    source = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
-    names = set(re.findall(r"^\s*from (symgrad\.\w+) import", source, re.M))
-    names |= {f"symgrad.{m}" for m in re.findall(r"^\s*from symgrad import ([\w, ]+)", source, re.M)
-              for m in [n.strip() for n in m.split(",")]}
-    return sorted(n for n in names if _absent(n))
-
-
-def _absent(module):
-    try:
-        return importlib.util.find_spec(module) is None
-    except ModuleNotFoundError:
-        return True
 
 
 def test_there_are_notebooks():
@@ -39,9 +21,6 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs_top_to_bottom(path):
     notebook = nbformat.read(path, as_version=4)
-    missing = _missing_modules(notebook)
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)}, not in this checkout yet")
     client = NotebookClient(notebook, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     client.execute()  # raises CellExecutionError, naming the cell, if any cell fails

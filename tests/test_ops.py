@@ -21,7 +21,7 @@ Every entry gets the same checks, each a test parametrized by the entry's id:
 Graphs, values and compiled functions are built once per entry (cached below). A known bug
 of the package is an `xfail(strict=True)` on the check it breaks, so it stays visible.
 stop_gradient (whose derivative is not that of its value) is checked by its own tests, and
-`test_every_op_is_in_the_table` fails when an op of `symgrad.ops.OPS` has no entry.
+`test_every_op_is_in_the_table` fails when an op of `symgrad.core.ops.OPS` has no entry.
 """
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ import pytest
 
 import extension_ops
 import symgrad as sg
-from symgrad.graph import topological_order
-from symgrad.ops import OPS
+from symgrad.core.graph import topological_order
+from symgrad.core.ops import OPS
 
 F64, F32 = "float64", "float32"
 BATCH, BATCH2 = 5, 2       # run-time sizes of None dimensions (the second for compiled calls)

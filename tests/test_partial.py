@@ -1,4 +1,4 @@
-"""Partial evaluation (symgrad.partial.split) and the two-stage curvature operators built on it.
+"""Partial evaluation (symgrad.core.partial.split) and the two-stage curvature operators built on it.
 
 The reference is the original graph: residuals evaluated once, then the rebuilt outputs for
 several values of the varying inputs, must give what the whole graph gives (interpreter);
@@ -9,7 +9,7 @@ import pytest
 
 import symgrad as sg
 from symgrad import linalg
-from symgrad.partial import split
+from symgrad.core.partial import split
 
 RNG = np.random.default_rng(3)
 
@@ -56,7 +56,7 @@ def test_split_stores_work_not_views_or_inputs():
     stand_in = dict(zip(parts.residuals, parts.placeholders))
     assert sorted(p.name for p in parts.placeholders) == ["residual0:W", "residual1"]
     assert stand_in[h].shape == (None, 4)
-    used = set(sg.graph.topological_order(parts.outputs))
+    used = set(sg.core.graph.topological_order(parts.outputs))
     assert x in used and W not in used and b not in used
     assert any(n.op == "transpose" and n.inputs[0] is stand_in[W] for n in used)
 

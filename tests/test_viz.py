@@ -97,7 +97,7 @@ def test_forward_copies_made_by_gradients_stay_forward(softmax_regression):
     # gradients() differentiates a simplified copy of the forward graph; the copy is forward
     m = softmax_regression
     forward = describe.forward_set(m["loss"], [m["gW"]])
-    from symgrad.graph import topological_order
+    from symgrad.core.graph import topological_order
     ops_of = {n.op for n in topological_order([m["gW"]]) if n not in forward}
     assert "log_softmax" not in ops_of and "softmax" in ops_of
 

@@ -20,8 +20,8 @@ Forward vs derivative: see describe.py. The layout is our own (layout.py): no Gr
 """
 from __future__ import annotations
 
-from ..function import Function
-from ..graph import Node
+from ..compiler.function import Function
+from ..core.graph import Node
 from .codeview import lines_of, source_html, source_lines
 from .describe import forward_set
 from .html import HTML, decisions, function_card, gradient_table, rewrites

@@ -17,8 +17,8 @@ from __future__ import annotations
 import sympy
 from sympy.printing.str import StrPrinter
 
-from ..graph import Node, is_named_leaf, topological_order
-from ..ops import OPS, is_elementwise
+from ..core.graph import Node, is_named_leaf, topological_order
+from ..core.ops import OPS, is_elementwise
 
 # Kinds of node, each drawn differently (colour for the pass, shape for the kind).
 INPUT, VARIABLE, CONSTANT = "input", "variable", "constant"

@@ -12,9 +12,9 @@ from html import escape
 
 import numpy as np
 
-from ..autodiff import gradients, jvp
-from ..graph import is_named_leaf, topological_order
-from ..interpreter import evaluate
+from ..core.autodiff import gradients, jvp
+from ..core.graph import is_named_leaf, topological_order
+from ..core.interpreter import evaluate
 from . import describe
 from .codeview import source_html, source_lines
 from .maths import formula

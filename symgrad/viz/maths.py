@@ -18,11 +18,11 @@ from sympy.printing.latex import LatexPrinter
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
-from ..autodiff import gradients
-from ..graph import is_named_leaf
-from ..ops import OPS, elementwise_body, elementwise_derivative
-from ..scalar import X, Y, number
-from ..simplify import simplify as simplify_graph
+from ..core.autodiff import gradients
+from ..core.graph import is_named_leaf
+from ..core.ops import OPS, elementwise_body, elementwise_derivative
+from ..core.scalar import X, Y, number
+from ..core.simplify import simplify as simplify_graph
 from .describe import _BodyPrinter, operand_names, value_keys as _value_keys
 
 FUNCTION_NAMES = {"log_softmax": r"\log\operatorname{softmax}", "logsumexp": r"\operatorname{logsumexp}"}

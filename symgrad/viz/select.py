@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from ..graph import Node, topological_order
-from ..ops import OPS
+from ..core.graph import Node, topological_order
+from ..core.ops import OPS
 from . import describe
 
 MAX_LABEL = 34

@@ -11,8 +11,8 @@ Marks: `∇` a derivative node, `⬡` a fused elementwise node (see describe.py)
 """
 from __future__ import annotations
 
-from ..function import Function
-from ..graph import Node
+from ..compiler.function import Function
+from ..core.graph import Node
 from . import describe
 from .select import _scheduled
 

@@ -42,7 +42,7 @@ __all__ = ["elementwise", "op", "with_gradient", "defined", "undefine", "kernels
 
 # The kernels of user-defined ops, as attributes of a module: generated steps call them as
 # `extensions.<op name>(...)`, and Numba resolves a module's attributes when it compiles.
-kernels = types.ModuleType("symgrad.extend.kernels")
+kernels = types.ModuleType("symgrad.core.extend.kernels")
 sys.modules[kernels.__name__] = kernels
 _python_kernels = {}     # op name -> the kernel as given (compiled by Numba on first use)
 _defined_here = set()    # names of the ops defined through this module

@@ -49,7 +49,7 @@ def _runtime_digest():
     """A digest of the modules generated code calls into: Numba inlines them into the cached
     machine code, so a change there must change the cache key too; and of the matrix product
     `kernels.product` stands for in this process (NumPy's BLAS, or SciPy's through Numba)."""
-    from . import blas, fastmath, kernels, native
+    from ..runtime import blas, fastmath, kernels, native
     digest = hashlib.sha256(kernels.MATMUL.encode())
     for module in (blas, fastmath, kernels, native):
         with open(module.__file__, "rb") as f:
@@ -63,7 +63,7 @@ _RUNTIME = None
 def source_hash(source):
     global _RUNTIME
     import numba  # here, not at import: `import symgrad` does not start Numba
-    from .version import __version__
+    from ..version import __version__
     if _RUNTIME is None:
         _RUNTIME = _runtime_digest()
     versions = (f"{__version__}|{numba.__version__}|{np.__version__}|"
@@ -127,8 +127,8 @@ import math
 import numba
 import numpy as np
 
-from symgrad import fastmath, kernels, native
-from symgrad.extend import kernels as extensions
+from symgrad.core.extend import kernels as extensions
+from symgrad.runtime import fastmath, kernels, native
 
 
 @numba.cfunc(native.STEP, cache=True, nogil=True, error_model="numpy", fastmath={flags})
@@ -147,7 +147,7 @@ def step_text(loop, statement, kinds, check):
     local name, then the statement with its operands `{0}`, `{1}`... named, or the loop's
     body with its parameters named (written into the step, so Numba compiles one function,
     not two)."""
-    from . import fastmath
+    from ..runtime import fastmath
     flags = sorted(getattr(fastmath, loop.flags if loop is not None else "SAFE_FLAGS"))
     # (sets print in a different order in each process: spelled out sorted, so the file,
     # and the stamp Numba's cache checks, are the same everywhere)
@@ -225,8 +225,8 @@ def cache_stats():
     """{"compiled": n, "loaded": m}: the steps, and signatures of native.run, that this
     process compiled, and those it read from the disk cache."""
     counts = dict(stats)
-    if "symgrad.native" in sys.modules:
-        run = sys.modules["symgrad.native"].run
+    if "symgrad.runtime.native" in sys.modules:
+        run = sys.modules["symgrad.runtime.native"].run
         counts["compiled"] += sum(run.stats.cache_misses.values())
         counts["loaded"] += sum(run.stats.cache_hits.values())
     return counts
@@ -236,7 +236,7 @@ def compile_runner(array_types):
     """native.run, compiled for calls with arrays of `array_types` [(dtype, rank)] (once per
     machine for each such list, which models of one architecture share)."""
     import numba
-    from . import native
+    from ..runtime import native
     arrays = [numba.types.Array(numba.from_dtype(np.dtype(d)), rank, "C") for d, rank in array_types]
     # (the *arrays parameter as the tuple type a call of run matches)
     native.run.compile((numba.types.Array(numba.int64, 1, "C"), numba.types.Tuple(arrays)))

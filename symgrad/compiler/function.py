@@ -20,12 +20,12 @@ import time
 import numpy as np
 
 from . import codegen, jit, plan
-from .graph import Node, Variable, is_named_leaf, topological_order
-from .interpreter import check_value, evaluate
-from .ops import fmt
+from ..core.graph import Node, Variable, is_named_leaf, topological_order
+from ..core.interpreter import check_value, evaluate
+from ..core.ops import fmt
 from .schedule import schedule
-from .sizes import concrete_shapes
-from .simplify import simplify as simplify_graph
+from ..core.sizes import concrete_shapes
+from ..core.simplify import simplify as simplify_graph
 
 
 # A compile that takes longer than this (seconds) goes on in the background: calls run the

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops import OPS
+from ..core.ops import OPS
 
 
 class Loop:

@@ -91,7 +91,7 @@ class Op:
             return
         for field in ("infer", "numpy", "emit"):
             if getattr(self, field) is None:
-                yield f"needs `{field}` (see the fields in symgrad/ops.py)"
+                yield f"needs `{field}` (see the fields in symgrad/core/ops.py)"
         if (self.vjp is None) != (self.jvp is None):
             yield ("has a derivative in one mode only: give both vjp and jvp (or linear=True), "
                    "or neither for an op nothing differentiates through")

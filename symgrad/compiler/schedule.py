@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import networkx as nx
 import numpy as np
 
-from .graph import Node, topological_order
-from .ops import OPS
-from .sizes import size_source
+from ..core.graph import Node, topological_order
+from ..core.ops import OPS
+from ..core.sizes import size_source
 
 
 

@@ -198,7 +198,7 @@ def numpy_function(body, arity, uses_output=False):
 # ---------------------------------------------------------------------------- Numba
 
 def fastmath_name(function, dtype):
-    """The name in symgrad.fastmath of `function` ("exp", ...) for `dtype` ("float32"...).
+    """The name in symgrad.runtime.fastmath of `function` ("exp", ...) for `dtype` ("float32"...).
     (Written here, so printing code does not import Numba.)"""
     suffix = "32" if str(dtype) == "float32" else "64"
     return f"{function}{'_' if function == 'expm1' else ''}{suffix}"
@@ -209,7 +209,7 @@ class ScalarPrinter(PythonCodePrinter):
 
     Each operand symbol prints as the code the caller maps it to (e.g. `a0[i]`). Numbers are
     typed to the loop's dtype, so float32 loops stay float32. exp, log, tanh, sigmoid and
-    softplus call the vectorisable versions in `symgrad.fastmath`; sqrt is an LLVM intrinsic;
+    softplus call the vectorisable versions in `symgrad.runtime.fastmath`; sqrt is an LLVM intrinsic;
     sin, cos and general powers go to libm."""
 
     _fastmath = {"exp": "exp", "log": "log", "tanh": "tanh", "sigmoid": "sigmoid",
