@@ -78,15 +78,20 @@ def _merged(log):
     return merged
 
 
+def _summary(log, kind, noun):
+    """'14 rewrites: size_source ×5, fuse_elementwise ×6': how many entries of each `kind`."""
+    counts = {}
+    for entry in log:
+        counts[kind(entry)] = counts.get(kind(entry), 0) + 1
+    listed = ", ".join(f"{name} ×{n}" if n > 1 else name for name, n in counts.items())
+    return f"{len(log)} {noun}: {listed}" if log else f"no {noun}"
+
+
 def rewrites(log, limit=60):
     """The simplifier's log as a before/after table, rule by rule, with a summary of which
     rules fired. `log`: a Function (its .rewrites) or a list of simplify.Rewrite."""
     log = list(getattr(log, "rewrites", log))
-    counts = {}
-    for entry in log:
-        counts[entry.rule] = counts.get(entry.rule, 0) + 1
-    summary = ", ".join(f"{rule} ×{n}" if n > 1 else rule for rule, n in counts.items())
-    summary = f"{len(log)} rewrites: {summary}" if log else "no rewrites"
+    summary = _summary(log, lambda entry: entry.rule, "rewrites")
     rows, lines = [], [summary]
     merged = _merged(log)
     for k, (entry, count) in enumerate(merged[:limit], start=1):
@@ -111,11 +116,7 @@ def decisions(function, limit=80):
     loops that read them, transposes read as views, updates written in place, workspace
     slots; each names the value as the generated code does."""
     log = list(getattr(function, "decisions", function))
-    counts = {}
-    for entry in log:
-        counts[entry.pass_] = counts.get(entry.pass_, 0) + 1
-    summary = ", ".join(f"{name} ×{n}" if n > 1 else name for name, n in counts.items())
-    summary = f"{len(log)} decisions: {summary}" if log else "no decisions"
+    summary = _summary(log, lambda entry: entry.pass_, "decisions")
     rows = [(str(k), f"<b>{escape(d.pass_)}</b>", escape(d.name), escape(d.detail))
             for k, d in enumerate(log[:limit], start=1)]
     lines = [summary] + [f"{k:3d}. {d}" for k, d in enumerate(log[:limit], start=1)]
