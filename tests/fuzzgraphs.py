@@ -217,9 +217,9 @@ def check_fits(*exprs):
 class Generator:
     """Draws the graphs of one batch from a NumPy generator (seeded by hypothesis)."""
 
-    UNARY = ["negative", "exp", "log", "tanh", "sigmoid", "relu", "leaky_relu", "softplus",
-             "softsign", "abs", "sin", "cos", "sqrt", "square", "power_const", "rpow_const",
-             "greater_value"]
+    UNARY = ["negative", "exp", "log", "tanh", "sigmoid", "relu", "leaky_relu", "hard_tanh",
+             "softplus", "softsign", "abs", "sin", "cos", "sqrt", "square", "power_const",
+             "rpow_const", "greater_value"]
     BINARY = ["add", "subtract", "multiply", "divide", "maximum", "minimum", "power"]
 
     def __init__(self, rng, profile="mixed", empty=False, ties=False):
@@ -432,6 +432,12 @@ class Generator:
                 env.margin(a)
                 return np.where(a > 0, a, alpha * a)
             node, text, mag = sg.leaky_relu(e.node, alpha), f"sg.leaky_relu({src}, {alpha!r})", e.mag
+        elif op == "hard_tanh":
+            def f(a, env):
+                env.margin(a - 1.0)  # kinks at ±1
+                env.margin(a + 1.0)
+                return np.clip(a, -1.0, 1.0)
+            node, text, mag = sg.hard_tanh(e.node), f"sg.hard_tanh({src})", min(e.mag, 1.0)
         elif op == "softplus":
             node, f, text, mag = sg.softplus(e.node), np_softplus, f"sg.softplus({src})", e.mag + 1
         elif op == "softsign":
@@ -455,7 +461,7 @@ class Generator:
             node, f, text, mag = sg.square(e.node), np.square, f"sg.square({src})", e.mag ** 2
         else:
             raise ValueError(op)
-        takes_env = op in ("relu", "leaky_relu", "softsign", "abs")
+        takes_env = op in ("relu", "leaky_relu", "hard_tanh", "softsign", "abs")
         r = (lambda env: f(ref(env), env)) if takes_env else (lambda env: f(ref(env)))
         return Expr(node, e.cls, r, text, mag)
 

@@ -200,6 +200,9 @@ TABLE = [
     E("softplus", sg.softplus, lambda a: np.logaddexp(0, a), ((3, 4),),
       each(lambda r, s: _normal(r, s, 3.0))),
     E("softsign", sg.softsign, lambda a: a / (1 + np.abs(a)), ((3, 4),), AWAY),
+    E("hard_tanh", sg.hard_tanh, lambda a: np.clip(a, -1, 1), ((None, 4),),
+      each(lambda r, s: r.choice([-2.0, -0.5, 0.5, 2.0], s) + r.uniform(-0.2, 0.2, s)),
+      hessian="zero", compile32=True),  # away from the kinks at ±1
     E("abs", sg.abs, np.abs, ((3, 4),), AWAY, hessian="zero"),
     E("sin", sg.sin, np.sin, ((3, 4),)),
     E("cos", sg.cos, np.cos, ((3, 4),)),

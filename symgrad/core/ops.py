@@ -40,7 +40,8 @@ from .scalar import X, Y
 # The builders users call as sg.<name> (symgrad/__init__.py exports these): a new op is
 # defined, and made public, in this file alone.
 __all__ = ["abs", "add", "broadcast_to", "cast", "concatenate", "cos", "distribution", "divide",
-           "dot", "equal", "exp", "greater", "greater_equal", "leaky_relu", "log", "log_softmax",
+           "dot", "equal", "exp", "greater", "greater_equal", "hard_tanh", "leaky_relu", "log",
+           "log_softmax",
            "logsumexp", "matmul", "max", "maximum", "mean", "minimum", "multiply", "negative",
            "ones_like", "power", "relu", "reshape", "sigmoid", "sin", "softmax", "softplus",
            "softsign", "sqrt", "square", "stop_gradient", "subtract", "sum", "tanh", "transpose",
@@ -318,6 +319,9 @@ _elementwise_op("relu", lambda a: sympy.Max(x0, 0), lambda a: {0: scalar.gt(x0, 
 _elementwise_op("leaky_relu",
                 lambda a: scalar.select(scalar.gt(x0, 0), x0, sympy.Float(a["alpha"]) * x0))
 _elementwise_op("softplus", lambda a: scalar.softplus(x0))
+# hard tanh (Goodfellow et al. §6.3.3): tanh's shape, cut to straight lines; gradient 1
+# inside (-1, 1) and 0 outside
+_elementwise_op("hard_tanh", lambda a: sympy.Max(-1, sympy.Min(1, x0)))
 _elementwise_op("softsign", lambda a: scalar.softsign(x0),
                 lambda a: {0: 1 / (1 + sympy.Abs(x0)) ** 2})
 _elementwise_op("abs", lambda a: sympy.Abs(x0))
@@ -1140,6 +1144,7 @@ def sigmoid(x): return _elementwise("sigmoid", x)
 def relu(x): return _elementwise("relu", x)
 def leaky_relu(x, alpha=0.01): return _elementwise("leaky_relu", x, alpha=float(alpha))
 def softplus(x): return _elementwise("softplus", x)
+def hard_tanh(x): return _elementwise("hard_tanh", x)
 def softsign(x): return _elementwise("softsign", x)
 def abs(x): return _elementwise("abs", x)  # noqa: A001 - NumPy's name
 def sin(x): return _elementwise("sin", x)
