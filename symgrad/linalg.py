@@ -42,6 +42,12 @@ from .core.interpreter import check_value
 from .core.partial import split
 from .core.simplify import simplify
 
+__all__ = ["inner", "norm", "flatten", "unflatten", "BoundOperator", "Staged",
+           "CurvatureOperator", "HessianOperator", "GaussNewtonOperator",
+           "loss_hessian_product", "gauss_newton_vector_product", "CGResult",
+           "conjugate_gradient", "LanczosResult", "lanczos", "TraceEstimate",
+           "hutchinson_trace", "to_dense"]
+
 # ------------------------------------------------------------------------------ vectors as lists
 
 def _dot(x, y):

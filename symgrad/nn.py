@@ -17,6 +17,12 @@ from .core import ops
 from .core.graph import Node, Variable
 from .data.batching import one_hot  # noqa: F401 - re-exported: integer labels -> one-hot rows
 
+__all__ = ["softmax_cross_entropy", "sigmoid_binary_cross_entropy", "mean_squared_error",
+           "gaussian_negative_log_likelihood", "gaussian_nll", "l2_weight_decay", "accuracy", "one_hot",
+           "identity", "absolute_value_rectification", "activation", "gaussian",
+           "xavier_uniform", "xavier_normal", "he_normal", "zeros", "constant", "initialiser",
+           "Layer", "Dense", "LowRankDense", "PReLU", "Maxout", "Sequential", "MLP"]
+
 
 # ============================================================================ losses
 

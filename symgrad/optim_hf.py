@@ -32,6 +32,8 @@ from .core.autodiff import gradients
 from .compiler.function import function
 from .core.graph import Variable
 
+__all__ = ["StepInfo", "HessianFree"]
+
 
 @dataclass
 class StepInfo:

@@ -30,6 +30,8 @@ from .data.batching import batch_indices, check_pair, one_hot
 from .compiler.function import function
 from .core.graph import Node, Variable, placeholder
 
+__all__ = ["save_parameters", "load_parameters", "History", "Trainer", "classifier"]
+
 
 # ============================================================================ saving
 

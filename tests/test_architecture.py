@@ -160,3 +160,17 @@ def test_an_op_name_is_defined_once():
     from symgrad.core.ops import register
     with pytest.raises(ValueError, match="defined already"):
         register(OPS["matmul"])
+
+
+PUBLIC = ["symgrad.core.graph", "symgrad.core.ops", "symgrad.core.autodiff",
+          "symgrad.core.interpreter", "symgrad.core.partial", "symgrad.core.extend",
+          "symgrad.compiler.function", "symgrad.nn", "symgrad.optim", "symgrad.train",
+          "symgrad.linalg", "symgrad.optim_hf", "symgrad.viz"]
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_public_modules_say_what_they_export(name):
+    import importlib
+    module = importlib.import_module(name)
+    assert module.__all__, name
+    assert [n for n in module.__all__ if not hasattr(module, n)] == []

@@ -27,6 +27,8 @@ from .schedule import schedule
 from ..core.sizes import concrete_shapes
 from ..core.simplify import simplify as simplify_graph
 
+__all__ = ["Function", "function", "BACKGROUND_AFTER"]
+
 
 # A compile that takes longer than this (seconds) goes on in the background: calls run the
 # interpreter until the compiled steps are ready, then they take over (`background=False`, or

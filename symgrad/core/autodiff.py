@@ -18,6 +18,9 @@ from .graph import Node, as_node, constant, topological_order
 from .ops import OPS
 from .simplify import STABILITY_PHASES, simplify
 
+__all__ = ["DisconnectedInputError", "gradients", "grad", "jvp", "hessian_vector_product", "hvp",
+           "jacobian", "hessian"]
+
 
 class DisconnectedInputError(ValueError):
     """An input to differentiate with respect to does not influence the output."""

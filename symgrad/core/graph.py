@@ -16,6 +16,9 @@ import weakref
 
 import numpy as np
 
+__all__ = ["ShapeError", "Node", "OPS", "make", "forget", "placeholder", "Variable",
+           "constant", "is_named_leaf", "topological_order", "as_node", "FLOAT_DTYPES"]
+
 FLOAT_DTYPES = ("float32", "float64")
 
 _serials = itertools.count()

@@ -12,6 +12,8 @@ from .graph import Node, topological_order
 from .ops import OPS, fmt
 from .sizes import concrete_shapes
 
+__all__ = ["evaluate", "check_value"]
+
 
 def check_value(node, value, what):
     """`value` as an array of `node`'s dtype and shape, or a clear error naming `what`."""

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from .graph import make, placeholder, topological_order
 from .ops import OPS
 
+__all__ = ["Split", "split"]
+
 
 def _rebuilt(node):
     """Fixed nodes recomputed on the varying side instead of stored: free to compute (views,
