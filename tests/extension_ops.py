@@ -1,5 +1,5 @@
 """Ops defined the way a user defines them (symgrad.extend), for the op table (test_ops.py)
-and tests/test_extend.py: an elementwise op from a SymPy body, a structured op with a Numba
+and tests/core/test_extend.py: an elementwise op from a SymPy body, a structured op with a Numba
 kernel (a cumulative sum along the last axis), and a hand-derived gradient."""
 import numba
 import numpy as np

@@ -42,9 +42,9 @@ COPY_IGNORE = (".venv", ".git", ".symgrad-cache", ".pytest_cache", ".hypothesis"
                "symgrad-demo", "build")
 
 CORRECTNESS = "tests/test_correctness.py"
-SIMPLIFY = "tests/test_simplify.py"
-OPS = "tests/test_ops.py"
-CORE = "tests/test_core.py"
+SIMPLIFY = "tests/core/test_simplify.py"
+OPS = "tests/core/test_ops.py"
+CORE = "tests/core/test_core.py"
 CAUGHT = "tests/test_mutants_caught.py"
 
 

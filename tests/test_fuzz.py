@@ -190,5 +190,5 @@ def test_fuzz_covers_every_op():
     missing = set(OPS) - seen - {"placeholder", "variable", "elementwise", "unslice", "size",
                                  "stop_gradient", "cast", "custom_gradient"} - extend.defined()
     # (custom_gradient carries a user's derivative, and extend's ops are the user's: the op
-    # table, tests/test_ops.py, checks them)
+    # table, tests/core/test_ops.py, checks them)
     assert not missing, f"ops the fuzzer never builds: {sorted(missing)}"

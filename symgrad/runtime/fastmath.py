@@ -8,7 +8,7 @@ the caller's loop, sees one straight-line body and emits vector instructions (ch
 tests). We do not ask Numba to inline them itself: its IR-level inlining makes compiles much
 slower and warns about variable scopes.
 
-Accuracy (measured in tests/test_fastmath.py over wide sweeps against NumPy in float64):
+Accuracy (measured in tests/runtime/test_fastmath.py over wide sweeps against NumPy in float64):
 a few units in the last place. NaN and ±inf behave as in NumPy. Results that would be
 subnormal in float32 may flush to zero. They are compiled with `SAFE_FLAGS` whatever the
 caller's flags: `reassoc` would undo the two-step range reduction that gives the accuracy.

@@ -668,4 +668,4 @@ def test_every_op_is_in_the_table():
     for make_graph in STOP_GRADIENT_GRAPHS:
         covered |= {n.op for n in topological_order([make_graph(x)])}
     missing = sorted(set(OPS) - NOT_TABLE_OPS - covered)
-    assert not missing, f"ops without a table entry in tests/test_ops.py: {missing}"
+    assert not missing, f"ops without a table entry in tests/core/test_ops.py: {missing}"

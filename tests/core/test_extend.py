@@ -144,7 +144,7 @@ print(jit.cache_stats()["compiled"], jit.cache_stats()["loaded"])
 
 def test_extension_steps_are_cached_on_disk_like_any_other(tmp_path):
     env = dict(os.environ, SYMGRAD_CACHE_DIR=str(tmp_path))
-    script = SCRIPT.format(tests=os.path.dirname(__file__))
+    script = SCRIPT.format(tests=os.path.dirname(os.path.dirname(__file__)))  # extension_ops.py
     counts = []
     for _ in range(2):
         run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
