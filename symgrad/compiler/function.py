@@ -109,9 +109,11 @@ class Function:
             runner = jit.table_runner()
             # every step compiled now, from a plan for made-up sizes (a call with other sizes
             # makes its own plan from the same steps)
+            # (kept for calls of those shapes only if the graph accepts them, as a call checks)
             sizes = [tuple(16 if d is None else d for d in node.shape) for node in self.inputs]
             try:
-                self._plan(sizes)
+                concrete_shapes(self._sized_nodes, dict(zip(self.inputs, sizes)))
+                self._prepare(tuple(s or (1,) for s in sizes))  # (a call holds 0-d as 1 element)
             except Exception:  # sizes that do not fit the graph: the first call compiles (and
                 pass           # reports any real error then)
             self._compile_seconds = time.perf_counter() - started
@@ -205,12 +207,7 @@ class Function:
         prepared = self._plans.get(shapes)
         if prepared is None:
             self._check_sizes(arrays)
-            built = self._plan(shapes)
-            workspace = [np.empty(max(n, 1), dtype) for n, dtype in zip(built.workspace, self._workspace_dtypes)]
-            built.bind(self._fixed + workspace)
-            prepared = self._plans[shapes] = (built, workspace)
-            if len(self._plans) > 16:  # many batch sizes: keep the newest few
-                self._plans.pop(next(iter(self._plans)))
+            prepared = self._prepare(shapes)
         built, workspace = prepared
         results = [np.empty(shape, dtype) for shape, dtype in built.outputs]
         failed = self._runner(built.table, *arrays, *results)
@@ -219,6 +216,17 @@ class Function:
         if self._single:
             return results[0].reshape(()) if self._scalar_out[0] else results[0]
         return [r.reshape(()) if scalar else r for r, scalar in zip(results, self._scalar_out)]
+
+    def _prepare(self, shapes):
+        """The plan for input arrays of `shapes` (as a call holds them), bound to its
+        workspace, and kept for the calls with those shapes."""
+        built = self._plan(shapes)
+        workspace = [np.empty(max(n, 1), dtype) for n, dtype in zip(built.workspace, self._workspace_dtypes)]
+        built.bind(self._fixed + workspace)
+        prepared = self._plans[shapes] = (built, workspace)
+        if len(self._plans) > 16:  # many batch sizes: keep the newest few
+            self._plans.pop(next(iter(self._plans)))
+        return prepared
 
     def _plan(self, shapes):
         """The Plan for inputs of `shapes` (the state and constants as they are)."""

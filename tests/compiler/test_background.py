@@ -76,3 +76,21 @@ def test_a_failed_compile_is_reported(monkeypatch):
         f(np.ones(2))
     with pytest.raises(RuntimeError, match="no compiler today"):
         sg.function([x], x * 3.0, background=False)
+
+
+def test_the_plan_made_while_compiling_serves_only_shapes_the_graph_accepts():
+    # compiling makes a plan for made-up sizes (16 for each unknown size) and keeps it for
+    # calls of those shapes: here those sizes break the graph's assumption (y is one shorter
+    # than x), so a call with them must still be refused, not run on a kept plan
+    import numpy as np
+    import symgrad as sg
+    x = sg.placeholder("x", (None,), "float64")
+    y = sg.placeholder("y", (None,), "float64")
+    f = sg.function([x, y], x[1:] * y, background=False)
+    with pytest.raises(ValueError, match="do not fit the graph"):
+        f(np.ones(16), np.ones(16))
+    np.testing.assert_array_equal(f(np.arange(17.0), np.ones(16)), np.arange(1.0, 17.0))
+    z = sg.placeholder("z", (None, 3), "float64")
+    g = sg.function([z], z * 2.0, background=False)
+    assert ((16, 3),) in g._plans  # the plan made while compiling serves a call of those shapes
+    np.testing.assert_array_equal(g(np.ones((16, 3))), np.full((16, 3), 2.0))
