@@ -281,6 +281,8 @@ def test_compiler_decisions_are_logged_by_pass_and_shown():
         assert bool(re.search(rf"\b{d.name} = ", f.source)) != d.pass_.startswith("lazy_"), d
     in_place = {d.name for d in f.decisions if d.pass_ == "in_place_update"}
     assert len(in_place) == 2 and all(f"{name} = state" in f.source for name in in_place)
+    # a value written into its Variable takes no workspace slot (its memory is the Variable's)
+    assert not in_place & {d.name for d in f.decisions if d.pass_ == "workspace_slot"}
     shown = viz.decisions(f)
     assert str(shown).startswith(f"{len(f.decisions)} decisions: ") and "lazy_slice" in shown.html
     assert "Compiler decisions" in f._repr_html_()

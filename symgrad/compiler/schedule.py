@@ -162,10 +162,14 @@ def _size_factors(program, node):
     return static, tuple(sorted(factors))
 
 
-def plan_workspace(program):
+def plan_workspace(program, in_place=()):
     """Assign workspace slots: a value whose memory is dead (after its last use, and that of
     every view of it) hands its slot to a later value of the same dtype and size. Returned
-    values never live in the workspace: the next call would overwrite them."""
+    values never live in the workspace: the next call would overwrite them; nor do the values
+    `in_place` names, which codegen writes straight into their Variables (it plans again once
+    it knows them)."""
+    program.workspace, program.slots = {}, []
+    program.decisions = [d for d in program.decisions if d.pass_ != "workspace_slot"]
     names = program.names
     end = len(program.steps)
     last = {}
@@ -183,7 +187,7 @@ def plan_workspace(program):
         for slot, signature in releases.pop(k - 1, []):
             free.setdefault(signature, []).append(slot)
         node = step.node
-        if not OPS[node.op].writes_output:  # only values written into given memory
+        if not OPS[node.op].writes_output or step.out in in_place:  # (see the docstring)
             continue
         if last.get(node, -1) > end or node.shape == ():
             continue
