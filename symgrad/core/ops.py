@@ -39,13 +39,13 @@ from .scalar import X, Y
 
 # The builders users call as sg.<name> (symgrad/__init__.py exports these): a new op is
 # defined, and made public, in this file alone.
-__all__ = ["abs", "add", "broadcast_to", "cast", "concatenate", "cos", "distribution", "divide",
-           "dot", "equal", "exp", "greater", "greater_equal", "hard_tanh", "leaky_relu", "log",
-           "log_softmax",
-           "logsumexp", "matmul", "max", "maximum", "mean", "minimum", "multiply", "negative",
-           "ones_like", "power", "relu", "reshape", "sigmoid", "sin", "softmax", "softplus",
-           "softsign", "sqrt", "square", "stop_gradient", "subtract", "sum", "tanh", "transpose",
-           "where", "zeros_like"]
+__all__ = ["abs", "add", "avg_pool2d", "broadcast_to", "cast", "concatenate", "conv2d", "cos",
+           "distribution", "divide", "dot", "equal", "exp", "greater", "greater_equal",
+           "hard_tanh", "leaky_relu", "log", "log_softmax", "logsumexp", "matmul", "max",
+           "max_pool2d", "maximum", "mean", "minimum", "multiply", "negative", "ones_like",
+           "power", "relu", "reshape", "sigmoid", "sin", "softmax", "softplus", "softsign",
+           "sqrt", "square", "stop_gradient", "subtract", "sum", "tanh", "transpose", "where",
+           "zeros_like"]
 
 LEAF_KINDS = ("input", "state", "constant")
 
@@ -1059,6 +1059,320 @@ register(Op("log_softmax", infer=_infer_same("log_softmax"),
             writes_output=True, size_source=_same_sizes))
 
 
+# ============================================================================ convolution
+
+# NCHW: x is (batch, channels, height, width), a filter bank (out channels, in channels,
+# kernel height, kernel width). Attributes are pairs of ints: stride (sh, sw), padding (ph, pw)
+# of zeros on each side, and for the ops that produce an input's shape, that shape's (H, W).
+# Every op here is linear in each input (the convolutions bilinear in their two), so its jvp
+# is the sum of the op applied to each tangent, and its vjp is one of the others: conv2d's
+# gradients are conv2d_input_grad (the transposed convolution) and conv2d_weight_grad, and
+# theirs are conv2d and each other. Pooling likewise: avg_pool2d's vjp is avg_pool2d_grad and
+# back; max_pool2d routes its cotangent to where each window attains its maximum
+# (max_pool2d_grad) and its tangent is read from there (max_pool2d_select), a cotangent or
+# tangent split evenly among tied maxima, as the max reduction does.
+
+def _pair(value, name, op):
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
+        raise ShapeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    return tuple(int(v) for v in pair)
+
+
+def _out_size(op, axis, n, k, s, p):
+    """(n + 2p - k) // s + 1, the number of windows along an axis, checked."""
+    if s < 1 or p < 0 or k < 1:
+        raise ShapeError(f"{op}: stride must be >= 1, padding >= 0 and the window >= 1 "
+                         f"along {axis}, got stride {s}, padding {p}, window {k}")
+    size = (n + 2 * p - k) // s + 1
+    if size < 1:
+        raise ShapeError(f"{op}: no window fits along {axis}: (n + 2p - k) // s + 1 = "
+                         f"({n} + 2·{p} - {k}) // {s} + 1 = {size}",
+                         "pad the input, or use a smaller window")
+    return size
+
+
+def _image(op, x, what="input"):
+    """The (C, H, W) of a 4-d NCHW value, known sizes required (the batch may be unknown)."""
+    if x.ndim != 4 or None in x.shape[1:]:
+        raise ShapeError(f"{op}: the {what} must be NCHW (batch, channels, height, width) with "
+                         f"known channels and sizes, got {fmt(x.shape)}")
+    return x.shape[1:]
+
+
+def _windows_out(op, hw, window, attrs):
+    (kh, kw), (sh, sw), (ph, pw) = window, attrs["stride"], attrs["padding"]
+    return (_out_size(op, "height", hw[0], kh, sh, ph), _out_size(op, "width", hw[1], kw, sw, pw))
+
+
+def _infer_conv2d(inputs, attrs):
+    x, w = inputs
+    dtype = _same_dtype("conv2d", inputs)
+    c, h, width = _image("conv2d", x)
+    if w.ndim != 4 or None in w.shape or w.shape[1] != c:
+        raise ShapeError(f"conv2d: the filters must be (out channels, {c}, kernel height, "
+                         f"kernel width) for an input of {c} channels, got {fmt(w.shape)}")
+    ho, wo = _windows_out("conv2d", (h, width), w.shape[2:], attrs)
+    return (x.shape[0], w.shape[0], ho, wo), dtype
+
+
+def _infer_conv2d_input_grad(inputs, attrs):
+    g, w = inputs
+    dtype = _same_dtype("conv2d_input_grad", inputs)
+    h, width = attrs["in_hw"]
+    o, ho, wo = _image("conv2d_input_grad", g, "cotangent")
+    if w.ndim != 4 or None in w.shape or w.shape[0] != o or \
+            _windows_out("conv2d_input_grad", (h, width), w.shape[2:], attrs) != (ho, wo):
+        raise ShapeError(f"conv2d_input_grad: a cotangent {fmt(g.shape)} and filters "
+                         f"{fmt(w.shape)} do not come from an input of size {h}×{width}")
+    return (g.shape[0], w.shape[1], h, width), dtype
+
+
+def _infer_conv2d_weight_grad(inputs, attrs):
+    x, g = inputs
+    dtype = _same_dtype("conv2d_weight_grad", inputs)
+    c, h, width = _image("conv2d_weight_grad", x)
+    o, ho, wo = _image("conv2d_weight_grad", g, "cotangent")
+    if _windows_out("conv2d_weight_grad", (h, width), attrs["kernel"], attrs) != (ho, wo) or \
+            _merge_dim(x.shape[0], g.shape[0]) is False:
+        raise ShapeError(f"conv2d_weight_grad: an input {fmt(x.shape)} and a cotangent "
+                         f"{fmt(g.shape)} do not come from one convolution")
+    return (o, c) + tuple(attrs["kernel"]), dtype
+
+
+def _padded_windows(x, window, stride, padding, fill=0.0):
+    """(N, C, Ho, Wo, kh, kw): every window of x (padded with `fill`), as a view."""
+    (kh, kw), (sh, sw), (ph, pw) = window, stride, padding
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    ho = (xp.shape[2] - kh) // sh + 1
+    wo = (xp.shape[3] - kw) // sw + 1
+    view = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))
+    return view[:, :, ::sh, ::sw][:, :, :ho, :wo]
+
+
+def _scatter_windows(values, shape, window, stride, padding):
+    """The adjoint of _padded_windows: values (N, C, Ho, Wo, kh, kw) added into an array of
+    `shape` (N, C, H, W) at the positions they were read from (padding dropped)."""
+    (kh, kw), (sh, sw), (ph, pw) = window, stride, padding
+    n, c, h, w = shape
+    ho, wo = values.shape[2:4]
+    out = np.zeros((n, c, h + 2 * ph, w + 2 * pw), values.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += values[..., i, j]
+    return out[:, :, ph:ph + h, pw:pw + w]
+
+
+def _np_conv2d(arrays, attrs):
+    x, w = arrays
+    windows = _padded_windows(x, w.shape[2:], attrs["stride"], attrs["padding"])
+    return np.einsum("nchwij,ocij->nohw", windows, w)
+
+
+def _np_conv2d_input_grad(arrays, attrs):
+    g, w = arrays
+    values = np.einsum("nohw,ocij->nchwij", g, w)
+    shape = (g.shape[0], w.shape[1]) + tuple(attrs["in_hw"])
+    return _scatter_windows(values, shape, w.shape[2:], attrs["stride"], attrs["padding"])
+
+
+def _np_conv2d_weight_grad(arrays, attrs):
+    x, g = arrays
+    windows = _padded_windows(x, attrs["kernel"], attrs["stride"], attrs["padding"])
+    return np.einsum("nchwij,nohw->ocij", windows, g)
+
+
+def _conv_attrs(node):
+    return {"stride": node.attrs["stride"], "padding": node.attrs["padding"]}
+
+
+def _vjp_conv2d(node, g, wanted):
+    x, w = node.inputs
+    attrs = _conv_attrs(node)
+    return [make("conv2d_input_grad", [g, w], dict(attrs, in_hw=x.shape[2:])) if wanted[0] else None,
+            make("conv2d_weight_grad", [x, g], dict(attrs, kernel=w.shape[2:])) if wanted[1] else None]
+
+
+def _vjp_conv2d_input_grad(node, c, wanted):
+    # <c, I(g, w)> = <conv2d(c, w), g> = <W(c, g), w>
+    g, w = node.inputs
+    attrs = _conv_attrs(node)
+    return [make("conv2d", [c, w], attrs) if wanted[0] else None,
+            make("conv2d_weight_grad", [c, g], dict(attrs, kernel=w.shape[2:])) if wanted[1] else None]
+
+
+def _vjp_conv2d_weight_grad(node, c, wanted):
+    # <c, W(x, g)> = <conv2d(x, c), g> = <I(g, c), x>
+    x, g = node.inputs
+    attrs = _conv_attrs(node)
+    return [make("conv2d_input_grad", [g, c], dict(attrs, in_hw=x.shape[2:])) if wanted[0] else None,
+            make("conv2d", [x, c], attrs) if wanted[1] else None]
+
+
+def _bilinear_jvp(node, tangents):
+    """The tangent of an op linear in each of its two inputs: op(t0, x1) + op(x0, t1)."""
+    a, b = node.inputs
+    ta, tb = tangents
+    terms = ([make(node.op, [ta, b], node.attrs)] if ta is not None else []) + \
+            ([make(node.op, [a, tb], node.attrs)] if tb is not None else [])
+    return add(*terms) if len(terms) == 2 else (terms[0] if terms else None)
+
+
+def _batch_dims(node, args):
+    """The output's sizes as code: only the batch may be unknown, and input 0 has it."""
+    return [d if d is not None else f"{args[0]}.shape[0]" for d in node.shape]
+
+
+def _emit_conv(kernel):
+    def emit(code, node, out, args):
+        (sh, sw), (ph, pw) = node.attrs["stride"], node.attrs["padding"]
+        code.compute(node, out, _batch_dims(node, args),
+                     f"kernels.{kernel}({{0}}, {{1}}, {{2}}, {sh}, {sw}, {ph}, {pw})", args[0], args[1])
+    return emit
+
+
+def _batch_sizes(node, axes):
+    """The batch axis comes from the first input."""
+    return (node.inputs[0], axes) if all(a == 0 for a in axes) else None
+
+
+register(Op("conv2d", infer=_infer_conv2d, numpy=_np_conv2d, vjp=_vjp_conv2d,
+            jvp=_bilinear_jvp, emit=_emit_conv("conv2d"), writes_output=True,
+            size_source=_batch_sizes))
+register(Op("conv2d_input_grad", infer=_infer_conv2d_input_grad, numpy=_np_conv2d_input_grad,
+            vjp=_vjp_conv2d_input_grad, jvp=_bilinear_jvp,
+            emit=_emit_conv("conv2d_input_grad"), writes_output=True, size_source=_batch_sizes))
+register(Op("conv2d_weight_grad", infer=_infer_conv2d_weight_grad,
+            numpy=_np_conv2d_weight_grad, vjp=_vjp_conv2d_weight_grad, jvp=_bilinear_jvp,
+            emit=_emit_conv("conv2d_weight_grad"), writes_output=True))
+
+
+# ---------------------------------------------------------------------------- pooling
+
+def _infer_pool(op):
+    def infer(inputs, attrs):
+        x = inputs[0]
+        _, h, w = _image(op, x)
+        (kh, kw), (ph, pw) = attrs["window"], attrs["padding"]
+        if ph > kh // 2 or pw > kw // 2:
+            raise ShapeError(f"{op}: padding {attrs['padding']} is more than half the window "
+                             f"{attrs['window']}: a window could hold padding alone")
+        ho, wo = _windows_out(op, (h, w), attrs["window"], attrs)
+        return x.shape[:2] + (ho, wo), x.dtype
+    return infer
+
+
+def _infer_pool_grad(op):
+    def infer(inputs, attrs):
+        x, g = inputs[0], inputs[-1]
+        h, w = attrs["in_hw"]
+        if _windows_out(op, (h, w), attrs["window"], attrs) != tuple(g.shape[2:]) or g.ndim != 4:
+            raise ShapeError(f"{op}: a cotangent {fmt(g.shape)} does not come from pooling an "
+                             f"input of size {h}×{w}")
+        return g.shape[:2] + (h, w), g.dtype
+    return infer
+
+
+def _pool_attrs(node):
+    return {k: node.attrs[k] for k in ("window", "stride", "padding")}
+
+
+def _np_avg_pool2d(arrays, attrs):
+    windows = _padded_windows(arrays[0], attrs["window"], attrs["stride"], attrs["padding"])
+    return windows.mean(axis=(4, 5))  # the padding counts as zeros (the divisor is the window)
+
+
+def _np_avg_pool2d_grad(arrays, attrs):
+    g = arrays[0]
+    kh, kw = attrs["window"]
+    values = np.broadcast_to((g / (kh * kw))[..., None, None], g.shape + (kh, kw))
+    return _scatter_windows(values, g.shape[:2] + tuple(attrs["in_hw"]), attrs["window"],
+                            attrs["stride"], attrs["padding"])
+
+
+def _max_weights(x, attrs):
+    """(N, C, Ho, Wo, kh, kw): 1/k where a window attains its maximum k times (padding
+    never counts), else 0; NaN throughout a window whose maximum is NaN."""
+    window, stride, padding = attrs["window"], attrs["stride"], attrs["padding"]
+    windows = _padded_windows(x, window, stride, padding, -np.inf)
+    real = _padded_windows(np.ones((1, 1) + x.shape[2:], bool), window, stride, padding, False)
+    hit = ((windows == windows.max(axis=(4, 5), keepdims=True)) & real).astype(x.dtype)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return hit / hit.sum(axis=(4, 5), keepdims=True)
+
+
+def _np_max_pool2d(arrays, attrs):
+    windows = _padded_windows(arrays[0], attrs["window"], attrs["stride"], attrs["padding"], -np.inf)
+    return windows.max(axis=(4, 5))
+
+
+def _np_max_pool2d_grad(arrays, attrs):
+    x, g = arrays
+    values = _max_weights(x, attrs) * g[..., None, None]
+    return _scatter_windows(values, x.shape, attrs["window"], attrs["stride"], attrs["padding"])
+
+
+def _np_max_pool2d_select(arrays, attrs):
+    x, t = arrays
+    windows = _padded_windows(t, attrs["window"], attrs["stride"], attrs["padding"])
+    return (_max_weights(x, attrs) * windows).sum(axis=(4, 5))
+
+
+def _emit_pool(kernel, arity):
+    def emit(code, node, out, args):
+        (kh, kw), (sh, sw), (ph, pw) = (node.attrs[k] for k in ("window", "stride", "padding"))
+        numbers = f"{kh}, {kw}, {sh}, {sw}, {ph}, {pw}"
+        operands = ", ".join(f"{{{k}}}" for k in range(arity + 1))
+        code.compute(node, out, _batch_dims(node, args),
+                     f"kernels.{kernel}({operands}, {numbers})", *args)
+    return emit
+
+
+def _pool_grad_attrs(node):
+    return dict(_pool_attrs(node), in_hw=node.inputs[0].shape[2:])
+
+
+register(Op("avg_pool2d", infer=_infer_pool("avg_pool2d"), numpy=_np_avg_pool2d,
+            vjp=lambda node, g, wanted: [make("avg_pool2d_grad", [g], _pool_grad_attrs(node))],
+            linear=True, emit=_emit_pool("avg_pool2d", 1), writes_output=True,
+            size_source=_batch_sizes))
+register(Op("avg_pool2d_grad", infer=_infer_pool_grad("avg_pool2d_grad"),
+            numpy=_np_avg_pool2d_grad,
+            vjp=lambda node, c, wanted: [make("avg_pool2d", [c], _pool_attrs(node))],
+            linear=True, emit=_emit_pool("avg_pool2d_grad", 1), writes_output=True,
+            size_source=_batch_sizes))
+register(Op("max_pool2d", infer=_infer_pool("max_pool2d"), numpy=_np_max_pool2d,
+            vjp=lambda node, g, wanted: [make("max_pool2d_grad", [node.inputs[0], g],
+                                              _pool_grad_attrs(node))],
+            jvp=lambda node, tangents: make("max_pool2d_select", [node.inputs[0], tangents[0]],
+                                            _pool_attrs(node)) if tangents[0] is not None else None,
+            emit=_emit_pool("max_pool2d", 1), writes_output=True, size_source=_batch_sizes))
+# Where each window attains its maximum is constant almost everywhere: no derivative flows
+# to x through the two ops below, which are linear in their second input.
+register(Op("max_pool2d_grad", infer=_infer_pool_grad("max_pool2d_grad"),
+            numpy=_np_max_pool2d_grad,
+            vjp=lambda node, c, wanted: [None, make("max_pool2d_select", [node.inputs[0], c],
+                                                    _pool_attrs(node)) if wanted[1] else None],
+            jvp=lambda node, tangents: make(node.op, [node.inputs[0], tangents[1]], node.attrs)
+            if tangents[1] is not None else None,
+            emit=_emit_pool("max_pool2d_grad", 2), writes_output=True, size_source=_batch_sizes))
+def _infer_max_pool2d_select(inputs, attrs):
+    x, t = inputs
+    if t.ndim != x.ndim or any(_merge_dim(a, b) is False for a, b in zip(x.shape, t.shape)):
+        raise ShapeError(f"max_pool2d_select: the tangent {fmt(t.shape)} is not of the input's "
+                         f"shape {fmt(x.shape)}")
+    return _infer_pool("max_pool2d_select")([x], attrs)
+
+
+register(Op("max_pool2d_select", infer=_infer_max_pool2d_select,
+            numpy=_np_max_pool2d_select,
+            vjp=lambda node, c, wanted: [None, make("max_pool2d_grad", [node.inputs[0], c],
+                                                    _pool_grad_attrs(node)) if wanted[1] else None],
+            jvp=lambda node, tangents: make(node.op, [node.inputs[0], tangents[1]], node.attrs)
+            if tangents[1] is not None else None,
+            emit=_emit_pool("max_pool2d_select", 2), writes_output=True, size_source=_batch_sizes))
+
+
 # ============================================================================ builders
 
 def _broadcast_shapes(shapes, op):
@@ -1331,6 +1645,49 @@ def concatenate(xs, axis=0):
         return xs[0]
     axis = _normalize_axis(axis, xs[0].ndim, "concatenate")
     return make("concatenate", xs, {"axis": axis})
+
+
+def _padding_pair(padding, window, op):
+    """An int, a pair, "valid" (none) or "same" (the output keeps the input's size at stride
+    1: (k - 1) / 2 on each side, so k must be odd)."""
+    if padding == "valid":
+        return (0, 0)
+    if padding == "same":
+        if window[0] % 2 == 0 or window[1] % 2 == 0:
+            raise ShapeError(f"{op}: padding='same' needs an odd window, got {window}",
+                             "pad explicitly with padding=(top/bottom, left/right)")
+        return ((window[0] - 1) // 2, (window[1] - 1) // 2)
+    return _pair(padding, "padding", op)
+
+
+def conv2d(x, w, stride=1, padding=0):
+    """The 2-D convolution (cross-correlation, as in deep learning) of x (N, C, H, W) with
+    filters w (O, C, kh, kw): (N, O, Ho, Wo), Ho = (H + 2·ph - kh) // sh + 1. padding: an
+    int, a pair, "valid" or "same"."""
+    x, w = as_node(x), as_node(w)
+    window = tuple(w.shape[2:]) if w.ndim == 4 else (1, 1)
+    return make("conv2d", [x, w], {"stride": _pair(stride, "stride", "conv2d"),
+                                   "padding": _padding_pair(padding, window, "conv2d")})
+
+
+def _pool(op, x, window, stride, padding):
+    window = _pair(window, "window", op)
+    stride = window if stride is None else _pair(stride, "stride", op)
+    return make(op, [as_node(x)], {"window": window, "stride": stride,
+                                   "padding": _padding_pair(padding, window, op)})
+
+
+def max_pool2d(x, window, stride=None, padding=0):
+    """The maximum of each window of x (N, C, H, W); stride defaults to the window. Padding
+    never wins. The gradient goes to where each window attains its maximum, split evenly
+    among ties (as sg.max splits it)."""
+    return _pool("max_pool2d", x, window, stride, padding)
+
+
+def avg_pool2d(x, window, stride=None, padding=0):
+    """The mean of each window of x (N, C, H, W); stride defaults to the window; padding
+    counts as zeros (the divisor is always the window's size)."""
+    return _pool("avg_pool2d", x, window, stride, padding)
 
 
 def getitem(x, index):

@@ -260,3 +260,186 @@ def softmax_axis(x, a, r, b, out):
 @jit
 def log_softmax_axis(x, a, r, b, out):
     _shifted_axis(x, a, r, b, out, False)
+
+
+# ------------------------------------------------------------------ convolution and pooling
+# NCHW arrays; windows start at (a·sh - ph, b·sw - pw) and positions outside the input are
+# padding (zeros for convolutions and average pooling, absent for max pooling). Direct loops,
+# accumulating in float64; each has a NumPy twin in core/ops.py.
+
+@jit
+def conv2d(x, w, out, sh, sw, ph, pw):
+    n_, c_, h_, w_ = x.shape
+    o_, _, kh, kw = w.shape
+    ho, wo = out.shape[2], out.shape[3]
+    for n in range(n_):
+        for o in range(o_):
+            for a in range(ho):
+                for b in range(wo):
+                    total = 0.0
+                    for c in range(c_):
+                        for i in range(kh):
+                            r = a * sh - ph + i
+                            if 0 <= r < h_:
+                                for j in range(kw):
+                                    q = b * sw - pw + j
+                                    if 0 <= q < w_:
+                                        total += x[n, c, r, q] * w[o, c, i, j]
+                    out[n, o, a, b] = total
+
+
+@jit
+def conv2d_input_grad(g, w, out, sh, sw, ph, pw):
+    # the transposed convolution: each cotangent spread back over the window it came from
+    n_, o_, ho, wo = g.shape
+    _, c_, kh, kw = w.shape
+    h_, w_ = out.shape[2], out.shape[3]
+    fill(out, 0.0)
+    for n in range(n_):
+        for o in range(o_):
+            for a in range(ho):
+                for b in range(wo):
+                    v = g[n, o, a, b]
+                    for c in range(c_):
+                        for i in range(kh):
+                            r = a * sh - ph + i
+                            if 0 <= r < h_:
+                                for j in range(kw):
+                                    q = b * sw - pw + j
+                                    if 0 <= q < w_:
+                                        out[n, c, r, q] += v * w[o, c, i, j]
+
+
+@jit
+def conv2d_weight_grad(x, g, out, sh, sw, ph, pw):
+    n_, c_, h_, w_ = x.shape
+    o_, ho, wo = g.shape[1], g.shape[2], g.shape[3]
+    kh, kw = out.shape[2], out.shape[3]
+    for o in range(o_):
+        for c in range(c_):
+            for i in range(kh):
+                for j in range(kw):
+                    total = 0.0
+                    for n in range(n_):
+                        for a in range(ho):
+                            r = a * sh - ph + i
+                            if 0 <= r < h_:
+                                for b in range(wo):
+                                    q = b * sw - pw + j
+                                    if 0 <= q < w_:
+                                        total += x[n, c, r, q] * g[n, o, a, b]
+                    out[o, c, i, j] = total
+
+
+@jit
+def avg_pool2d(x, out, kh, kw, sh, sw, ph, pw):
+    n_, c_, h_, w_ = x.shape
+    ho, wo = out.shape[2], out.shape[3]
+    for n in range(n_):
+        for c in range(c_):
+            for a in range(ho):
+                for b in range(wo):
+                    total = 0.0
+                    for i in range(kh):
+                        r = a * sh - ph + i
+                        if 0 <= r < h_:
+                            for j in range(kw):
+                                q = b * sw - pw + j
+                                if 0 <= q < w_:
+                                    total += x[n, c, r, q]
+                    out[n, c, a, b] = total / (kh * kw)  # padding counts as zeros
+
+
+@jit
+def avg_pool2d_grad(g, out, kh, kw, sh, sw, ph, pw):
+    n_, c_, ho, wo = g.shape
+    h_, w_ = out.shape[2], out.shape[3]
+    fill(out, 0.0)
+    for n in range(n_):
+        for c in range(c_):
+            for a in range(ho):
+                for b in range(wo):
+                    v = g[n, c, a, b] / (kh * kw)
+                    for i in range(kh):
+                        r = a * sh - ph + i
+                        if 0 <= r < h_:
+                            for j in range(kw):
+                                q = b * sw - pw + j
+                                if 0 <= q < w_:
+                                    out[n, c, r, q] += v
+
+
+@jit
+def _window_max(x, n, c, a, b, kh, kw, sh, sw, ph, pw):
+    """(maximum of the window, 1 / how many times it is attained): NaN if the window holds a
+    NaN (the weight then NaN too, as NumPy's 0/0)."""
+    h_, w_ = x.shape[2], x.shape[3]
+    m = -np.inf
+    for i in range(kh):
+        r = a * sh - ph + i
+        if 0 <= r < h_:
+            for j in range(kw):
+                q = b * sw - pw + j
+                if 0 <= q < w_:
+                    v = x[n, c, r, q]
+                    if v != v:
+                        return np.nan, np.nan
+                    if v > m:
+                        m = v
+    count = 0
+    for i in range(kh):
+        r = a * sh - ph + i
+        if 0 <= r < h_:
+            for j in range(kw):
+                q = b * sw - pw + j
+                if 0 <= q < w_ and x[n, c, r, q] == m:
+                    count += 1
+    return m, 1.0 / count
+
+
+@jit
+def max_pool2d(x, out, kh, kw, sh, sw, ph, pw):
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            for a in range(out.shape[2]):
+                for b in range(out.shape[3]):
+                    out[n, c, a, b] = _window_max(x, n, c, a, b, kh, kw, sh, sw, ph, pw)[0]
+
+
+@jit
+def _max_pool2d_route(x, t, out, kh, kw, sh, sw, ph, pw, gather):
+    # gather: out (pooled) = Σ weight · t over each window (the tangent of max pooling);
+    # else: out (input-sized) += weight · t at each window's maxima (the cotangent)
+    h_, w_ = x.shape[2], x.shape[3]
+    ho, wo = (out.shape[2], out.shape[3]) if gather else (t.shape[2], t.shape[3])
+    if not gather:
+        fill(out, 0.0)
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            for a in range(ho):
+                for b in range(wo):
+                    m, weight = _window_max(x, n, c, a, b, kh, kw, sh, sw, ph, pw)
+                    total = 0.0
+                    for i in range(kh):
+                        r = a * sh - ph + i
+                        if 0 <= r < h_:
+                            for j in range(kw):
+                                q = b * sw - pw + j
+                                if 0 <= q < w_:
+                                    hit = weight if x[n, c, r, q] == m or m != m else 0.0
+                                    if gather:
+                                        total += hit * t[n, c, r, q]
+                                    else:
+                                        out[n, c, r, q] += hit * t[n, c, a, b]
+                    if gather:
+                        out[n, c, a, b] = total
+
+
+@jit
+def max_pool2d_grad(x, g, out, kh, kw, sh, sw, ph, pw):
+    _max_pool2d_route(x, g, out, kh, kw, sh, sw, ph, pw, False)
+
+
+@jit
+def max_pool2d_select(x, t, out, kh, kw, sh, sw, ph, pw):
+    _max_pool2d_route(x, t, out, kh, kw, sh, sw, ph, pw, True)

@@ -154,6 +154,103 @@ def _np_softmax(x, axis):
 
 C4 = np.array([0.5, -1.0, 2.0, 0.25])
 
+# Convolution and pooling, by explicit loops over output positions (independent of the
+# sliding-window NumPy code the interpreter runs).
+
+def _ref_windows(x, window, stride, padding, fill=0.0):
+    """{(a, b): the (N, C, kh, kw) patch of window (a, b)} of x padded with `fill`."""
+    (kh, kw), (sh, sw), (ph, pw) = window, stride, padding
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    ho, wo = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
+    return {(a, b): xp[:, :, a * sh:a * sh + kh, b * sw:b * sw + kw]
+            for a in range(ho) for b in range(wo)}, (ho, wo)
+
+
+def _ref_conv2d(x, w, stride, padding):
+    patches, (ho, wo) = _ref_windows(x, w.shape[2:], stride, padding)
+    out = np.zeros((x.shape[0], w.shape[0], ho, wo))
+    for (a, b), patch in patches.items():
+        out[:, :, a, b] = np.tensordot(patch, w, axes=([1, 2, 3], [1, 2, 3]))
+    return out
+
+
+def _ref_spread(values_at, shape, window, stride, padding):
+    """Adds values_at(a, b) (N, C, kh, kw) into a zero array of `shape` at window (a, b)."""
+    (kh, kw), (sh, sw), (ph, pw) = window, stride, padding
+    n, c, h, w = shape
+    out = np.zeros((n, c, h + 2 * ph, w + 2 * pw))
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    for a in range(ho):
+        for b in range(wo):
+            out[:, :, a * sh:a * sh + kh, b * sw:b * sw + kw] += values_at(a, b)
+    return out[:, :, ph:ph + h, pw:pw + w]
+
+
+def _ref_conv2d_input_grad(g, w, stride, padding, in_hw):
+    return _ref_spread(lambda a, b: np.tensordot(g[:, :, a, b], w, axes=([1], [0])),
+                       (g.shape[0], w.shape[1]) + tuple(in_hw), w.shape[2:], stride, padding)
+
+
+def _ref_conv2d_weight_grad(x, g, stride, padding, kernel):
+    patches, _ = _ref_windows(x, kernel, stride, padding)
+    out = np.zeros((g.shape[1], x.shape[1]) + tuple(kernel))
+    for (a, b), patch in patches.items():
+        out += np.tensordot(g[:, :, a, b], patch, axes=([0], [0]))
+    return out
+
+
+def _ref_max_weights(x, window, stride, padding):
+    """{(a, b): (N, C, kh, kw) weights 1/k at the k maxima of each window (padding excluded)}."""
+    patches, _ = _ref_windows(x, window, stride, padding, -np.inf)
+    real, _ = _ref_windows(np.ones((1, 1) + x.shape[2:]), window, stride, padding)
+    weights = {}
+    for key, patch in patches.items():
+        hit = (patch == patch.max(axis=(2, 3), keepdims=True)) & (real[key] > 0)
+        weights[key] = hit / hit.sum(axis=(2, 3), keepdims=True)
+    return weights
+
+
+def _ref_pool(x, window, stride, padding, kind):
+    patches, (ho, wo) = _ref_windows(x, window, stride, padding, -np.inf if kind == "max" else 0.0)
+    out = np.zeros(x.shape[:2] + (ho, wo))
+    for (a, b), patch in patches.items():
+        out[:, :, a, b] = patch.max(axis=(2, 3)) if kind == "max" else patch.mean(axis=(2, 3))
+    return out
+
+
+def _ref_avg_pool2d_grad(g, window, stride, padding, in_hw):
+    area = window[0] * window[1]
+    return _ref_spread(lambda a, b: np.broadcast_to(g[:, :, a, b, None, None] / area,
+                                                    g.shape[:2] + tuple(window)),
+                       g.shape[:2] + tuple(in_hw), window, stride, padding)
+
+
+def _ref_max_pool2d_grad(x, g, window, stride, padding):
+    weights = _ref_max_weights(x, window, stride, padding)
+    return _ref_spread(lambda a, b: weights[a, b] * g[:, :, a, b, None, None], x.shape,
+                       window, stride, padding)
+
+
+def _ref_max_pool2d_select(x, t, window, stride, padding):
+    weights = _ref_max_weights(x, window, stride, padding)
+    patches, (ho, wo) = _ref_windows(t, window, stride, padding)
+    out = np.zeros(x.shape[:2] + (ho, wo))
+    for (a, b), patch in patches.items():
+        out[:, :, a, b] = (weights[a, b] * patch).sum(axis=(2, 3))
+    return out
+
+
+def _conv_op(name, **attrs):
+    return lambda a, b: sg.core.ops.make(name, [a, b], attrs)
+
+
+def _pool_op(name, arity, **attrs):
+    return lambda *xs: sg.core.ops.make(name, list(xs[:arity]), attrs)
+
+
+POOL = dict(window=(2, 3), stride=(2, 1), padding=(1, 1))
+
+
 E = Entry
 TABLE = [
     # --- arithmetic, same shapes
@@ -324,6 +421,35 @@ TABLE = [
       ((3, 4),), dtypes=(F32,), eps=1e-3, rtol=1e-3),
     E("cast-down", lambda a: sg.square(sg.cast(a, F32)),
       lambda a: np.square(a.astype(F32)), ((3, 4),), dtypes=(F64,), eps=1e-2, rtol=1e-3),
+    # --- convolution and pooling (NCHW); odd sizes, stride > kernel, padding, batch unknown
+    E("conv2d", lambda x, w: sg.conv2d(x, w, stride=(2, 1), padding=1),
+      lambda x, w: _ref_conv2d(x, w, (2, 1), (1, 1)), ((None, 2, 5, 4), (3, 2, 3, 2)),
+      compile32=True),
+    E("conv2d-same", lambda x, w: sg.conv2d(x, w, padding="same"),
+      lambda x, w: _ref_conv2d(x, w, (1, 1), (1, 1)), ((2, 1, 4, 5), (2, 1, 3, 3))),
+    E("conv2d-stride-beyond-kernel", lambda x, w: sg.conv2d(x, w, stride=3),
+      lambda x, w: _ref_conv2d(x, w, (3, 3), (0, 0)), ((1, 3, 7, 8), (2, 3, 2, 2))),
+    E("conv2d_input_grad", _conv_op("conv2d_input_grad", stride=(2, 1), padding=(1, 1), in_hw=(5, 4)),
+      lambda g, w: _ref_conv2d_input_grad(g, w, (2, 1), (1, 1), (5, 4)),
+      ((None, 3, 3, 5), (3, 2, 3, 2))),
+    E("conv2d_weight_grad", _conv_op("conv2d_weight_grad", stride=(2, 1), padding=(1, 1), kernel=(3, 2)),
+      lambda x, g: _ref_conv2d_weight_grad(x, g, (2, 1), (1, 1), (3, 2)),
+      ((2, 2, 5, 4), (2, 3, 3, 5))),
+    E("avg_pool2d", lambda x: sg.avg_pool2d(x, **POOL), lambda x: _ref_pool(x, kind="avg", **POOL),
+      ((None, 2, 5, 6),), hessian="zero", compile32=True),
+    E("avg_pool2d_grad", _pool_op("avg_pool2d_grad", 1, in_hw=(5, 6), **POOL),
+      lambda g: _ref_avg_pool2d_grad(g, in_hw=(5, 6), **POOL), ((None, 2, 3, 6),), hessian="zero"),
+    E("max_pool2d", lambda x: sg.max_pool2d(x, **POOL), lambda x: _ref_pool(x, kind="max", **POOL),
+      ((None, 2, 5, 6),), each(_distinct), hessian="zero", compile32=True),
+    E("max_pool2d-default-stride", lambda x: sg.max_pool2d(x, 2),
+      lambda x: _ref_pool(x, (2, 2), (2, 2), (0, 0), "max"), ((3, 1, 5, 4),), each(_distinct),
+      hessian="zero"),
+    E("max_pool2d_grad", _pool_op("max_pool2d_grad", 2, in_hw=(5, 6), **POOL),
+      lambda x, g: _ref_max_pool2d_grad(x, g, **POOL), ((2, 2, 5, 6), (2, 2, 3, 6)),
+      each(_distinct, _normal), wrt=(1,), hessian="zero"),
+    E("max_pool2d_select", _pool_op("max_pool2d_select", 2, **POOL),
+      lambda x, t: _ref_max_pool2d_select(x, t, **POOL), ((2, 2, 5, 6), (2, 2, 5, 6)),
+      each(_distinct, _normal), wrt=(1,), hessian="zero"),
     # --- ops users define (symgrad.extend; tests/extension_ops.py): the same checks
     E("ext-swish", extension_ops.swish, lambda a: a * _sigmoid(a), ((None, 4),), compile32=True),
     E("ext-cumsum", lambda a: extension_ops.cumsum(a, reverse=0),

@@ -1,0 +1,86 @@
+"""Convolution and pooling beyond the op table (test_ops.py checks values, vjp, jvp and HVPs):
+batches of 0 and 1, the errors that state the output-size formula, max pooling's tie and NaN
+rules, and a small CNN whose compiled train step agrees with the interpreter."""
+import numpy as np
+import pytest
+
+import symgrad as sg
+
+
+def _cnn(batch_shape=(None, 1, 8, 8)):
+    rng = np.random.default_rng(0)
+    x = sg.placeholder("x", batch_shape, "float64")
+    w1 = sg.Variable(rng.normal(0, 0.5, (4, 1, 3, 3)), name="w1")
+    w2 = sg.Variable(rng.normal(0, 0.3, (4 * 2 * 2, 3)), name="w2")
+    h = sg.relu(sg.conv2d(x, w1, padding="same"))
+    h = sg.avg_pool2d(sg.max_pool2d(h, 2), 2)          # (N, 4, 2, 2)
+    logits = sg.reshape(h, (-1, 16)) @ w2
+    return x, (w1, w2), logits
+
+
+@pytest.mark.parametrize("batch", [0, 1, 3])
+def test_compiled_cnn_agrees_with_the_interpreter_at_any_batch(batch):
+    x, params, logits = _cnn()
+    loss = sg.sum(logits * logits)
+    grads = sg.gradients(loss, list(params))
+    f = sg.function([x], [logits, *grads], background=False)
+    xb = np.random.default_rng(batch).standard_normal((batch, 1, 8, 8))
+    for got, want in zip(f(xb), sg.evaluate([logits, *grads], {x: xb})):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        assert got.shape == want.shape
+
+
+def test_a_small_cnn_learns_with_a_compiled_train_step():
+    x, params, logits = _cnn()
+    y = sg.placeholder("y", (None, 3), "float64")
+    loss = sg.nn.softmax_cross_entropy(logits, y, labels_sum_to_one=True)
+    step = sg.function([x, y], loss, updates=[(p, p - 0.5 * sg.grad(loss, p)) for p in params],
+                       background=False)
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 60)
+    images = rng.normal(0, 0.3, (60, 1, 8, 8))
+    for k in range(3):  # class k lights up a quadrant
+        images[labels == k, 0, (k % 2) * 4:(k % 2) * 4 + 4, (k // 2) * 4:(k // 2) * 4 + 4] += 1.5
+    targets = np.eye(3)[labels]
+    losses = [float(step(images, targets)) for _ in range(60)]
+    assert losses[-1] < 0.25 * losses[0], losses[::10]
+
+
+def test_shape_errors_state_the_output_size_formula():
+    x = sg.placeholder("x", (None, 2, 4, 4), "float32")
+    with pytest.raises(sg.ShapeError, match=r"\(4 \+ 2·0 - 5\) // 1 \+ 1 = 0"):
+        sg.conv2d(x, sg.placeholder("w", (3, 2, 5, 5), "float32"))
+    with pytest.raises(sg.ShapeError, match="filters must be"):
+        sg.conv2d(x, sg.placeholder("w3", (3, 1, 3, 3), "float32"))
+    with pytest.raises(sg.ShapeError, match="NCHW"):
+        sg.conv2d(sg.placeholder("v", (4, 4), "float32"), sg.placeholder("w4", (1, 1, 1, 1), "float32"))
+    with pytest.raises(sg.ShapeError, match="odd window"):
+        sg.conv2d(x, sg.placeholder("w2", (3, 2, 2, 2), "float32"), padding="same")
+    with pytest.raises(sg.ShapeError, match="more than half the window"):
+        sg.max_pool2d(x, 2, padding=2)
+    with pytest.raises(sg.ShapeError, match="stride must be >= 1"):
+        sg.avg_pool2d(x, 2, stride=0)
+
+
+def test_max_pooling_splits_the_gradient_among_ties_and_keeps_nan():
+    x = sg.placeholder("x", (1, 1, 2, 2), "float64")
+    g = sg.grad(sg.sum(sg.max_pool2d(x, 2) * 3.0), x)
+    f = sg.function([x], [sg.max_pool2d(x, 2), g], background=False)
+    tied = np.array([[[[1.0, 5.0], [5.0, 2.0]]]])
+    for value, grad in (f(tied), sg.evaluate([sg.max_pool2d(x, 2), g], {x: tied})):
+        np.testing.assert_array_equal(value, [[[[5.0]]]])
+        np.testing.assert_array_equal(grad, [[[[0.0, 1.5], [1.5, 0.0]]]])  # 3 split in two
+    with_nan = np.array([[[[1.0, np.nan], [5.0, 2.0]]]])
+    value, grad = f(with_nan)
+    ref_value, ref_grad = sg.evaluate([sg.max_pool2d(x, 2), g], {x: with_nan})
+    assert np.isnan(value).all() and np.isnan(ref_value).all()
+    np.testing.assert_array_equal(np.isnan(grad), np.isnan(ref_grad))
+
+
+def test_padding_never_wins_a_max_pool():
+    x = sg.placeholder("x", (1, 1, 3, 3), "float64")
+    f = sg.function([x], sg.max_pool2d(x, 3, stride=1, padding=1), background=False)
+    negative = -np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+    np.testing.assert_array_equal(f(negative), sg.evaluate(sg.max_pool2d(x, 3, stride=1, padding=1),
+                                                           {x: negative}))
+    assert f(negative).max() == -1.0  # not the zeros of the padding
