@@ -1223,12 +1223,61 @@ def _batch_dims(node, args):
     return [d if d is not None else f"{args[0]}.shape[0]" for d in node.shape]
 
 
-def _emit_conv(kernel):
-    def emit(code, node, out, args):
-        (sh, sw), (ph, pw) = node.attrs["stride"], node.attrs["padding"]
-        code.compute(node, out, _batch_dims(node, args),
-                     f"kernels.{kernel}({{0}}, {{1}}, {{2}}, {sh}, {sw}, {ph}, {pw})", args[0], args[1])
-    return emit
+# Lowering: im2col. The windows of the input become the rows of a matrix `cols` (N·Ho·Wo rows,
+# C·kh·kw columns), so each op is one BLAS product between cheap copies:
+#   conv2d:              rows = cols · Wᵀ (N·Ho·Wo × O), then to NCHW;
+#   conv2d_weight_grad:  W' = gᵀ · cols, with g as rows (N·Ho·Wo × O);
+#   conv2d_input_grad:   cols' = g · W, added back into the input's shape (col2im).
+# The column matrix is N·Ho·Wo·C·kh·kw values (LeNet-5's first layer at batch 128: 10 MB).
+
+def _emit_conv2d(code, node, out, args):
+    x, w = node.inputs
+    c, (o, _, kh, kw) = x.shape[1], w.shape
+    (sh, sw), (ph, pw) = node.attrs["stride"], node.attrs["padding"]
+    geometry = f"{kh}, {kw}, {sh}, {sw}, {ph}, {pw}"
+    positions = f"{args[0]}.shape[0] * {node.shape[2] * node.shape[3]}"
+    code.line(f"{out}_cols = step.new(({positions}, {c * kh * kw}), {node.dtype!r})")
+    code.call(f"kernels.im2col({{0}}, {{1}}, {geometry})", args[0], f"{out}_cols")
+    code.line(f"{out}_rows = step.new(({positions}, {o}), {node.dtype!r})")
+    code.call("kernels.product({0}, {1}, {2})", f"{out}_cols",
+              f"{args[1]}.reshape(({o}, {c * kh * kw})).T", f"{out}_rows")
+    code.line(f"{out} = {code.alloc(node, out, _batch_dims(node, args))}")
+    code.call("kernels.rows_to_channels({0}, {1})", f"{out}_rows",
+              f"{out}.reshape(({args[0]}.shape[0], {o}, {node.shape[2] * node.shape[3]}))")
+
+
+def _emit_conv2d_weight_grad(code, node, out, args):
+    x, g = node.inputs
+    (o, c, kh, kw) = node.shape
+    (sh, sw), (ph, pw) = node.attrs["stride"], node.attrs["padding"]
+    geometry = f"{kh}, {kw}, {sh}, {sw}, {ph}, {pw}"
+    area = g.shape[2] * g.shape[3]
+    positions = f"{args[0]}.shape[0] * {area}"
+    code.line(f"{out}_cols = step.new(({positions}, {c * kh * kw}), {node.dtype!r})")
+    code.call(f"kernels.im2col({{0}}, {{1}}, {geometry})", args[0], f"{out}_cols")
+    code.line(f"{out}_rows = step.new(({positions}, {o}), {node.dtype!r})")
+    code.call("kernels.channels_to_rows({0}, {1})",
+              f"{args[1]}.reshape(({args[1]}.shape[0], {o}, {area}))", f"{out}_rows")
+    code.line(f"{out} = {code.alloc(node, out, list(node.shape))}")
+    code.call("kernels.product({0}, {1}, {2})", f"{out}_rows.T", f"{out}_cols",
+              f"{out}.reshape(({o}, {c * kh * kw}))")
+
+
+def _emit_conv2d_input_grad(code, node, out, args):
+    g, w = node.inputs
+    (o, c, kh, kw) = w.shape
+    (sh, sw), (ph, pw) = node.attrs["stride"], node.attrs["padding"]
+    geometry = f"{kh}, {kw}, {sh}, {sw}, {ph}, {pw}"
+    area = g.shape[2] * g.shape[3]
+    positions = f"{args[0]}.shape[0] * {area}"
+    code.line(f"{out}_rows = step.new(({positions}, {o}), {node.dtype!r})")
+    code.call("kernels.channels_to_rows({0}, {1})",
+              f"{args[0]}.reshape(({args[0]}.shape[0], {o}, {area}))", f"{out}_rows")
+    code.line(f"{out}_cols = step.new(({positions}, {c * kh * kw}), {node.dtype!r})")
+    code.call("kernels.product({0}, {1}, {2})", f"{out}_rows",
+              f"{args[1]}.reshape(({o}, {c * kh * kw}))", f"{out}_cols")
+    code.line(f"{out} = {code.alloc(node, out, _batch_dims(node, args))}")
+    code.call(f"kernels.col2im({{0}}, {{1}}, {geometry})", f"{out}_cols", out)
 
 
 def _batch_sizes(node, axes):
@@ -1237,14 +1286,14 @@ def _batch_sizes(node, axes):
 
 
 register(Op("conv2d", infer=_infer_conv2d, numpy=_np_conv2d, vjp=_vjp_conv2d,
-            jvp=_bilinear_jvp, emit=_emit_conv("conv2d"), writes_output=True,
+            jvp=_bilinear_jvp, emit=_emit_conv2d, writes_output=True,
             size_source=_batch_sizes))
 register(Op("conv2d_input_grad", infer=_infer_conv2d_input_grad, numpy=_np_conv2d_input_grad,
             vjp=_vjp_conv2d_input_grad, jvp=_bilinear_jvp,
-            emit=_emit_conv("conv2d_input_grad"), writes_output=True, size_source=_batch_sizes))
+            emit=_emit_conv2d_input_grad, writes_output=True, size_source=_batch_sizes))
 register(Op("conv2d_weight_grad", infer=_infer_conv2d_weight_grad,
             numpy=_np_conv2d_weight_grad, vjp=_vjp_conv2d_weight_grad, jvp=_bilinear_jvp,
-            emit=_emit_conv("conv2d_weight_grad"), writes_output=True))
+            emit=_emit_conv2d_weight_grad, writes_output=True))
 
 
 # ---------------------------------------------------------------------------- pooling

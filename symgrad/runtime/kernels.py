@@ -264,72 +264,9 @@ def log_softmax_axis(x, a, r, b, out):
 
 # ------------------------------------------------------------------ convolution and pooling
 # NCHW arrays; windows start at (a·sh - ph, b·sw - pw) and positions outside the input are
-# padding (zeros for convolutions and average pooling, absent for max pooling). Direct loops,
-# accumulating in float64; each has a NumPy twin in core/ops.py.
-
-@jit
-def conv2d(x, w, out, sh, sw, ph, pw):
-    n_, c_, h_, w_ = x.shape
-    o_, _, kh, kw = w.shape
-    ho, wo = out.shape[2], out.shape[3]
-    for n in range(n_):
-        for o in range(o_):
-            for a in range(ho):
-                for b in range(wo):
-                    total = 0.0
-                    for c in range(c_):
-                        for i in range(kh):
-                            r = a * sh - ph + i
-                            if 0 <= r < h_:
-                                for j in range(kw):
-                                    q = b * sw - pw + j
-                                    if 0 <= q < w_:
-                                        total += x[n, c, r, q] * w[o, c, i, j]
-                    out[n, o, a, b] = total
-
-
-@jit
-def conv2d_input_grad(g, w, out, sh, sw, ph, pw):
-    # the transposed convolution: each cotangent spread back over the window it came from
-    n_, o_, ho, wo = g.shape
-    _, c_, kh, kw = w.shape
-    h_, w_ = out.shape[2], out.shape[3]
-    fill(out, 0.0)
-    for n in range(n_):
-        for o in range(o_):
-            for a in range(ho):
-                for b in range(wo):
-                    v = g[n, o, a, b]
-                    for c in range(c_):
-                        for i in range(kh):
-                            r = a * sh - ph + i
-                            if 0 <= r < h_:
-                                for j in range(kw):
-                                    q = b * sw - pw + j
-                                    if 0 <= q < w_:
-                                        out[n, c, r, q] += v * w[o, c, i, j]
-
-
-@jit
-def conv2d_weight_grad(x, g, out, sh, sw, ph, pw):
-    n_, c_, h_, w_ = x.shape
-    o_, ho, wo = g.shape[1], g.shape[2], g.shape[3]
-    kh, kw = out.shape[2], out.shape[3]
-    for o in range(o_):
-        for c in range(c_):
-            for i in range(kh):
-                for j in range(kw):
-                    total = 0.0
-                    for n in range(n_):
-                        for a in range(ho):
-                            r = a * sh - ph + i
-                            if 0 <= r < h_:
-                                for b in range(wo):
-                                    q = b * sw - pw + j
-                                    if 0 <= q < w_:
-                                        total += x[n, c, r, q] * g[n, o, a, b]
-                    out[o, c, i, j] = total
-
+# padding (zeros for convolutions and average pooling, absent for max pooling). Pooling is
+# direct loops, accumulating in float64; convolutions are matrix products around im2col
+# (below). Each op has a NumPy twin in core/ops.py.
 
 @jit
 def avg_pool2d(x, out, kh, kw, sh, sw, ph, pw):
@@ -370,40 +307,24 @@ def avg_pool2d_grad(g, out, kh, kw, sh, sw, ph, pw):
 
 
 @jit
-def _window_max(x, n, c, a, b, kh, kw, sh, sw, ph, pw):
-    """(maximum of the window, 1 / how many times it is attained): NaN if the window holds a
-    NaN (the weight then NaN too, as NumPy's 0/0)."""
-    h_, w_ = x.shape[2], x.shape[3]
-    m = -np.inf
-    for i in range(kh):
-        r = a * sh - ph + i
-        if 0 <= r < h_:
-            for j in range(kw):
-                q = b * sw - pw + j
-                if 0 <= q < w_:
-                    v = x[n, c, r, q]
-                    if v != v:
-                        return np.nan, np.nan
-                    if v > m:
-                        m = v
-    count = 0
-    for i in range(kh):
-        r = a * sh - ph + i
-        if 0 <= r < h_:
-            for j in range(kw):
-                q = b * sw - pw + j
-                if 0 <= q < w_ and x[n, c, r, q] == m:
-                    count += 1
-    return m, 1.0 / count
-
-
-@jit
 def max_pool2d(x, out, kh, kw, sh, sw, ph, pw):
+    # the maximum alone (no tie count): a NaN, once met, stays (v > NaN is false)
+    h_, w_ = x.shape[2], x.shape[3]
     for n in range(x.shape[0]):
         for c in range(x.shape[1]):
             for a in range(out.shape[2]):
                 for b in range(out.shape[3]):
-                    out[n, c, a, b] = _window_max(x, n, c, a, b, kh, kw, sh, sw, ph, pw)[0]
+                    m = -np.inf
+                    for i in range(kh):
+                        r = a * sh - ph + i
+                        if 0 <= r < h_:
+                            for j in range(kw):
+                                q = b * sw - pw + j
+                                if 0 <= q < w_:
+                                    v = x[n, c, r, q]
+                                    if v > m or v != v:
+                                        m = v
+                    out[n, c, a, b] = m
 
 
 @jit
@@ -418,7 +339,27 @@ def _max_pool2d_route(x, t, out, kh, kw, sh, sw, ph, pw, gather):
         for c in range(x.shape[1]):
             for a in range(ho):
                 for b in range(wo):
-                    m, weight = _window_max(x, n, c, a, b, kh, kw, sh, sw, ph, pw)
+                    # the window's maximum (NaN if it holds one), then how often it is hit
+                    m = -np.inf
+                    for i in range(kh):
+                        r = a * sh - ph + i
+                        if 0 <= r < h_:
+                            for j in range(kw):
+                                q = b * sw - pw + j
+                                if 0 <= q < w_:
+                                    v = x[n, c, r, q]
+                                    if v > m or v != v:
+                                        m = v
+                    count = 0
+                    for i in range(kh):
+                        r = a * sh - ph + i
+                        if 0 <= r < h_:
+                            for j in range(kw):
+                                q = b * sw - pw + j
+                                if 0 <= q < w_ and x[n, c, r, q] == m:
+                                    count += 1
+                    # 1/k among k tied maxima; NaN throughout a window holding a NaN
+                    weight = 1.0 / count if count else np.nan
                     total = 0.0
                     for i in range(kh):
                         r = a * sh - ph + i
@@ -443,3 +384,73 @@ def max_pool2d_grad(x, g, out, kh, kw, sh, sw, ph, pw):
 @jit
 def max_pool2d_select(x, t, out, kh, kw, sh, sw, ph, pw):
     _max_pool2d_route(x, t, out, kh, kw, sh, sw, ph, pw, True)
+
+
+# im2col: the windows of a convolution as the rows of a matrix, so the convolution and its
+# gradients are matrix products (one BLAS call each) around cheap copies.
+
+@jit
+def im2col(x, cols, kh, kw, sh, sw, ph, pw):
+    """cols[(n·Ho + a)·Wo + b, (c·kh + i)·kw + j] = x[n, c, a·sh - ph + i, b·sw - pw + j]
+    (0 in the padding): one row per output position, one column per filter tap."""
+    n_, c_, h_, w_ = x.shape
+    ho = (h_ + 2 * ph - kh) // sh + 1
+    wo = (w_ + 2 * pw - kw) // sw + 1
+    for n in range(n_):
+        for a in range(ho):
+            for b in range(wo):
+                row = (n * ho + a) * wo + b
+                for c in range(c_):
+                    for i in range(kh):
+                        r = a * sh - ph + i
+                        base = (c * kh + i) * kw
+                        if 0 <= r < h_:
+                            for j in range(kw):
+                                q = b * sw - pw + j
+                                cols[row, base + j] = x[n, c, r, q] if 0 <= q < w_ else 0
+                        else:
+                            for j in range(kw):
+                                cols[row, base + j] = 0
+
+
+@jit
+def col2im(cols, out, kh, kw, sh, sw, ph, pw):
+    """The adjoint of im2col: each entry of `cols` added into `out` (N, C, H, W) where im2col
+    read it (padding dropped)."""
+    n_, c_, h_, w_ = out.shape
+    ho = (h_ + 2 * ph - kh) // sh + 1
+    wo = (w_ + 2 * pw - kw) // sw + 1
+    fill(out, 0.0)
+    for n in range(n_):
+        for a in range(ho):
+            for b in range(wo):
+                row = (n * ho + a) * wo + b
+                for c in range(c_):
+                    for i in range(kh):
+                        r = a * sh - ph + i
+                        if 0 <= r < h_:
+                            base = (c * kh + i) * kw
+                            for j in range(kw):
+                                q = b * sw - pw + j
+                                if 0 <= q < w_:
+                                    out[n, c, r, q] += cols[row, base + j]
+
+
+@jit
+def rows_to_channels(rows, out):
+    """out[n, o, p] = rows[n·P + p, o]: (N·P, O) position-major rows to NCHW (N, O, P)."""
+    n_, o_, p_ = out.shape
+    for n in range(n_):
+        for p in range(p_):
+            for o in range(o_):
+                out[n, o, p] = rows[n * p_ + p, o]
+
+
+@jit
+def channels_to_rows(x, rows):
+    """rows[n·P + p, o] = x[n, o, p]: the inverse of rows_to_channels."""
+    n_, o_, p_ = x.shape
+    for n in range(n_):
+        for o in range(o_):
+            for p in range(p_):
+                rows[n * p_ + p, o] = x[n, o, p]
