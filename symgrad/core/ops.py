@@ -1230,52 +1230,63 @@ def _batch_dims(node, args):
 #   conv2d_input_grad:   cols' = g · W, added back into the input's shape (col2im).
 # The column matrix is N·Ho·Wo·C·kh·kw values (LeNet-5's first layer at batch 128: 10 MB).
 
-def _emit_conv2d(code, node, out, args):
-    x, w = node.inputs
-    c, (o, _, kh, kw) = x.shape[1], w.shape
+def _im2col_geometry(node, filters):
+    """(kh, kw, the geometry operands of im2col/col2im as code, C·kh·kw) for `filters`'
+    shape (O, C, kh, kw)."""
     (sh, sw), (ph, pw) = node.attrs["stride"], node.attrs["padding"]
-    geometry = f"{kh}, {kw}, {sh}, {sw}, {ph}, {pw}"
-    positions = f"{args[0]}.shape[0] * {node.shape[2] * node.shape[3]}"
-    code.line(f"{out}_cols = step.new(({positions}, {c * kh * kw}), {node.dtype!r})")
-    code.call(f"kernels.im2col({{0}}, {{1}}, {geometry})", args[0], f"{out}_cols")
+    _, c, kh, kw = filters
+    return f"{kh}, {kw}, {sh}, {sw}, {ph}, {pw}", c * kh * kw
+
+
+def _emit_columns(code, node, out, image, positions, filters):
+    """`{out}_cols`: im2col of the array `image` (positions × C·kh·kw)."""
+    geometry, taps = _im2col_geometry(node, filters)
+    code.line(f"{out}_cols = step.new(({positions}, {taps}), {node.dtype!r})")
+    code.call(f"kernels.im2col({{0}}, {{1}}, {geometry})", image, f"{out}_cols")
+    return f"{out}_cols"
+
+
+def _emit_rows(code, node, out, channels, positions, o, area):
+    """`{out}_rows`: the NCHW array `channels` (N, O, Ho, Wo) as rows (N·Ho·Wo × O)."""
     code.line(f"{out}_rows = step.new(({positions}, {o}), {node.dtype!r})")
-    code.call("kernels.product({0}, {1}, {2})", f"{out}_cols",
-              f"{args[1]}.reshape(({o}, {c * kh * kw})).T", f"{out}_rows")
+    code.call("kernels.channels_to_rows({0}, {1})",
+              f"{channels}.reshape(({channels}.shape[0], {o}, {area}))", f"{out}_rows")
+    return f"{out}_rows"
+
+
+def _emit_conv2d(code, node, out, args):
+    o, area = node.shape[1], node.shape[2] * node.shape[3]
+    positions = f"{args[0]}.shape[0] * {area}"
+    cols = _emit_columns(code, node, out, args[0], positions, node.inputs[1].shape)
+    _, taps = _im2col_geometry(node, node.inputs[1].shape)
+    code.line(f"{out}_rows = step.new(({positions}, {o}), {node.dtype!r})")
+    code.call("kernels.product({0}, {1}, {2})", cols, f"{args[1]}.reshape(({o}, {taps})).T",
+              f"{out}_rows")
     code.line(f"{out} = {code.alloc(node, out, _batch_dims(node, args))}")
     code.call("kernels.rows_to_channels({0}, {1})", f"{out}_rows",
-              f"{out}.reshape(({args[0]}.shape[0], {o}, {node.shape[2] * node.shape[3]}))")
+              f"{out}.reshape(({args[0]}.shape[0], {o}, {area}))")
 
 
 def _emit_conv2d_weight_grad(code, node, out, args):
-    x, g = node.inputs
-    (o, c, kh, kw) = node.shape
-    (sh, sw), (ph, pw) = node.attrs["stride"], node.attrs["padding"]
-    geometry = f"{kh}, {kw}, {sh}, {sw}, {ph}, {pw}"
-    area = g.shape[2] * g.shape[3]
+    g = node.inputs[1]
+    o, area = node.shape[0], g.shape[2] * g.shape[3]
     positions = f"{args[0]}.shape[0] * {area}"
-    code.line(f"{out}_cols = step.new(({positions}, {c * kh * kw}), {node.dtype!r})")
-    code.call(f"kernels.im2col({{0}}, {{1}}, {geometry})", args[0], f"{out}_cols")
-    code.line(f"{out}_rows = step.new(({positions}, {o}), {node.dtype!r})")
-    code.call("kernels.channels_to_rows({0}, {1})",
-              f"{args[1]}.reshape(({args[1]}.shape[0], {o}, {area}))", f"{out}_rows")
+    cols = _emit_columns(code, node, out, args[0], positions, node.shape)
+    rows = _emit_rows(code, node, out, args[1], positions, o, area)
+    _, taps = _im2col_geometry(node, node.shape)
     code.line(f"{out} = {code.alloc(node, out, list(node.shape))}")
-    code.call("kernels.product({0}, {1}, {2})", f"{out}_rows.T", f"{out}_cols",
-              f"{out}.reshape(({o}, {c * kh * kw}))")
+    code.call("kernels.product({0}, {1}, {2})", f"{rows}.T", cols, f"{out}.reshape(({o}, {taps}))")
 
 
 def _emit_conv2d_input_grad(code, node, out, args):
     g, w = node.inputs
-    (o, c, kh, kw) = w.shape
-    (sh, sw), (ph, pw) = node.attrs["stride"], node.attrs["padding"]
-    geometry = f"{kh}, {kw}, {sh}, {sw}, {ph}, {pw}"
-    area = g.shape[2] * g.shape[3]
+    o, area = w.shape[0], g.shape[2] * g.shape[3]
     positions = f"{args[0]}.shape[0] * {area}"
-    code.line(f"{out}_rows = step.new(({positions}, {o}), {node.dtype!r})")
-    code.call("kernels.channels_to_rows({0}, {1})",
-              f"{args[0]}.reshape(({args[0]}.shape[0], {o}, {area}))", f"{out}_rows")
-    code.line(f"{out}_cols = step.new(({positions}, {c * kh * kw}), {node.dtype!r})")
-    code.call("kernels.product({0}, {1}, {2})", f"{out}_rows",
-              f"{args[1]}.reshape(({o}, {c * kh * kw}))", f"{out}_cols")
+    rows = _emit_rows(code, node, out, args[0], positions, o, area)
+    geometry, taps = _im2col_geometry(node, w.shape)
+    code.line(f"{out}_cols = step.new(({positions}, {taps}), {node.dtype!r})")
+    code.call("kernels.product({0}, {1}, {2})", rows, f"{args[1]}.reshape(({o}, {taps}))",
+              f"{out}_cols")
     code.line(f"{out} = {code.alloc(node, out, _batch_dims(node, args))}")
     code.call(f"kernels.col2im({{0}}, {{1}}, {geometry})", f"{out}_cols", out)
 
@@ -1396,15 +1407,6 @@ register(Op("max_pool2d", infer=_infer_pool("max_pool2d"), numpy=_np_max_pool2d,
             jvp=lambda node, tangents: make("max_pool2d_select", [node.inputs[0], tangents[0]],
                                             _pool_attrs(node)) if tangents[0] is not None else None,
             emit=_emit_pool("max_pool2d", 1), writes_output=True, size_source=_batch_sizes))
-# Where each window attains its maximum is constant almost everywhere: no derivative flows
-# to x through the two ops below, which are linear in their second input.
-register(Op("max_pool2d_grad", infer=_infer_pool_grad("max_pool2d_grad"),
-            numpy=_np_max_pool2d_grad,
-            vjp=lambda node, c, wanted: [None, make("max_pool2d_select", [node.inputs[0], c],
-                                                    _pool_attrs(node)) if wanted[1] else None],
-            jvp=lambda node, tangents: make(node.op, [node.inputs[0], tangents[1]], node.attrs)
-            if tangents[1] is not None else None,
-            emit=_emit_pool("max_pool2d_grad", 2), writes_output=True, size_source=_batch_sizes))
 def _infer_max_pool2d_select(inputs, attrs):
     x, t = inputs
     if t.ndim != x.ndim or any(_merge_dim(a, b) is False for a, b in zip(x.shape, t.shape)):
@@ -1413,13 +1415,25 @@ def _infer_max_pool2d_select(inputs, attrs):
     return _infer_pool("max_pool2d_select")([x], attrs)
 
 
+def _jvp_routing(node, tangents):
+    """Where each window attains its maximum is constant almost everywhere: no derivative
+    flows to x through max_pool2d_grad and max_pool2d_select, which are linear in their
+    second input."""
+    return make(node.op, [node.inputs[0], tangents[1]], node.attrs) if tangents[1] is not None else None
+
+
+register(Op("max_pool2d_grad", infer=_infer_pool_grad("max_pool2d_grad"),
+            numpy=_np_max_pool2d_grad,
+            vjp=lambda node, c, wanted: [None, make("max_pool2d_select", [node.inputs[0], c],
+                                                    _pool_attrs(node)) if wanted[1] else None],
+            jvp=_jvp_routing, emit=_emit_pool("max_pool2d_grad", 2), writes_output=True,
+            size_source=_batch_sizes))
 register(Op("max_pool2d_select", infer=_infer_max_pool2d_select,
             numpy=_np_max_pool2d_select,
             vjp=lambda node, c, wanted: [None, make("max_pool2d_grad", [node.inputs[0], c],
                                                     _pool_grad_attrs(node)) if wanted[1] else None],
-            jvp=lambda node, tangents: make(node.op, [node.inputs[0], tangents[1]], node.attrs)
-            if tangents[1] is not None else None,
-            emit=_emit_pool("max_pool2d_select", 2), writes_output=True, size_source=_batch_sizes))
+            jvp=_jvp_routing, emit=_emit_pool("max_pool2d_select", 2), writes_output=True,
+            size_source=_batch_sizes))
 
 
 # ============================================================================ builders

@@ -269,68 +269,39 @@ def log_softmax_axis(x, a, r, b, out):
 # (below). Each op has a NumPy twin in core/ops.py.
 
 @jit
-def avg_pool2d(x, out, kh, kw, sh, sw, ph, pw):
-    n_, c_, h_, w_ = x.shape
-    ho, wo = out.shape[2], out.shape[3]
-    for n in range(n_):
-        for c in range(c_):
-            for a in range(ho):
-                for b in range(wo):
-                    total = 0.0
-                    for i in range(kh):
-                        r = a * sh - ph + i
-                        if 0 <= r < h_:
-                            for j in range(kw):
-                                q = b * sw - pw + j
-                                if 0 <= q < w_:
-                                    total += x[n, c, r, q]
-                    out[n, c, a, b] = total / (kh * kw)  # padding counts as zeros
-
-
-@jit
-def avg_pool2d_grad(g, out, kh, kw, sh, sw, ph, pw):
-    n_, c_, ho, wo = g.shape
-    h_, w_ = out.shape[2], out.shape[3]
-    fill(out, 0.0)
-    for n in range(n_):
-        for c in range(c_):
-            for a in range(ho):
-                for b in range(wo):
-                    v = g[n, c, a, b] / (kh * kw)
-                    for i in range(kh):
-                        r = a * sh - ph + i
-                        if 0 <= r < h_:
-                            for j in range(kw):
-                                q = b * sw - pw + j
-                                if 0 <= q < w_:
-                                    out[n, c, r, q] += v
+def _window_peak(x, n, c, a, b, kh, kw, sh, sw, ph, pw):
+    """The maximum of window (a, b) of x[n, c], padding never counted; NaN if it holds a NaN
+    (once met, NaN stays: v > NaN is false)."""
+    h_, w_ = x.shape[2], x.shape[3]
+    m = -np.inf
+    for i in range(kh):
+        r = a * sh - ph + i
+        if 0 <= r < h_:
+            for j in range(kw):
+                q = b * sw - pw + j
+                if 0 <= q < w_:
+                    v = x[n, c, r, q]
+                    if v > m or v != v:
+                        m = v
+    return m
 
 
 @jit
 def max_pool2d(x, out, kh, kw, sh, sw, ph, pw):
-    # the maximum alone (no tie count): a NaN, once met, stays (v > NaN is false)
-    h_, w_ = x.shape[2], x.shape[3]
     for n in range(x.shape[0]):
         for c in range(x.shape[1]):
             for a in range(out.shape[2]):
                 for b in range(out.shape[3]):
-                    m = -np.inf
-                    for i in range(kh):
-                        r = a * sh - ph + i
-                        if 0 <= r < h_:
-                            for j in range(kw):
-                                q = b * sw - pw + j
-                                if 0 <= q < w_:
-                                    v = x[n, c, r, q]
-                                    if v > m or v != v:
-                                        m = v
-                    out[n, c, a, b] = m
+                    out[n, c, a, b] = _window_peak(x, n, c, a, b, kh, kw, sh, sw, ph, pw)
 
 
 @jit
-def _max_pool2d_route(x, t, out, kh, kw, sh, sw, ph, pw, gather):
-    # gather: out (pooled) = Σ weight · t over each window (the tangent of max pooling);
-    # else: out (input-sized) += weight · t at each window's maxima (the cotangent)
+def _pool2d_route(x, t, out, kh, kw, sh, sw, ph, pw, gather, maximum):
+    """Each window's weights: 1/(kh·kw) on every tap (average pooling: padding counts as
+    zeros), or 1/k on the k taps where x attains the window's maximum (max pooling; NaN
+    throughout a window holding a NaN). gather: out (pooled) = Σ weight · t over the window
+    (average pooling, and max pooling's tangent); else out (input-sized) += weight · t at the
+    window's taps (the cotangents)."""
     h_, w_ = x.shape[2], x.shape[3]
     ho, wo = (out.shape[2], out.shape[3]) if gather else (t.shape[2], t.shape[3])
     if not gather:
@@ -339,27 +310,18 @@ def _max_pool2d_route(x, t, out, kh, kw, sh, sw, ph, pw, gather):
         for c in range(x.shape[1]):
             for a in range(ho):
                 for b in range(wo):
-                    # the window's maximum (NaN if it holds one), then how often it is hit
-                    m = -np.inf
-                    for i in range(kh):
-                        r = a * sh - ph + i
-                        if 0 <= r < h_:
-                            for j in range(kw):
-                                q = b * sw - pw + j
-                                if 0 <= q < w_:
-                                    v = x[n, c, r, q]
-                                    if v > m or v != v:
-                                        m = v
-                    count = 0
-                    for i in range(kh):
-                        r = a * sh - ph + i
-                        if 0 <= r < h_:
-                            for j in range(kw):
-                                q = b * sw - pw + j
-                                if 0 <= q < w_ and x[n, c, r, q] == m:
-                                    count += 1
-                    # 1/k among k tied maxima; NaN throughout a window holding a NaN
-                    weight = 1.0 / count if count else np.nan
+                    m, weight = 0.0, 1.0 / (kh * kw)
+                    if maximum:  # the window's maximum, then how often it is attained
+                        m = _window_peak(x, n, c, a, b, kh, kw, sh, sw, ph, pw)
+                        count = 0
+                        for i in range(kh):
+                            r = a * sh - ph + i
+                            if 0 <= r < h_:
+                                for j in range(kw):
+                                    q = b * sw - pw + j
+                                    if 0 <= q < w_ and x[n, c, r, q] == m:
+                                        count += 1
+                        weight = 1.0 / count if count else np.nan
                     total = 0.0
                     for i in range(kh):
                         r = a * sh - ph + i
@@ -367,7 +329,7 @@ def _max_pool2d_route(x, t, out, kh, kw, sh, sw, ph, pw, gather):
                             for j in range(kw):
                                 q = b * sw - pw + j
                                 if 0 <= q < w_:
-                                    hit = weight if x[n, c, r, q] == m or m != m else 0.0
+                                    hit = weight if not maximum or x[n, c, r, q] == m or m != m else 0.0
                                     if gather:
                                         total += hit * t[n, c, r, q]
                                     else:
@@ -377,13 +339,23 @@ def _max_pool2d_route(x, t, out, kh, kw, sh, sw, ph, pw, gather):
 
 
 @jit
+def avg_pool2d(x, out, kh, kw, sh, sw, ph, pw):
+    _pool2d_route(x, x, out, kh, kw, sh, sw, ph, pw, True, False)
+
+
+@jit
+def avg_pool2d_grad(g, out, kh, kw, sh, sw, ph, pw):
+    _pool2d_route(out, g, out, kh, kw, sh, sw, ph, pw, False, False)
+
+
+@jit
 def max_pool2d_grad(x, g, out, kh, kw, sh, sw, ph, pw):
-    _max_pool2d_route(x, g, out, kh, kw, sh, sw, ph, pw, False)
+    _pool2d_route(x, g, out, kh, kw, sh, sw, ph, pw, False, True)
 
 
 @jit
 def max_pool2d_select(x, t, out, kh, kw, sh, sw, ph, pw):
-    _max_pool2d_route(x, t, out, kh, kw, sh, sw, ph, pw, True)
+    _pool2d_route(x, t, out, kh, kw, sh, sw, ph, pw, True, True)
 
 
 # im2col: the windows of a convolution as the rows of a matrix, so the convolution and its
