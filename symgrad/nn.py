@@ -21,7 +21,8 @@ __all__ = ["softmax_cross_entropy", "sigmoid_binary_cross_entropy", "mean_square
            "gaussian_negative_log_likelihood", "gaussian_nll", "l2_weight_decay", "accuracy", "one_hot",
            "identity", "absolute_value_rectification", "activation", "gaussian",
            "xavier_uniform", "xavier_normal", "he_normal", "zeros", "constant", "initialiser",
-           "Layer", "Dense", "LowRankDense", "PReLU", "Maxout", "Sequential", "MLP"]
+           "Layer", "Dense", "LowRankDense", "PReLU", "Maxout", "Conv2d", "MaxPool2d",
+           "AvgPool2d", "Flatten", "Reshape", "Sequential", "MLP"]
 
 
 # ============================================================================ losses
@@ -136,8 +137,13 @@ _lookup_activation = activation  # layers take an `activation` argument that sha
 # last sizes of a weight matrix.
 
 def _fans(shape):
+    """(fan_in, fan_out): a matrix's first and last sizes; for a filter bank (O, C, kh, kw),
+    C·kh·kw inputs and O·kh·kw outputs per unit."""
     if len(shape) < 2:
         return 1, 1
+    if len(shape) == 4:
+        taps = shape[2] * shape[3]
+        return shape[1] * taps, shape[0] * taps
     return shape[0], shape[-1]
 
 
@@ -292,6 +298,65 @@ class Maxout(Layer):
         for k in range(1, self.pieces):
             out = ops.maximum(out, z[:, k * self.units:(k + 1) * self.units])
         return out
+
+
+class Conv2d(Layer):
+    """y = activation(conv2d(x, W) + b) on NCHW images, W of shape (out, in, kh, kw) (He or
+    Xavier by the kernel's fan-in C·kh·kw), b one per output channel. Variables '<name>/W',
+    '<name>/b'."""
+
+    def __init__(self, in_channels, out_channels, kernel, stride=1, padding=0, activation=None,
+                 weight_init="he", bias_init=0.0, rng=None, name="conv", dtype="float32"):
+        rng = _rng(rng)
+        kh, kw = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+        self.name, self.stride, self.padding = name, stride, padding
+        self.activation = _lookup_activation(activation or "identity")
+        self.W = Variable(initialiser(weight_init)((out_channels, in_channels, kh, kw), rng, dtype),
+                          name=f"{name}/W")
+        self.b = Variable(initialiser(bias_init)((out_channels,), rng, dtype), name=f"{name}/b")
+        self.weights, self.biases = [self.W], [self.b]
+
+    def __call__(self, x):
+        z = ops.conv2d(x, self.W, self.stride, self.padding)
+        return self.activation(z + ops.reshape(self.b, (1, -1, 1, 1)))
+
+
+class _Parameterless(Layer):
+    weights, biases = (), ()
+
+
+class MaxPool2d(_Parameterless):
+    """The maximum of each window (sg.max_pool2d); stride defaults to the window."""
+
+    def __init__(self, window, stride=None, padding=0):
+        self.window, self.stride, self.padding = window, stride, padding
+
+    def __call__(self, x):
+        return ops.max_pool2d(x, self.window, self.stride, self.padding)
+
+
+class AvgPool2d(MaxPool2d):
+    """The mean of each window (sg.avg_pool2d); stride defaults to the window."""
+
+    def __call__(self, x):
+        return ops.avg_pool2d(x, self.window, self.stride, self.padding)
+
+
+class Flatten(_Parameterless):
+    """(N, ...) -> (N, everything else): images to the rows a Dense layer reads."""
+
+    def __call__(self, x):
+        return ops.reshape(x, (-1, int(np.prod(x.shape[1:]))))
+
+
+class Reshape(_Parameterless):
+    """(N, ...) -> (N,) + shape: e.g. rows of 64 pixels to (1, 8, 8) images."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def __call__(self, x):
+        return ops.reshape(x, (-1,) + self.shape)
 
 
 class Sequential(Layer):

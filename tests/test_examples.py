@@ -90,3 +90,9 @@ def test_custom_ops(capsys):
     assert accuracy >= 0.95 and history[-1] < 0.5 * history[0]
     assert error < 1e-6  # the kernel op's compiled gradient against central differences
     assert "running_sum: compiled gradient" in capsys.readouterr().out
+
+
+def test_cnn_on_digits(capsys):
+    accuracy, history, trainer = load("cnn_digits").main()
+    assert accuracy >= 0.985  # the MLP of `symgrad demo` reaches 0.98
+    assert "digits CNN: test accuracy" in capsys.readouterr().out

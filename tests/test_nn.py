@@ -189,3 +189,21 @@ def test_accuracy_helper():
     assert nn.accuracy(np.array([[2.0, 1.0], [0.0, 3.0]]), np.array([0, 0])) == 0.5
     assert nn.accuracy(np.array([[2.0, 1.0], [0.0, 3.0]]), np.array([[1, 0], [0, 1]])) == 1.0
     assert nn.accuracy(np.array([[0.3], [-2.0]]), np.array([[1.0], [1.0]])) == 0.5
+
+
+def test_conv_layers_build_nchw_models_with_fan_in_initialisation():
+    from symgrad import nn
+    conv = nn.Conv2d(3, 8, (3, 5), padding=1, activation="relu", rng=0)
+    assert conv.W.shape == (8, 3, 3, 5) and conv.b.shape == (8,)
+    assert conv.W.name == "conv/W" and conv.params == [conv.W, conv.b]
+    # He: N(0, 2 / fan_in) with fan_in = C·kh·kw = 45
+    assert abs(conv.W.value.std() - np.sqrt(2 / 45)) < 0.06
+    x = sg.placeholder("x", (None, 48), "float32")
+    model = nn.Sequential([nn.Reshape((3, 4, 4)), conv, nn.MaxPool2d(2), nn.AvgPool2d(1),
+                           nn.Flatten(), nn.Dense(8 * 2 * 1, 2)])
+    y = model(x)
+    assert y.shape == (None, 2)
+    assert model.weights == [conv.W, model.layers[-1].W]
+    xb = np.random.default_rng(0).standard_normal((5, 48)).astype(np.float32)
+    f = sg.function([x], y, background=False)
+    np.testing.assert_allclose(f(xb), sg.evaluate(y, {x: xb}), rtol=1e-5, atol=1e-6)
