@@ -14,15 +14,16 @@ from symgrad.train import classifier
 
 
 def model(seed=0):
+    # nn.CNN(8, 10) is this stack: 64 pixels -> one 8×8 image -> 16 × 4 × 4 -> 32 × 2 × 2
     return nn.Sequential([
-        nn.Reshape((1, 8, 8)),                                   # 64 pixels -> one 8×8 image
+        nn.Reshape((1, 8, 8)),
         nn.Conv2d(1, 16, 3, padding="same", activation="relu", rng=seed, name="conv1"),
-        nn.MaxPool2d(2),                                         # 16 × 4 × 4
+        nn.MaxPool2d(2),
         nn.Conv2d(16, 32, 3, padding="same", activation="relu", rng=seed + 1, name="conv2"),
-        nn.MaxPool2d(2),                                         # 32 × 2 × 2
+        nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Dense(128, 64, "relu", "he", 0.0, seed + 2, "dense1"),
-        nn.Dense(64, 10, None, "xavier", 0.0, seed + 3, "dense2"),
+        nn.Dense(128, 64, "relu", "he", 0.0, seed + 10, "dense1"),
+        nn.Dense(64, 10, None, "xavier", 0.0, seed + 11, "dense2"),
     ])
 
 

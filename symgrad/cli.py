@@ -145,14 +145,23 @@ def run(args):
     outputs = 1 if classes == 2 else classes  # two classes: one logit, sigmoid cross-entropy
     hidden = _hidden(args.hidden) if isinstance(args.hidden, str) else list(args.hidden)
     sizes = [features] + hidden + [outputs]
-    model = nn.MLP(sizes, activation=args.activation, seed=args.seed, rank=args.rank)
+    if getattr(args, "model", "mlp") == "cnn":
+        side = int(round(np.sqrt(features)))
+        if side * side != features or features < 16:
+            raise SystemExit(f"symgrad train: --model cnn needs square images (digits, mnist); "
+                             f"{args.dataset} has {features} features per example")
+        model = nn.CNN(side, outputs, hidden=hidden[0] if hidden else 64, seed=args.seed)
+        description = f"CNN {side}×{side} conv 16, 32 -> {hidden[0] if hidden else 64} -> {outputs}"
+    else:
+        model = nn.MLP(sizes, activation=args.activation, seed=args.seed, rank=args.rank)
+        description = f"MLP {'-'.join(map(str, sizes))} ({args.activation})"
     schedules = {"constant": None,
                  "halving": optim.StepHalving(args.lr, patience=2),
                  "inverse": optim.InverseTime(args.lr * 10, 10)}
     trainer = classifier(model, features, optim.get(args.optimizer, args.lr),
                          weight_decay=args.weight_decay, schedule=schedules[args.schedule])
     print(f"{args.dataset}: {len(train[0])} train, {len(val[0])} validation, {len(test[0])} test "
-          f"examples; MLP {'-'.join(map(str, sizes))} ({args.activation}), {args.optimizer} "
+          f"examples; {description}, {args.optimizer} "
           f"lr {args.lr:g} ({args.schedule}), batch {args.batch_size}")
     if args.resume and not os.path.exists(args.checkpoint):
         print(f"no checkpoint at {args.checkpoint} yet: starting afresh")
@@ -262,6 +271,9 @@ def _parser():
                        help="a line per epoch")
     train.add_argument("--dataset", default="digits",
                        help=f"one of {', '.join(DATASETS)} (or a folder of MNIST IDX files)")
+    train.add_argument("--model", default="mlp", choices=["mlp", "cnn"],
+                       help="an MLP, or a CNN for square images (conv 16 and 32 with 2×2 max "
+                            "pooling, then --hidden's first size as its dense layer)")
     train.add_argument("--hidden", default="128", type=_hidden,
                        help="hidden layer sizes (whole numbers >= 1), e.g. 256,128; '' for none")
     train.add_argument("--activation", default="relu",

@@ -22,7 +22,7 @@ __all__ = ["softmax_cross_entropy", "sigmoid_binary_cross_entropy", "mean_square
            "identity", "absolute_value_rectification", "activation", "gaussian",
            "xavier_uniform", "xavier_normal", "he_normal", "zeros", "constant", "initialiser",
            "Layer", "Dense", "LowRankDense", "PReLU", "Maxout", "Conv2d", "MaxPool2d",
-           "AvgPool2d", "Flatten", "Reshape", "Sequential", "MLP"]
+           "AvgPool2d", "Flatten", "Reshape", "Sequential", "MLP", "CNN"]
 
 
 # ============================================================================ losses
@@ -385,6 +385,28 @@ class _Activation(Layer):
 
     def __call__(self, x):
         return self.fn(x)
+
+
+class CNN(Sequential):
+    """A convolutional classifier of square one-channel images given as rows of side² pixels:
+    for each of `channels`, a `kernel`×`kernel` convolution (padding "same", ReLU, He
+    initialisation) then 2×2 max pooling; then a dense ReLU layer of `hidden` units and a
+    linear output layer of `classes` logits (Xavier)."""
+
+    def __init__(self, side, classes, channels=(16, 32), hidden=64, kernel=3, seed=0,
+                 name="cnn", dtype="float32"):
+        layers, c, size = [Reshape((1, side, side))], 1, side
+        for k, out in enumerate(channels):
+            if size < 2:
+                raise ValueError(f"CNN: {len(channels)} conv-and-pool stages shrink a {side}×{side} "
+                                 f"image to nothing; use fewer channels entries")
+            layers += [Conv2d(c, out, kernel, padding="same", activation="relu", rng=seed + k,
+                              name=f"{name}/conv{k}", dtype=dtype), MaxPool2d(2)]
+            c, size = out, size // 2
+        layers += [Flatten(),
+                   Dense(c * size * size, hidden, "relu", "he", 0.0, seed + 10, f"{name}/dense", dtype),
+                   Dense(hidden, classes, None, "xavier", 0.0, seed + 11, f"{name}/out", dtype)]
+        super().__init__(layers)
 
 
 class MLP(Sequential):

@@ -116,6 +116,19 @@ def test_a_corrupt_checkpoint_to_resume_from_is_a_clear_error(tmp_path, capsys):
     assert path.read_bytes() == b"PK\x03\x04 not really a zip"
 
 
+def test_train_a_cnn_from_the_command_line(tmp_path, capsys):
+    code = cli.main(["train", "--dataset", "digits", "--model", "cnn", "--epochs", "6",
+                     "--out", "", "--no-progress", "--checkpoint", str(tmp_path / "cnn.npz")])
+    assert code in (None, 0)
+    out = capsys.readouterr().out
+    assert "CNN 8×8 conv 16, 32 -> 128 -> 10" in out
+    accuracy = float(out.split("test accuracy ")[1].split()[0])
+    assert accuracy > 0.93, out  # six epochs of the 1169 training images
+    with pytest.raises(SystemExit, match="needs square images"):
+        cli.main(["train", "--dataset", "xor", "--model", "cnn", "--out", "", "--no-progress",
+                  "--checkpoint", str(tmp_path / "xor.npz")])
+
+
 # ------------------------------------------------------------------------------ checkpoints
 
 @pytest.fixture(scope="module")
