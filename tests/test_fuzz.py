@@ -189,9 +189,10 @@ def test_fuzz_covers_every_op():
     from symgrad import extend
     missing = set(OPS) - seen - {"placeholder", "variable", "elementwise", "unslice", "size",
                                  "stop_gradient", "cast", "custom_gradient"} - extend.defined()
-    # convolution and pooling: the op table checks them (tests/core/test_ops.py, with
-    # tests/core/test_conv.py); the fuzzer's graphs are of vectors and matrices
-    missing -= {name for name in missing if "conv2d" in name or "pool2d" in name}
+    # convolution (im2col, col2im) and pooling: the op table checks them
+    # (tests/core/test_ops.py, with tests/core/test_conv.py); the fuzzer draws vectors and
+    # matrices
+    missing -= {name for name in missing if "col2im" in name or "im2col" in name or "pool2d" in name}
     # (custom_gradient carries a user's derivative, and extend's ops are the user's: the op
     # table, tests/core/test_ops.py, checks them)
     assert not missing, f"ops the fuzzer never builds: {sorted(missing)}"

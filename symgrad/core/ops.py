@@ -555,6 +555,11 @@ register(Op("reshape", infer=_infer_reshape, numpy=_np_reshape_checked,
             size_source=_reshape_sizes))
 
 
+def _inverse_permutation(perm):
+    """The axes that undo `perm`, as Python ints (they are printed into generated steps)."""
+    return tuple(int(p) for p in np.argsort(perm))
+
+
 def _infer_transpose(inputs, attrs):
     x, perm = inputs[0], attrs["perm"]
     if sorted(perm) != list(range(x.ndim)):
@@ -574,7 +579,7 @@ def _emit_transpose(code, node, out, args):
 
 register(Op("transpose", infer=_infer_transpose,
             numpy=lambda arrays, attrs: np.transpose(arrays[0], attrs["perm"]),
-            vjp=lambda node, g, wanted: [transpose(g, tuple(np.argsort(node.attrs["perm"])))],
+            vjp=lambda node, g, wanted: [transpose(g, _inverse_permutation(node.attrs["perm"]))],
             linear=True, emit=_emit_transpose, view=True,
             size_source=lambda node, axes: (node.inputs[0],
                                             tuple(node.attrs["perm"][a] for a in axes))))
@@ -1062,15 +1067,14 @@ register(Op("log_softmax", infer=_infer_same("log_softmax"),
 # ============================================================================ convolution
 
 # NCHW: x is (batch, channels, height, width), a filter bank (out channels, in channels,
-# kernel height, kernel width). Attributes are pairs of ints: stride (sh, sw), padding (ph, pw)
-# of zeros on each side, and for the ops that produce an input's shape, that shape's (H, W).
-# Every op here is linear in each input (the convolutions bilinear in their two), so its jvp
-# is the sum of the op applied to each tangent, and its vjp is one of the others: conv2d's
-# gradients are conv2d_input_grad (the transposed convolution) and conv2d_weight_grad, and
-# theirs are conv2d and each other. Pooling likewise: avg_pool2d's vjp is avg_pool2d_grad and
-# back; max_pool2d routes its cotangent to where each window attains its maximum
-# (max_pool2d_grad) and its tangent is read from there (max_pool2d_select), a cotangent or
-# tangent split evenly among tied maxima, as the max reduction does.
+# kernel height, kernel width). Attributes are pairs of ints: window (kh, kw), stride (sh, sw),
+# padding (ph, pw) of zeros on each side, and for ops that produce an image, its (C, H, W) or
+# (H, W). A convolution is not an op: sg.conv2d builds it from im2col, matmul and layout ops,
+# so its gradients, and theirs, come from those. Pooling ops are linear (average) or linear
+# between the points where a window's maximum changes hands (max): avg_pool2d's vjp is
+# avg_pool2d_grad and back; max_pool2d routes its cotangent to where each window attains its
+# maximum (max_pool2d_grad) and its tangent is read from there (max_pool2d_select), a
+# cotangent or tangent split evenly among tied maxima, as the max reduction does.
 
 def _pair(value, name, op):
     pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
@@ -1105,41 +1109,6 @@ def _windows_out(op, hw, window, attrs):
     return (_out_size(op, "height", hw[0], kh, sh, ph), _out_size(op, "width", hw[1], kw, sw, pw))
 
 
-def _infer_conv2d(inputs, attrs):
-    x, w = inputs
-    dtype = _same_dtype("conv2d", inputs)
-    c, h, width = _image("conv2d", x)
-    if w.ndim != 4 or None in w.shape or w.shape[1] != c:
-        raise ShapeError(f"conv2d: the filters must be (out channels, {c}, kernel height, "
-                         f"kernel width) for an input of {c} channels, got {fmt(w.shape)}")
-    ho, wo = _windows_out("conv2d", (h, width), w.shape[2:], attrs)
-    return (x.shape[0], w.shape[0], ho, wo), dtype
-
-
-def _infer_conv2d_input_grad(inputs, attrs):
-    g, w = inputs
-    dtype = _same_dtype("conv2d_input_grad", inputs)
-    h, width = attrs["in_hw"]
-    o, ho, wo = _image("conv2d_input_grad", g, "cotangent")
-    if w.ndim != 4 or None in w.shape or w.shape[0] != o or \
-            _windows_out("conv2d_input_grad", (h, width), w.shape[2:], attrs) != (ho, wo):
-        raise ShapeError(f"conv2d_input_grad: a cotangent {fmt(g.shape)} and filters "
-                         f"{fmt(w.shape)} do not come from an input of size {h}×{width}")
-    return (g.shape[0], w.shape[1], h, width), dtype
-
-
-def _infer_conv2d_weight_grad(inputs, attrs):
-    x, g = inputs
-    dtype = _same_dtype("conv2d_weight_grad", inputs)
-    c, h, width = _image("conv2d_weight_grad", x)
-    o, ho, wo = _image("conv2d_weight_grad", g, "cotangent")
-    if _windows_out("conv2d_weight_grad", (h, width), attrs["kernel"], attrs) != (ho, wo) or \
-            _merge_dim(x.shape[0], g.shape[0]) is False:
-        raise ShapeError(f"conv2d_weight_grad: an input {fmt(x.shape)} and a cotangent "
-                         f"{fmt(g.shape)} do not come from one convolution")
-    return (o, c) + tuple(attrs["kernel"]), dtype
-
-
 def _padded_windows(x, window, stride, padding, fill=0.0):
     """(N, C, Ho, Wo, kh, kw): every window of x (padded with `fill`), as a view."""
     (kh, kw), (sh, sw), (ph, pw) = window, stride, padding
@@ -1163,59 +1132,6 @@ def _scatter_windows(values, shape, window, stride, padding):
     return out[:, :, ph:ph + h, pw:pw + w]
 
 
-def _np_conv2d(arrays, attrs):
-    x, w = arrays
-    windows = _padded_windows(x, w.shape[2:], attrs["stride"], attrs["padding"])
-    return np.einsum("nchwij,ocij->nohw", windows, w)
-
-
-def _np_conv2d_input_grad(arrays, attrs):
-    g, w = arrays
-    values = np.einsum("nohw,ocij->nchwij", g, w)
-    shape = (g.shape[0], w.shape[1]) + tuple(attrs["in_hw"])
-    return _scatter_windows(values, shape, w.shape[2:], attrs["stride"], attrs["padding"])
-
-
-def _np_conv2d_weight_grad(arrays, attrs):
-    x, g = arrays
-    windows = _padded_windows(x, attrs["kernel"], attrs["stride"], attrs["padding"])
-    return np.einsum("nchwij,nohw->ocij", windows, g)
-
-
-def _conv_attrs(node):
-    return {"stride": node.attrs["stride"], "padding": node.attrs["padding"]}
-
-
-def _vjp_conv2d(node, g, wanted):
-    x, w = node.inputs
-    attrs = _conv_attrs(node)
-    return [make("conv2d_input_grad", [g, w], dict(attrs, in_hw=x.shape[2:])) if wanted[0] else None,
-            make("conv2d_weight_grad", [x, g], dict(attrs, kernel=w.shape[2:])) if wanted[1] else None]
-
-
-def _vjp_conv2d_input_grad(node, c, wanted):
-    # <c, I(g, w)> = <conv2d(c, w), g> = <W(c, g), w>
-    g, w = node.inputs
-    attrs = _conv_attrs(node)
-    return [make("conv2d", [c, w], attrs) if wanted[0] else None,
-            make("conv2d_weight_grad", [c, g], dict(attrs, kernel=w.shape[2:])) if wanted[1] else None]
-
-
-def _vjp_conv2d_weight_grad(node, c, wanted):
-    # <c, W(x, g)> = <conv2d(x, c), g> = <I(g, c), x>
-    x, g = node.inputs
-    attrs = _conv_attrs(node)
-    return [make("conv2d_input_grad", [g, c], dict(attrs, in_hw=x.shape[2:])) if wanted[0] else None,
-            make("conv2d", [x, c], attrs) if wanted[1] else None]
-
-
-def _bilinear_jvp(node, tangents):
-    """The tangent of an op linear in each of its two inputs: op(t0, x1) + op(x0, t1)."""
-    a, b = node.inputs
-    ta, tb = tangents
-    terms = ([make(node.op, [ta, b], node.attrs)] if ta is not None else []) + \
-            ([make(node.op, [a, tb], node.attrs)] if tb is not None else [])
-    return add(*terms) if len(terms) == 2 else (terms[0] if terms else None)
 
 
 def _batch_dims(node, args):
@@ -1223,88 +1139,95 @@ def _batch_dims(node, args):
     return [d if d is not None else f"{args[0]}.shape[0]" for d in node.shape]
 
 
-# Lowering: im2col. The windows of the input become the rows of a matrix `cols` (N·Ho·Wo rows,
-# C·kh·kw columns), so each op is one BLAS product between cheap copies:
-#   conv2d:              rows = cols · Wᵀ (N·Ho·Wo × O), then to NCHW;
-#   conv2d_weight_grad:  W' = gᵀ · cols, with g as rows (N·Ho·Wo × O);
-#   conv2d_input_grad:   cols' = g · W, added back into the input's shape (col2im).
-# The column matrix is N·Ho·Wo·C·kh·kw values (LeNet-5's first layer at batch 128: 10 MB).
-
-def _im2col_geometry(node, filters):
-    """(kh, kw, the geometry operands of im2col/col2im as code, C·kh·kw) for `filters`'
-    shape (O, C, kh, kw)."""
-    (sh, sw), (ph, pw) = node.attrs["stride"], node.attrs["padding"]
-    _, c, kh, kw = filters
-    return f"{kh}, {kw}, {sh}, {sw}, {ph}, {pw}", c * kh * kw
 
 
-def _emit_columns(code, node, out, image, positions, filters):
-    """`{out}_cols`: im2col of the array `image` (positions × C·kh·kw)."""
-    geometry, taps = _im2col_geometry(node, filters)
-    code.line(f"{out}_cols = step.new(({positions}, {taps}), {node.dtype!r})")
-    code.call(f"kernels.im2col({{0}}, {{1}}, {geometry})", image, f"{out}_cols")
-    return f"{out}_cols"
+def _infer_im2col(inputs, attrs):
+    x = inputs[0]
+    c, h, w = _image("im2col", x)
+    ho, wo = _windows_out("conv2d", (h, w), attrs["window"], attrs)
+    rows = None if x.shape[0] is None else x.shape[0] * ho * wo
+    return (rows, c * attrs["window"][0] * attrs["window"][1]), x.dtype
 
 
-def _emit_rows(code, node, out, channels, positions, o, area):
-    """`{out}_rows`: the NCHW array `channels` (N, O, Ho, Wo) as rows (N·Ho·Wo × O)."""
-    code.line(f"{out}_rows = step.new(({positions}, {o}), {node.dtype!r})")
-    code.call("kernels.channels_to_rows({0}, {1})",
-              f"{channels}.reshape(({channels}.shape[0], {o}, {area}))", f"{out}_rows")
-    return f"{out}_rows"
+def _infer_col2im(inputs, attrs):
+    cols = inputs[0]
+    c, h, w = attrs["image"]
+    (kh, kw) = attrs["window"]
+    ho, wo = _windows_out("col2im", (h, w), attrs["window"], attrs)
+    if cols.ndim != 2 or cols.shape[1] != c * kh * kw or \
+            (cols.shape[0] is not None and cols.shape[0] % (ho * wo)):
+        raise ShapeError(f"col2im: columns {fmt(cols.shape)} are not the windows of "
+                         f"{c}×{h}×{w} images ({ho * wo} rows per image, {c * kh * kw} taps)")
+    like = inputs[1] if len(inputs) > 1 else None
+    batch = cols.shape[0] // (ho * wo) if cols.shape[0] is not None else None
+    if like is not None:  # the image the columns were taken from: its batch, checked
+        if _merge_dim(batch, like.shape[0]) is False:
+            raise ShapeError(f"col2im: {cols.shape[0]} rows are not the windows of a batch of "
+                             f"{like.shape[0]} images ({ho * wo} rows each)")
+        batch = like.shape[0]
+    elif batch is None:
+        raise ShapeError("col2im: the batch size is unknown; give a `like` input that has it")
+    return (batch, c, h, w), cols.dtype
 
 
-def _emit_conv2d(code, node, out, args):
-    o, area = node.shape[1], node.shape[2] * node.shape[3]
-    positions = f"{args[0]}.shape[0] * {area}"
-    cols = _emit_columns(code, node, out, args[0], positions, node.inputs[1].shape)
-    _, taps = _im2col_geometry(node, node.inputs[1].shape)
-    code.line(f"{out}_rows = step.new(({positions}, {o}), {node.dtype!r})")
-    code.call("kernels.product({0}, {1}, {2})", cols, f"{args[1]}.reshape(({o}, {taps})).T",
-              f"{out}_rows")
-    code.line(f"{out} = {code.alloc(node, out, _batch_dims(node, args))}")
-    code.call("kernels.rows_to_channels({0}, {1})", f"{out}_rows",
-              f"{out}.reshape(({args[0]}.shape[0], {o}, {area}))")
+def _np_im2col(arrays, attrs):
+    x = arrays[0]
+    windows = _padded_windows(x, attrs["window"], attrs["stride"], attrs["padding"])
+    n, c, ho, wo, kh, kw = windows.shape
+    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw)
 
 
-def _emit_conv2d_weight_grad(code, node, out, args):
-    g = node.inputs[1]
-    o, area = node.shape[0], g.shape[2] * g.shape[3]
-    positions = f"{args[0]}.shape[0] * {area}"
-    cols = _emit_columns(code, node, out, args[0], positions, node.shape)
-    rows = _emit_rows(code, node, out, args[1], positions, o, area)
-    _, taps = _im2col_geometry(node, node.shape)
-    code.line(f"{out} = {code.alloc(node, out, list(node.shape))}")
-    code.call("kernels.product({0}, {1}, {2})", f"{rows}.T", cols, f"{out}.reshape(({o}, {taps}))")
+def _np_col2im(arrays, attrs):
+    cols = arrays[0]
+    c, h, w = attrs["image"]
+    (kh, kw) = attrs["window"]
+    ho, wo = ((h + 2 * attrs["padding"][0] - kh) // attrs["stride"][0] + 1,
+              (w + 2 * attrs["padding"][1] - kw) // attrs["stride"][1] + 1)
+    n = cols.shape[0] // (ho * wo) if ho * wo else 0
+    values = cols.reshape(n, ho, wo, c, kh, kw).transpose(0, 3, 1, 2, 4, 5)
+    return _scatter_windows(values, (n, c, h, w), attrs["window"], attrs["stride"],
+                            attrs["padding"])
 
 
-def _emit_conv2d_input_grad(code, node, out, args):
-    g, w = node.inputs
-    o, area = w.shape[0], g.shape[2] * g.shape[3]
-    positions = f"{args[0]}.shape[0] * {area}"
-    rows = _emit_rows(code, node, out, args[0], positions, o, area)
-    geometry, taps = _im2col_geometry(node, w.shape)
-    code.line(f"{out}_cols = step.new(({positions}, {taps}), {node.dtype!r})")
-    code.call("kernels.product({0}, {1}, {2})", rows, f"{args[1]}.reshape(({o}, {taps}))",
-              f"{out}_cols")
-    code.line(f"{out} = {code.alloc(node, out, _batch_dims(node, args))}")
-    code.call(f"kernels.col2im({{0}}, {{1}}, {geometry})", f"{out}_cols", out)
+def _window_attrs(node):
+    return {k: node.attrs[k] for k in ("window", "stride", "padding")}
+
+
+def _emit_im2col(code, node, out, args):
+    (kh, kw), (sh, sw), (ph, pw) = (node.attrs[k] for k in ("window", "stride", "padding"))
+    ho, wo = _windows_out("im2col", node.inputs[0].shape[2:], node.attrs["window"], node.attrs)
+    code.compute(node, out, [f"{args[0]}.shape[0] * {ho * wo}", node.shape[1]],
+                 f"kernels.im2col({{0}}, {{1}}, {kh}, {kw}, {sh}, {sw}, {ph}, {pw})", args[0])
+
+
+def _emit_col2im(code, node, out, args):
+    (kh, kw), (sh, sw), (ph, pw) = (node.attrs[k] for k in ("window", "stride", "padding"))
+    c, h, w = node.attrs["image"]
+    per_image = _windows_out("col2im", (h, w), node.attrs["window"], node.attrs)
+    batch = node.shape[0] if node.shape[0] is not None else \
+        f"{args[0]}.shape[0] // {per_image[0] * per_image[1]}"
+    code.compute(node, out, [batch, c, h, w],
+                 f"kernels.col2im({{0}}, {{1}}, {kh}, {kw}, {sh}, {sw}, {ph}, {pw})", args[0])
+
+
+# im2col lays every window of an image out as a row (N·Ho·Wo rows of C·kh·kw taps), so a
+# convolution is one matrix product (sg.conv2d builds it from these ops and matmul), and its
+# gradients are products too: the filter gradient reuses the forward's columns, and the
+# input gradient is a product scattered back by col2im, im2col's adjoint. Both are linear.
+register(Op("im2col", infer=_infer_im2col, numpy=_np_im2col,
+            vjp=lambda node, g, wanted: [make("col2im", [g, node.inputs[0]],
+                                              dict(_window_attrs(node), image=node.inputs[0].shape[1:]))],
+            linear=True, emit=_emit_im2col, writes_output=True))
+register(Op("col2im", infer=_infer_col2im, numpy=_np_col2im,
+            vjp=lambda node, c, wanted: [make("im2col", [c], _window_attrs(node)), None][:len(node.inputs)],
+            linear=True, emit=_emit_col2im, shape_only=(1,), writes_output=True,
+            size_source=lambda node, axes: (node.inputs[1], axes) if len(node.inputs) > 1 and
+            all(a == 0 for a in axes) else None))
 
 
 def _batch_sizes(node, axes):
     """The batch axis comes from the first input."""
     return (node.inputs[0], axes) if all(a == 0 for a in axes) else None
-
-
-register(Op("conv2d", infer=_infer_conv2d, numpy=_np_conv2d, vjp=_vjp_conv2d,
-            jvp=_bilinear_jvp, emit=_emit_conv2d, writes_output=True,
-            size_source=_batch_sizes))
-register(Op("conv2d_input_grad", infer=_infer_conv2d_input_grad, numpy=_np_conv2d_input_grad,
-            vjp=_vjp_conv2d_input_grad, jvp=_bilinear_jvp,
-            emit=_emit_conv2d_input_grad, writes_output=True, size_source=_batch_sizes))
-register(Op("conv2d_weight_grad", infer=_infer_conv2d_weight_grad,
-            numpy=_np_conv2d_weight_grad, vjp=_vjp_conv2d_weight_grad, jvp=_bilinear_jvp,
-            emit=_emit_conv2d_weight_grad, writes_output=True))
 
 
 # ---------------------------------------------------------------------------- pooling
@@ -1728,9 +1651,17 @@ def conv2d(x, w, stride=1, padding=0):
     filters w (O, C, kh, kw): (N, O, Ho, Wo), Ho = (H + 2·ph - kh) // sh + 1. padding: an
     int, a pair, "valid" or "same"."""
     x, w = as_node(x), as_node(w)
-    window = tuple(w.shape[2:]) if w.ndim == 4 else (1, 1)
-    return make("conv2d", [x, w], {"stride": _pair(stride, "stride", "conv2d"),
-                                   "padding": _padding_pair(padding, window, "conv2d")})
+    c, h, width = _image("conv2d", x)
+    if w.ndim != 4 or None in w.shape or w.shape[1] != c:
+        raise ShapeError(f"conv2d: the filters must be (out channels, {c}, kernel height, "
+                         f"kernel width) for an input of {c} channels, got {fmt(w.shape)}")
+    o, window = w.shape[0], tuple(w.shape[2:])
+    attrs = {"window": window, "stride": _pair(stride, "stride", "conv2d"),
+             "padding": _padding_pair(padding, window, "conv2d")}
+    ho, wo = _windows_out("conv2d", (h, width), window, attrs)
+    cols = make("im2col", [x], attrs)                                   # (N·Ho·Wo, C·kh·kw)
+    rows = matmul(cols, transpose(reshape(w, (o, -1))))                 # (N·Ho·Wo, O)
+    return reshape(transpose(reshape(rows, (-1, ho * wo, o)), (0, 2, 1)), (-1, o, ho, wo))
 
 
 def _pool(op, x, window, stride, padding):

@@ -406,23 +406,3 @@ def col2im(cols, out, kh, kw, sh, sw, ph, pw):
                                 q = b * sw - pw + j
                                 if 0 <= q < w_:
                                     out[n, c, r, q] += cols[row, base + j]
-
-
-@jit
-def rows_to_channels(rows, out):
-    """out[n, o, p] = rows[n·P + p, o]: (N·P, O) position-major rows to NCHW (N, O, P)."""
-    n_, o_, p_ = out.shape
-    for n in range(n_):
-        for p in range(p_):
-            for o in range(o_):
-                out[n, o, p] = rows[n * p_ + p, o]
-
-
-@jit
-def channels_to_rows(x, rows):
-    """rows[n·P + p, o] = x[n, o, p]: the inverse of rows_to_channels."""
-    n_, o_, p_ = x.shape
-    for n in range(n_):
-        for o in range(o_):
-            for p in range(p_):
-                rows[n * p_ + p, o] = x[n, o, p]

@@ -186,17 +186,21 @@ def _ref_spread(values_at, shape, window, stride, padding):
     return out[:, :, ph:ph + h, pw:pw + w]
 
 
-def _ref_conv2d_input_grad(g, w, stride, padding, in_hw):
-    return _ref_spread(lambda a, b: np.tensordot(g[:, :, a, b], w, axes=([1], [0])),
-                       (g.shape[0], w.shape[1]) + tuple(in_hw), w.shape[2:], stride, padding)
-
-
-def _ref_conv2d_weight_grad(x, g, stride, padding, kernel):
-    patches, _ = _ref_windows(x, kernel, stride, padding)
-    out = np.zeros((g.shape[1], x.shape[1]) + tuple(kernel))
+def _ref_im2col(x, window, stride, padding):
+    """Rows (n, a, b) in order, columns (c, i, j) in order: every window as a row."""
+    patches, (ho, wo) = _ref_windows(x, window, stride, padding)
+    rows = np.zeros((x.shape[0], ho, wo, x.shape[1] * window[0] * window[1]))
     for (a, b), patch in patches.items():
-        out += np.tensordot(g[:, :, a, b], patch, axes=([0], [0]))
-    return out
+        rows[:, a, b] = patch.reshape(x.shape[0], -1)
+    return rows.reshape(-1, rows.shape[-1])
+
+
+def _ref_col2im(cols, n, image, window, stride, padding):
+    c, h, w = image
+    ho = (h + 2 * padding[0] - window[0]) // stride[0] + 1
+    wo = (w + 2 * padding[1] - window[1]) // stride[1] + 1
+    values = cols.reshape(n, ho, wo, c, window[0], window[1])
+    return _ref_spread(lambda a, b: values[:, a, b], (n, c, h, w), window, stride, padding)
 
 
 def _ref_max_weights(x, window, stride, padding):
@@ -238,10 +242,6 @@ def _ref_max_pool2d_select(x, t, window, stride, padding):
     for (a, b), patch in patches.items():
         out[:, :, a, b] = (weights[a, b] * patch).sum(axis=(2, 3))
     return out
-
-
-def _conv_op(name, **attrs):
-    return lambda a, b: sg.core.ops.make(name, [a, b], attrs)
 
 
 def _pool_op(name, arity, **attrs):
@@ -429,12 +429,12 @@ TABLE = [
       lambda x, w: _ref_conv2d(x, w, (1, 1), (1, 1)), ((2, 1, 4, 5), (2, 1, 3, 3))),
     E("conv2d-stride-beyond-kernel", lambda x, w: sg.conv2d(x, w, stride=3),
       lambda x, w: _ref_conv2d(x, w, (3, 3), (0, 0)), ((1, 3, 7, 8), (2, 3, 2, 2))),
-    E("conv2d_input_grad", _conv_op("conv2d_input_grad", stride=(2, 1), padding=(1, 1), in_hw=(5, 4)),
-      lambda g, w: _ref_conv2d_input_grad(g, w, (2, 1), (1, 1), (5, 4)),
-      ((None, 3, 3, 5), (3, 2, 3, 2))),
-    E("conv2d_weight_grad", _conv_op("conv2d_weight_grad", stride=(2, 1), padding=(1, 1), kernel=(3, 2)),
-      lambda x, g: _ref_conv2d_weight_grad(x, g, (2, 1), (1, 1), (3, 2)),
-      ((2, 2, 5, 4), (2, 3, 3, 5))),
+    E("im2col", _pool_op("im2col", 1, window=(3, 2), stride=(2, 1), padding=(1, 1)),
+      lambda x: _ref_im2col(x, (3, 2), (2, 1), (1, 1)), ((None, 2, 5, 4),), hessian="zero"),
+    E("col2im", lambda cols, like: sg.core.ops.make(
+        "col2im", [cols, like], dict(window=(3, 2), stride=(2, 1), padding=(1, 1), image=(2, 5, 4))),
+      lambda cols, like: _ref_col2im(cols, like.shape[0], (2, 5, 4), (3, 2), (2, 1), (1, 1)),
+      ((30, 12), (2, 2, 5, 4)), wrt=(0,), hessian="zero"),
     E("avg_pool2d", lambda x: sg.avg_pool2d(x, **POOL), lambda x: _ref_pool(x, kind="avg", **POOL),
       ((None, 2, 5, 6),), hessian="zero", compile32=True),
     E("avg_pool2d_grad", _pool_op("avg_pool2d_grad", 1, in_hw=(5, 6), **POOL),
