@@ -1,7 +1,7 @@
 """CNN train step (forward + backward + SGD, ReLU, max pooling, softmax cross-entropy,
 float32, NCHW): symgrad's compiled step beside NumPy by hand (im2col + GEMM, the textbook
-vectorisation), measured in one run; both start from the same weights and the first losses
-are checked to agree.
+vectorisation) and JAX (jit of value_and_grad) where it is installed, measured in one run;
+all start from the same weights and their first losses are checked to agree.
 
 Configurations (as the team's peer benchmark defines them):
   small: 8×8×1 input, conv 3×3 8 (pad 1) → ReLU → max pool 2 → conv 3×3 16 (pad 1) → ReLU →
@@ -155,19 +155,61 @@ def numpy_step(cfg):
     return step
 
 
+def jax_step(cfg):
+    """The same network in JAX (lax.conv_general_dilated, reduce_window), jitted; None if
+    JAX is not installed."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+    convs, _ = layers(cfg)
+    nconv = len(convs)
+    state = {"params": [jnp.asarray(p) for p in init(cfg)]}
+
+    def loss_of(params, x, y):
+        h = x
+        for l, (_, _, _, oc, _, p, _, _, q) in enumerate(convs):
+            h = jax.lax.conv_general_dilated(h, params[2 * l], (1, 1), [(p, p), (p, p)],
+                                             dimension_numbers=("NCHW", "OIHW", "NCHW"))
+            h = jax.nn.relu(h + params[2 * l + 1][None, :, None, None])
+            h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 1, q, q), (1, 1, q, q), "VALID")
+        h = h.reshape(h.shape[0], -1)
+        dense = (len(params) - 2 * nconv) // 2
+        for l in range(dense):
+            h = h @ params[2 * nconv + 2 * l] + params[2 * nconv + 2 * l + 1]
+            if l < dense - 1:
+                h = jax.nn.relu(h)
+        return -jnp.sum(y * jax.nn.log_softmax(h)) / x.shape[0]
+
+    @jax.jit
+    def update(params, x, y):
+        value, grads = jax.value_and_grad(loss_of)(params, x, y)
+        return [p - LR * g for p, g in zip(params, grads)], value
+
+    def step(x, y):
+        state["params"], value = update(state["params"], x, y)
+        return value.block_until_ready()
+    return step
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="small,lenet")
     args = parser.parse_args()
-    print("config,symgrad_us,numpy_us,symgrad/numpy,first_losses_agree")
+    print("config,symgrad_us,numpy_us,jax_us,symgrad/numpy,symgrad/jax,first_losses_agree")
     for name in args.configs.split(","):
         cfg = CONFIGS[name]
         x, y = data(cfg)
-        ours, theirs = symgrad_step(cfg), numpy_step(cfg)
-        agree = np.isclose(float(ours(x, y)), float(theirs(x, y)), rtol=1e-4)
+        ours, by_hand, peer = symgrad_step(cfg), numpy_step(cfg), jax_step(cfg)
+        first = float(ours(x, y))
+        agree = np.isclose(first, float(by_hand(x, y)), rtol=1e-4) and (
+            peer is None or np.isclose(first, float(peer(x, y)), rtol=1e-4))
         t_ours = timeit(ours, (x, y), reps=20) * 1e6
-        t_numpy = timeit(theirs, (x, y), reps=10) * 1e6
-        print(f"{name},{t_ours:.0f},{t_numpy:.0f},{t_ours / t_numpy:.2f},{agree}", flush=True)
+        t_numpy = timeit(by_hand, (x, y), reps=10) * 1e6
+        t_jax = timeit(peer, (x, y), reps=20) * 1e6 if peer is not None else float("nan")
+        print(f"{name},{t_ours:.0f},{t_numpy:.0f},{t_jax:.0f},{t_ours / t_numpy:.2f},"
+              f"{t_ours / t_jax:.2f},{agree}", flush=True)
 
 
 if __name__ == "__main__":
