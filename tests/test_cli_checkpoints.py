@@ -129,6 +129,28 @@ def test_train_a_cnn_from_the_command_line(tmp_path, capsys):
                   "--checkpoint", str(tmp_path / "xor.npz")])
 
 
+def test_a_cnn_trains_on_mnist_idx_files(tmp_path, capsys):
+    # a tiny stand-in for MNIST in its IDX files (28×28 images: a bright bar whose place is
+    # the class), read by the same loader as the real thing
+    from symgrad.data.idx import MNIST_FILES, write_idx
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 300), ("test", 60)):
+        labels = rng.integers(0, 3, count).astype(np.uint8)
+        images = rng.integers(0, 40, (count, 28, 28)).astype(np.uint8)
+        for k in range(3):
+            images[labels == k, 4 + 8 * k:10 + 8 * k, 4:24] = 255
+        image_file, label_file = MNIST_FILES[split]
+        write_idx(str(tmp_path / image_file), images)
+        write_idx(str(tmp_path / label_file), labels)
+    code = cli.main(["train", "--dataset", f"mnist:{tmp_path}", "--model", "cnn", "--epochs", "2",
+                     "--hidden", "32", "--out", "", "--no-progress",
+                     "--checkpoint", str(tmp_path / "run.npz")])
+    assert code in (None, 0)
+    out = capsys.readouterr().out
+    assert "CNN 28×28 conv 16, 32 -> 32 -> 3" in out
+    assert float(out.split("test accuracy ")[1].split()[0]) > 0.9, out
+
+
 # ------------------------------------------------------------------------------ checkpoints
 
 @pytest.fixture(scope="module")

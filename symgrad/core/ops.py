@@ -39,13 +39,13 @@ from .scalar import X, Y
 
 # The builders users call as sg.<name> (symgrad/__init__.py exports these): a new op is
 # defined, and made public, in this file alone.
-__all__ = ["abs", "add", "avg_pool2d", "broadcast_to", "cast", "concatenate", "conv2d", "cos",
-           "distribution", "divide", "dot", "equal", "exp", "greater", "greater_equal",
-           "hard_tanh", "leaky_relu", "log", "log_softmax", "logsumexp", "matmul", "max",
-           "max_pool2d", "maximum", "mean", "minimum", "multiply", "negative", "ones_like",
-           "power", "relu", "reshape", "sigmoid", "sin", "softmax", "softplus", "softsign",
-           "sqrt", "square", "stop_gradient", "subtract", "sum", "tanh", "transpose", "where",
-           "zeros_like"]
+__all__ = ["abs", "add", "avg_pool2d", "broadcast_to", "cast", "concatenate", "conv1d",
+           "conv2d", "cos", "distribution", "divide", "dot", "equal", "exp", "greater",
+           "greater_equal", "hard_tanh", "leaky_relu", "log", "log_softmax", "logsumexp",
+           "matmul", "max", "max_pool2d", "maximum", "mean", "minimum", "multiply", "negative",
+           "ones_like", "power", "relu", "reshape", "sigmoid", "sin", "softmax", "softplus",
+           "softsign", "sqrt", "square", "stop_gradient", "subtract", "sum", "tanh",
+           "transpose", "where", "zeros_like"]
 
 LEAF_KINDS = ("input", "state", "constant")
 
@@ -1662,6 +1662,21 @@ def conv2d(x, w, stride=1, padding=0):
     cols = make("im2col", [x], attrs)                                   # (N·Ho·Wo, C·kh·kw)
     rows = matmul(cols, transpose(reshape(w, (o, -1))))                 # (N·Ho·Wo, O)
     return reshape(transpose(reshape(rows, (-1, ho * wo, o)), (0, 2, 1)), (-1, o, ho, wo))
+
+
+def conv1d(x, w, stride=1, padding=0):
+    """The 1-D convolution of x (N, C, L) with filters w (O, C, k): (N, O, Lo), Lo =
+    (L + 2p - k) // s + 1; a conv2d over images one row high."""
+    x, w = as_node(x), as_node(w)
+    if x.ndim != 3 or w.ndim != 3:
+        raise ShapeError(f"conv1d: x must be (batch, channels, length) and w (out channels, "
+                         f"channels, kernel), got {fmt(x.shape)} and {fmt(w.shape)}")
+    window = (1, w.shape[2])
+    padding = (0, _padding_pair(padding, window, "conv1d")[1] if isinstance(padding, str)
+               else int(padding))
+    y = conv2d(reshape(x, (-1,) + x.shape[1:2] + (1,) + x.shape[2:]),
+               reshape(w, w.shape[:2] + (1,) + w.shape[2:]), (1, int(stride)), padding)
+    return reshape(y, (-1,) + y.shape[1:2] + y.shape[3:])
 
 
 def _pool(op, x, window, stride, padding):

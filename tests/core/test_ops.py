@@ -429,6 +429,12 @@ TABLE = [
       lambda x, w: _ref_conv2d(x, w, (1, 1), (1, 1)), ((2, 1, 4, 5), (2, 1, 3, 3))),
     E("conv2d-stride-beyond-kernel", lambda x, w: sg.conv2d(x, w, stride=3),
       lambda x, w: _ref_conv2d(x, w, (3, 3), (0, 0)), ((1, 3, 7, 8), (2, 3, 2, 2))),
+    E("conv1d", lambda x, w: sg.conv1d(x, w, stride=2, padding=1),
+      lambda x, w: _ref_conv2d(x[:, :, None], w[:, :, None], (1, 2), (0, 1))[:, :, 0],
+      ((None, 2, 9), (3, 2, 3))),
+    E("conv1d-same", lambda x, w: sg.conv1d(x, w, padding="same"),
+      lambda x, w: _ref_conv2d(x[:, :, None], w[:, :, None], (1, 1), (0, 2))[:, :, 0],
+      ((2, 1, 7), (2, 1, 5))),
     E("im2col", _pool_op("im2col", 1, window=(3, 2), stride=(2, 1), padding=(1, 1)),
       lambda x: _ref_im2col(x, (3, 2), (2, 1), (1, 1)), ((None, 2, 5, 4),), hessian="zero"),
     E("col2im", lambda cols, like: sg.core.ops.make(
