@@ -1104,31 +1104,39 @@ def _image(op, x, what="input"):
     return x.shape[1:]
 
 
+def _span(window, dilation=(1, 1)):
+    """The extent of a window whose taps are `dilation` apart: d·(k - 1) + 1 per axis."""
+    return tuple(d * (k - 1) + 1 for k, d in zip(window, dilation))
+
+
 def _windows_out(op, hw, window, attrs):
-    (kh, kw), (sh, sw), (ph, pw) = window, attrs["stride"], attrs["padding"]
+    (kh, kw) = _span(window, attrs.get("dilation", (1, 1)))
+    (sh, sw), (ph, pw) = attrs["stride"], attrs["padding"]
     return (_out_size(op, "height", hw[0], kh, sh, ph), _out_size(op, "width", hw[1], kw, sw, pw))
 
 
-def _padded_windows(x, window, stride, padding, fill=0.0):
+def _padded_windows(x, window, stride, padding, fill=0.0, dilation=(1, 1)):
     """(N, C, Ho, Wo, kh, kw): every window of x (padded with `fill`), as a view."""
-    (kh, kw), (sh, sw), (ph, pw) = window, stride, padding
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    span = _span(window, dilation)
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
-    ho = (xp.shape[2] - kh) // sh + 1
-    wo = (xp.shape[3] - kw) // sw + 1
-    view = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))
-    return view[:, :, ::sh, ::sw][:, :, :ho, :wo]
+    ho = (xp.shape[2] - span[0]) // sh + 1
+    wo = (xp.shape[3] - span[1]) // sw + 1
+    view = np.lib.stride_tricks.sliding_window_view(xp, span, axis=(2, 3))
+    return view[:, :, ::sh, ::sw][:, :, :ho, :wo, ::dh, ::dw]
 
 
-def _scatter_windows(values, shape, window, stride, padding):
+def _scatter_windows(values, shape, window, stride, padding, dilation=(1, 1)):
     """The adjoint of _padded_windows: values (N, C, Ho, Wo, kh, kw) added into an array of
     `shape` (N, C, H, W) at the positions they were read from (padding dropped)."""
-    (kh, kw), (sh, sw), (ph, pw) = window, stride, padding
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = window, stride, padding, dilation
     n, c, h, w = shape
     ho, wo = values.shape[2:4]
     out = np.zeros((n, c, h + 2 * ph, w + 2 * pw), values.dtype)
     for i in range(kh):
         for j in range(kw):
-            out[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += values[..., i, j]
+            r, q = i * dh, j * dw
+            out[:, :, r:r + sh * (ho - 1) + 1:sh, q:q + sw * (wo - 1) + 1:sw] += values[..., i, j]
     return out[:, :, ph:ph + h, pw:pw + w]
 
 
@@ -1172,7 +1180,8 @@ def _infer_col2im(inputs, attrs):
 
 def _np_im2col(arrays, attrs):
     x = arrays[0]
-    windows = _padded_windows(x, attrs["window"], attrs["stride"], attrs["padding"])
+    windows = _padded_windows(x, attrs["window"], attrs["stride"], attrs["padding"],
+                              dilation=attrs["dilation"])
     n, c, ho, wo, kh, kw = windows.shape
     return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw)
 
@@ -1181,33 +1190,35 @@ def _np_col2im(arrays, attrs):
     cols = arrays[0]
     c, h, w = attrs["image"]
     (kh, kw) = attrs["window"]
-    ho, wo = ((h + 2 * attrs["padding"][0] - kh) // attrs["stride"][0] + 1,
-              (w + 2 * attrs["padding"][1] - kw) // attrs["stride"][1] + 1)
-    n = cols.shape[0] // (ho * wo) if ho * wo else 0
+    ho, wo = _windows_out("col2im", (h, w), attrs["window"], attrs)
+    n = cols.shape[0] // (ho * wo)
     values = cols.reshape(n, ho, wo, c, kh, kw).transpose(0, 3, 1, 2, 4, 5)
     return _scatter_windows(values, (n, c, h, w), attrs["window"], attrs["stride"],
-                            attrs["padding"])
+                            attrs["padding"], attrs["dilation"])
 
 
 def _window_attrs(node):
-    return {k: node.attrs[k] for k in ("window", "stride", "padding")}
+    return {k: node.attrs[k] for k in ("window", "stride", "padding", "dilation")}
+
+
+def _geometry(node):
+    """The window's numbers as kernels.im2col/col2im take them."""
+    return ", ".join(str(v) for k in ("window", "stride", "padding", "dilation") for v in node.attrs[k])
 
 
 def _emit_im2col(code, node, out, args):
-    (kh, kw), (sh, sw), (ph, pw) = (node.attrs[k] for k in ("window", "stride", "padding"))
     ho, wo = _windows_out("im2col", node.inputs[0].shape[2:], node.attrs["window"], node.attrs)
     code.compute(node, out, [f"{args[0]}.shape[0] * {ho * wo}", node.shape[1]],
-                 f"kernels.im2col({{0}}, {{1}}, {kh}, {kw}, {sh}, {sw}, {ph}, {pw})", args[0])
+                 f"kernels.im2col({{0}}, {{1}}, {_geometry(node)})", args[0])
 
 
 def _emit_col2im(code, node, out, args):
-    (kh, kw), (sh, sw), (ph, pw) = (node.attrs[k] for k in ("window", "stride", "padding"))
     c, h, w = node.attrs["image"]
     per_image = _windows_out("col2im", (h, w), node.attrs["window"], node.attrs)
     batch = node.shape[0] if node.shape[0] is not None else \
         f"{args[0]}.shape[0] // {per_image[0] * per_image[1]}"
     code.compute(node, out, [batch, c, h, w],
-                 f"kernels.col2im({{0}}, {{1}}, {kh}, {kw}, {sh}, {sw}, {ph}, {pw})", args[0])
+                 f"kernels.col2im({{0}}, {{1}}, {_geometry(node)})", args[0])
 
 
 # im2col lays every window of an image out as a row (N·Ho·Wo rows of C·kh·kw taps), so a
@@ -1635,7 +1646,7 @@ def concatenate(xs, axis=0):
 
 def _padding_pair(padding, window, op):
     """An int, a pair, "valid" (none) or "same" (the output keeps the input's size at stride
-    1: (k - 1) / 2 on each side, so k must be odd)."""
+    1: (k - 1) / 2 on each side of a window spanning k, so k must be odd)."""
     if padding == "valid":
         return (0, 0)
     if padding == "same":
@@ -1646,36 +1657,42 @@ def _padding_pair(padding, window, op):
     return _pair(padding, "padding", op)
 
 
-def conv2d(x, w, stride=1, padding=0):
+def conv2d(x, w, stride=1, padding=0, dilation=1):
     """The 2-D convolution (cross-correlation, as in deep learning) of x (N, C, H, W) with
-    filters w (O, C, kh, kw): (N, O, Ho, Wo), Ho = (H + 2·ph - kh) // sh + 1. padding: an
-    int, a pair, "valid" or "same"."""
+    filters w (O, C, kh, kw): (N, O, Ho, Wo), Ho = (H + 2·ph - dh·(kh - 1) - 1) // sh + 1.
+    padding: an int, a pair, "valid" or "same"; dilation: taps that far apart (an int or a
+    pair)."""
     x, w = as_node(x), as_node(w)
     c, h, width = _image("conv2d", x)
     if w.ndim != 4 or None in w.shape or w.shape[1] != c:
         raise ShapeError(f"conv2d: the filters must be (out channels, {c}, kernel height, "
                          f"kernel width) for an input of {c} channels, got {fmt(w.shape)}")
     o, window = w.shape[0], tuple(w.shape[2:])
+    dilation = _pair(dilation, "dilation", "conv2d")
+    if min(dilation) < 1:
+        raise ShapeError(f"conv2d: dilation must be >= 1, got {dilation}")
     attrs = {"window": window, "stride": _pair(stride, "stride", "conv2d"),
-             "padding": _padding_pair(padding, window, "conv2d")}
+             "padding": _padding_pair(padding, _span(window, dilation), "conv2d"),
+             "dilation": dilation}
     ho, wo = _windows_out("conv2d", (h, width), window, attrs)
     cols = make("im2col", [x], attrs)                                   # (N·Ho·Wo, C·kh·kw)
     rows = matmul(cols, transpose(reshape(w, (o, -1))))                 # (N·Ho·Wo, O)
     return reshape(transpose(reshape(rows, (-1, ho * wo, o)), (0, 2, 1)), (-1, o, ho, wo))
 
 
-def conv1d(x, w, stride=1, padding=0):
+def conv1d(x, w, stride=1, padding=0, dilation=1):
     """The 1-D convolution of x (N, C, L) with filters w (O, C, k): (N, O, Lo), Lo =
     (L + 2p - k) // s + 1; a conv2d over images one row high."""
     x, w = as_node(x), as_node(w)
     if x.ndim != 3 or w.ndim != 3:
         raise ShapeError(f"conv1d: x must be (batch, channels, length) and w (out channels, "
                          f"channels, kernel), got {fmt(x.shape)} and {fmt(w.shape)}")
-    window = (1, w.shape[2])
-    padding = (0, _padding_pair(padding, window, "conv1d")[1] if isinstance(padding, str)
+    span = (1, int(dilation) * (w.shape[2] - 1) + 1)
+    padding = (0, _padding_pair(padding, span, "conv1d")[1] if isinstance(padding, str)
                else int(padding))
     y = conv2d(reshape(x, (-1,) + x.shape[1:2] + (1,) + x.shape[2:]),
-               reshape(w, w.shape[:2] + (1,) + w.shape[2:]), (1, int(stride)), padding)
+               reshape(w, w.shape[:2] + (1,) + w.shape[2:]), (1, int(stride)), padding,
+               (1, int(dilation)))
     return reshape(y, (-1,) + y.shape[1:2] + y.shape[3:])
 
 

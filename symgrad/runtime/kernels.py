@@ -362,23 +362,24 @@ def max_pool2d_select(x, t, out, kh, kw, sh, sw, ph, pw):
 # gradients are matrix products (one BLAS call each) around cheap copies.
 
 @jit
-def im2col(x, cols, kh, kw, sh, sw, ph, pw):
-    """cols[(n·Ho + a)·Wo + b, (c·kh + i)·kw + j] = x[n, c, a·sh - ph + i, b·sw - pw + j]
-    (0 in the padding): one row per output position, one column per filter tap."""
+def im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw):
+    """cols[(n·Ho + a)·Wo + b, (c·kh + i)·kw + j] = x[n, c, a·sh - ph + i·dh, b·sw - pw + j·dw]
+    (0 in the padding): one row per output position, one column per filter tap (taps dh, dw
+    apart)."""
     n_, c_, h_, w_ = x.shape
-    ho = (h_ + 2 * ph - kh) // sh + 1
-    wo = (w_ + 2 * pw - kw) // sw + 1
+    ho = (h_ + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (w_ + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     for n in range(n_):
         for a in range(ho):
             for b in range(wo):
                 row = (n * ho + a) * wo + b
                 for c in range(c_):
                     for i in range(kh):
-                        r = a * sh - ph + i
+                        r = a * sh - ph + i * dh
                         base = (c * kh + i) * kw
                         if 0 <= r < h_:
                             for j in range(kw):
-                                q = b * sw - pw + j
+                                q = b * sw - pw + j * dw
                                 cols[row, base + j] = x[n, c, r, q] if 0 <= q < w_ else 0
                         else:
                             for j in range(kw):
@@ -386,12 +387,12 @@ def im2col(x, cols, kh, kw, sh, sw, ph, pw):
 
 
 @jit
-def col2im(cols, out, kh, kw, sh, sw, ph, pw):
+def col2im(cols, out, kh, kw, sh, sw, ph, pw, dh, dw):
     """The adjoint of im2col: each entry of `cols` added into `out` (N, C, H, W) where im2col
     read it (padding dropped)."""
     n_, c_, h_, w_ = out.shape
-    ho = (h_ + 2 * ph - kh) // sh + 1
-    wo = (w_ + 2 * pw - kw) // sw + 1
+    ho = (h_ + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (w_ + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     fill(out, 0.0)
     for n in range(n_):
         for a in range(ho):
@@ -399,10 +400,10 @@ def col2im(cols, out, kh, kw, sh, sw, ph, pw):
                 row = (n * ho + a) * wo + b
                 for c in range(c_):
                     for i in range(kh):
-                        r = a * sh - ph + i
+                        r = a * sh - ph + i * dh
                         if 0 <= r < h_:
                             base = (c * kh + i) * kw
                             for j in range(kw):
-                                q = b * sw - pw + j
+                                q = b * sw - pw + j * dw
                                 if 0 <= q < w_:
                                     out[n, c, r, q] += cols[row, base + j]

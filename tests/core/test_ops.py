@@ -157,17 +157,19 @@ C4 = np.array([0.5, -1.0, 2.0, 0.25])
 # Convolution and pooling, by explicit loops over output positions (independent of the
 # sliding-window NumPy code the interpreter runs).
 
-def _ref_windows(x, window, stride, padding, fill=0.0):
-    """{(a, b): the (N, C, kh, kw) patch of window (a, b)} of x padded with `fill`."""
-    (kh, kw), (sh, sw), (ph, pw) = window, stride, padding
+def _ref_windows(x, window, stride, padding, fill=0.0, dilation=(1, 1)):
+    """{(a, b): the (N, C, kh, kw) patch of window (a, b)} of x padded with `fill`, its taps
+    `dilation` apart."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = window, stride, padding, dilation
+    eh, ew = dh * (kh - 1) + 1, dw * (kw - 1) + 1
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
-    ho, wo = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
-    return {(a, b): xp[:, :, a * sh:a * sh + kh, b * sw:b * sw + kw]
+    ho, wo = (xp.shape[2] - eh) // sh + 1, (xp.shape[3] - ew) // sw + 1
+    return {(a, b): xp[:, :, a * sh:a * sh + eh:dh, b * sw:b * sw + ew:dw]
             for a in range(ho) for b in range(wo)}, (ho, wo)
 
 
-def _ref_conv2d(x, w, stride, padding):
-    patches, (ho, wo) = _ref_windows(x, w.shape[2:], stride, padding)
+def _ref_conv2d(x, w, stride, padding, dilation=(1, 1)):
+    patches, (ho, wo) = _ref_windows(x, w.shape[2:], stride, padding, dilation=dilation)
     out = np.zeros((x.shape[0], w.shape[0], ho, wo))
     for (a, b), patch in patches.items():
         out[:, :, a, b] = np.tensordot(patch, w, axes=([1, 2, 3], [1, 2, 3]))
@@ -186,21 +188,25 @@ def _ref_spread(values_at, shape, window, stride, padding):
     return out[:, :, ph:ph + h, pw:pw + w]
 
 
-def _ref_im2col(x, window, stride, padding):
+def _ref_im2col(x, window, stride, padding, dilation=(1, 1)):
     """Rows (n, a, b) in order, columns (c, i, j) in order: every window as a row."""
-    patches, (ho, wo) = _ref_windows(x, window, stride, padding)
+    patches, (ho, wo) = _ref_windows(x, window, stride, padding, dilation=dilation)
     rows = np.zeros((x.shape[0], ho, wo, x.shape[1] * window[0] * window[1]))
     for (a, b), patch in patches.items():
         rows[:, a, b] = patch.reshape(x.shape[0], -1)
     return rows.reshape(-1, rows.shape[-1])
 
 
-def _ref_col2im(cols, n, image, window, stride, padding):
+def _ref_col2im(cols, n, image, window, stride, padding, dilation=(1, 1)):
+    # the adjoint of _ref_im2col, by definition: <col2im(cols), x> = <cols, im2col(x)>
     c, h, w = image
-    ho = (h + 2 * padding[0] - window[0]) // stride[0] + 1
-    wo = (w + 2 * padding[1] - window[1]) // stride[1] + 1
-    values = cols.reshape(n, ho, wo, c, window[0], window[1])
-    return _ref_spread(lambda a, b: values[:, a, b], (n, c, h, w), window, stride, padding)
+    out = np.zeros((n, c, h, w))
+    basis = np.zeros((n, c, h, w))
+    for index in np.ndindex(out.shape):
+        basis[index] = 1.0
+        out[index] = np.sum(cols * _ref_im2col(basis, window, stride, padding, dilation))
+        basis[index] = 0.0
+    return out
 
 
 def _ref_max_weights(x, window, stride, padding):
@@ -435,12 +441,18 @@ TABLE = [
     E("conv1d-same", lambda x, w: sg.conv1d(x, w, padding="same"),
       lambda x, w: _ref_conv2d(x[:, :, None], w[:, :, None], (1, 1), (0, 2))[:, :, 0],
       ((2, 1, 7), (2, 1, 5))),
-    E("im2col", _pool_op("im2col", 1, window=(3, 2), stride=(2, 1), padding=(1, 1)),
-      lambda x: _ref_im2col(x, (3, 2), (2, 1), (1, 1)), ((None, 2, 5, 4),), hessian="zero"),
+    E("conv2d-dilated", lambda x, w: sg.conv2d(x, w, padding=(2, 1), dilation=(2, 1)),
+      lambda x, w: _ref_conv2d(x, w, (1, 1), (2, 1), (2, 1)), ((None, 2, 6, 5), (3, 2, 3, 3))),
+    E("conv1d-dilated-same", lambda x, w: sg.conv1d(x, w, padding="same", dilation=2),
+      lambda x, w: _ref_conv2d(x[:, :, None], w[:, :, None], (1, 1), (0, 2), (1, 2))[:, :, 0],
+      ((2, 2, 8), (2, 2, 3))),
+    E("im2col", _pool_op("im2col", 1, window=(3, 2), stride=(2, 1), padding=(1, 1), dilation=(1, 2)),
+      lambda x: _ref_im2col(x, (3, 2), (2, 1), (1, 1), (1, 2)), ((None, 2, 5, 5),), hessian="zero"),
     E("col2im", lambda cols, like: sg.core.ops.make(
-        "col2im", [cols, like], dict(window=(3, 2), stride=(2, 1), padding=(1, 1), image=(2, 5, 4))),
-      lambda cols, like: _ref_col2im(cols, like.shape[0], (2, 5, 4), (3, 2), (2, 1), (1, 1)),
-      ((30, 12), (2, 2, 5, 4)), wrt=(0,), hessian="zero"),
+        "col2im", [cols, like], dict(window=(3, 2), stride=(2, 1), padding=(1, 1),
+                                     dilation=(1, 2), image=(2, 5, 5))),
+      lambda cols, like: _ref_col2im(cols, like.shape[0], (2, 5, 5), (3, 2), (2, 1), (1, 1), (1, 2)),
+      ((30, 12), (2, 2, 5, 5)), wrt=(0,), hessian="zero"),
     E("avg_pool2d", lambda x: sg.avg_pool2d(x, **POOL), lambda x: _ref_pool(x, kind="avg", **POOL),
       ((None, 2, 5, 6),), hessian="zero", compile32=True),
     E("avg_pool2d_grad", _pool_op("avg_pool2d_grad", 1, in_hw=(5, 6), **POOL),
