@@ -391,3 +391,21 @@ def test_max_over_several_axes_splits_ties_evenly():
     compiled, reference = both([x], [g], [np.array([[1.0, 1.0], [0.0, 1.0]])])
     for value in (compiled[0], reference[0]):
         np.testing.assert_allclose(value, [[1 / 3, 1 / 3], [0, 1 / 3]])
+
+
+def test_gradients_of_several_slices_keep_their_memory_until_read():
+    # The gradient of each slice is an unslice that the final sum reads in place (padded with
+    # zeros, never materialised), so each slice's cotangent must stay alive until that sum.
+    # The workspace once planned them as dead after their unslice, and three cotangents of
+    # one size shared one slot: the compiled gradient was wrong (off by 2.2 here).
+    x = sg.placeholder("x", (6,), "float64")
+    us = [sg.placeholder(f"u{k}", (2,), "float64") for k in range(3)]
+    loss = sum(sg.sum(sg.tanh(x[2 * k:2 * k + 2]) * us[k]) for k in range(3))
+    g = sg.gradients(loss, x)
+    f = sg.function([x] + us, g, background=False)
+    assert sum(d.pass_ == "lazy_unslice" for d in f.decisions) == 3
+    rng = np.random.default_rng(0)
+    X, U = rng.standard_normal(6), [rng.standard_normal(2) for _ in range(3)]
+    expected = np.concatenate([(1 - np.tanh(X[2 * k:2 * k + 2]) ** 2) * U[k] for k in range(3)])
+    np.testing.assert_allclose(f(X, *U), expected, rtol=1e-12)
+    np.testing.assert_allclose(sg.evaluate(g, {x: X, **dict(zip(us, U))}), expected, rtol=1e-12)

@@ -282,9 +282,9 @@ def _in_place_updates(program, code, positions):
     last_read = {}
     for k, step in enumerate(program.steps):
         for node_in in step.node.inputs:
-            last_read[program.base(node_in)] = k
+            last_read[program.storage(node_in)] = k
     for node in program.outputs:
-        last_read[program.base(node)] = len(program.steps)
+        last_read[program.storage(node)] = len(program.steps)
     chosen = {}
     for variable, value in program.updates:
         name = names[value]

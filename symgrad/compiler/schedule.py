@@ -70,6 +70,15 @@ class Program:
             node = node.inputs[0]
         return node
 
+    def storage(self, node):
+        """The node whose memory is read when `node`'s value is read: its base, also through
+        ops whose value codegen may leave to the loops that use it (an unslice, read as its
+        input padded with zeros). Lifetimes follow storage: the input of such an op must
+        outlive the op's own last reader."""
+        while OPS[node.op].view or OPS[node.op].lazy_read:
+            node = node.inputs[0]
+        return node
+
     def workspace_bytes(self, sizes):
         """Bytes of workspace for run-time sizes {(arg name, axis): size}."""
         return sum(np.dtype(dtype).itemsize * static * int(np.prod([sizes[f] for f in factors]))
@@ -164,7 +173,8 @@ def _size_factors(program, node):
 
 def plan_workspace(program, in_place=()):
     """Assign workspace slots: a value whose memory is dead (after its last use, and that of
-    every view of it) hands its slot to a later value of the same dtype and size. Returned
+    every view of it and every value read through it: Program.storage) hands its slot to a
+    later value of the same dtype and size. Returned
     values never live in the workspace: the next call would overwrite them; nor do the values
     `in_place` names, which codegen writes straight into their Variables (it plans again once
     it knows them)."""
@@ -175,12 +185,12 @@ def plan_workspace(program, in_place=()):
     last = {}
     for step in program.steps:
         for node_in in step.node.inputs:
-            base = program.base(node_in)
+            base = program.storage(node_in)
             last[base] = max(last.get(base, -1), program.last_use.get(names[node_in], -1))
     for node in program.outputs:
-        last[program.base(node)] = end + 1  # never freed
+        last[program.storage(node)] = end + 1  # never freed
     for _, value in program.updates:
-        base = program.base(value)
+        base = program.storage(value)
         last[base] = max(last.get(base, -1), end)
     free, releases = {}, {}
     for k, step in enumerate(program.steps):

@@ -14,7 +14,9 @@ are everything symgrad knows about that op, declared by keyword where the op is 
   workspace), `free` (no work: partial evaluation rebuilds it rather than storing it; every
   view is free), `transparent` (formulas show it as its input), and `size_source` (which
   input, at which axes, has the output's sizes: how unknown sizes are traced to arguments),
-  `sums_to_one` (the output sums to 1 along its `axis` attribute: a fact rewrites may use).
+  `sums_to_one` (the output sums to 1 along its `axis` attribute: a fact rewrites may use),
+  `lazy_read` (codegen may leave the value to the loops that use it, which then read input 0:
+  that input must live as long as they do).
 
 Every op is checked when it is registered (`register`): a traits combination that cannot hold
 is a `TypeError` at import, not a wrong number later.
@@ -69,6 +71,7 @@ class Op:
     transparent: bool = False
     size_source: Callable | None = None   # (node, axes) -> (input, its axes) or None
     sums_to_one: bool = False             # the output sums to 1 along attrs["axis"]
+    lazy_read: bool = False               # codegen may leave it to its loops, which read input 0
 
     def __post_init__(self):
         if self.linear and self.jvp is None:
@@ -697,7 +700,8 @@ def _unslice_sizes(node, axes):
 
 register(Op("unslice", infer=_infer_unslice, numpy=_np_unslice,
             vjp=lambda node, g, wanted: [make("slice", [g], {"index": node.attrs["index"]}), None][:len(node.inputs)],
-            linear=True, emit=_emit_unslice, shape_only=(1,), size_source=_unslice_sizes))
+            linear=True, emit=_emit_unslice, shape_only=(1,), size_source=_unslice_sizes,
+            lazy_read=True))
 
 
 def _infer_concatenate(inputs, attrs):
@@ -1657,13 +1661,22 @@ def _padding_pair(padding, window, op):
     return _pair(padding, "padding", op)
 
 
-def conv2d(x, w, stride=1, padding=0, dilation=1):
+def conv2d(x, w, stride=1, padding=0, dilation=1, groups=1):
     """The 2-D convolution (cross-correlation, as in deep learning) of x (N, C, H, W) with
-    filters w (O, C, kh, kw): (N, O, Ho, Wo), Ho = (H + 2·ph - dh·(kh - 1) - 1) // sh + 1.
-    padding: an int, a pair, "valid" or "same"; dilation: taps that far apart (an int or a
-    pair)."""
+    filters w (O, C / groups, kh, kw): (N, O, Ho, Wo), Ho = (H + 2·ph - dh·(kh - 1) - 1) // sh
+    + 1. padding: an int, a pair, "valid" or "same"; dilation: taps that far apart (an int or
+    a pair); groups: the channels split into that many groups, each convolved with its share
+    of the filters (groups = C: depthwise)."""
     x, w = as_node(x), as_node(w)
     c, h, width = _image("conv2d", x)
+    if groups != 1:
+        if not (isinstance(groups, int) and groups >= 1 and c % groups == 0 and w.ndim == 4
+                and w.shape[0] % groups == 0):
+            raise ShapeError(f"conv2d: groups={groups!r} must divide the {c} input channels and "
+                             f"the filters' {w.shape[0] if w.ndim else '?'} output channels")
+        ci, co = c // groups, w.shape[0] // groups
+        return concatenate([conv2d(x[:, g * ci:(g + 1) * ci], w[g * co:(g + 1) * co], stride,
+                                   padding, dilation) for g in range(groups)], axis=1)
     if w.ndim != 4 or None in w.shape or w.shape[1] != c:
         raise ShapeError(f"conv2d: the filters must be (out channels, {c}, kernel height, "
                          f"kernel width) for an input of {c} channels, got {fmt(w.shape)}")

@@ -443,6 +443,13 @@ TABLE = [
       ((2, 1, 7), (2, 1, 5))),
     E("conv2d-dilated", lambda x, w: sg.conv2d(x, w, padding=(2, 1), dilation=(2, 1)),
       lambda x, w: _ref_conv2d(x, w, (1, 1), (2, 1), (2, 1)), ((None, 2, 6, 5), (3, 2, 3, 3))),
+    E("conv2d-groups", lambda x, w: sg.conv2d(x, w, padding=1, groups=2),
+      lambda x, w: np.concatenate([_ref_conv2d(x[:, :2], w[:3], (1, 1), (1, 1)),
+                                   _ref_conv2d(x[:, 2:], w[3:], (1, 1), (1, 1))], axis=1),
+      ((None, 4, 4, 5), (6, 2, 3, 3))),
+    E("conv2d-depthwise", lambda x, w: sg.conv2d(x, w, stride=2, groups=3),
+      lambda x, w: np.concatenate([_ref_conv2d(x[:, k:k + 1], w[k:k + 1], (2, 2), (0, 0))
+                                   for k in range(3)], axis=1), ((2, 3, 5, 5), (3, 1, 2, 2))),
     E("conv1d-dilated-same", lambda x, w: sg.conv1d(x, w, padding="same", dilation=2),
       lambda x, w: _ref_conv2d(x[:, :, None], w[:, :, None], (1, 1), (0, 2), (1, 2))[:, :, 0],
       ((2, 2, 8), (2, 2, 3))),
