@@ -108,8 +108,8 @@ class Function:
             self._plan_function = jit.load_program(self.source)["plan"]
             runner = jit.table_runner()
             # every step compiled now, from a plan for made-up sizes (a call with other sizes
-            # makes its own plan from the same steps)
-            # (kept for calls of those shapes only if the graph accepts them, as a call checks)
+            # makes its own plan from the same steps); the plan is kept for calls of those
+            # shapes only if the graph accepts them, as a call checks
             sizes = [tuple(16 if d is None else d for d in node.shape) for node in self.inputs]
             try:
                 concrete_shapes(self._sized_nodes, dict(zip(self.inputs, sizes)))

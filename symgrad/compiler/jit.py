@@ -26,6 +26,7 @@ with its lines registered so tracebacks show them.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import hashlib
@@ -151,7 +152,7 @@ def step(table, bases):
 _steps: dict = {}            # step key -> address of its compiled cfunc
 _keep: list = []             # the cfuncs: their machine code lives as long as they do
 _compiling = threading.Lock()  # one step compiled at a time (Numba compiles one at a time)
-stats = {"compiled": 0, "loaded": 0}  # steps compiled by Numba / read from its disk cache
+stats = {"compiled": 0, "loaded": 0}  # steps compiled by Numba / read from a disk cache
 
 
 def step_text(loop, statement, kinds, check):
@@ -195,26 +196,29 @@ def step_text(loop, statement, kinds, check):
 
 # ------------------------------------------------------------------------- machine code
 
-_CODEGEN = None
+_CODEGEN = _MACHINE = None
 
 
 def _codegen():
     """Numba's code generator, with the runtime (NRT) symbols compiled code links against,
     but not the typing registries (compiling fills those when it needs them)."""
-    global _CODEGEN
+    global _CODEGEN, _MACHINE
     if _CODEGEN is None:
         from numba.core.registry import cpu_target
         from numba.core.runtime import rtsys
         from ..runtime import blas  # noqa: F401 - registers the BLAS symbols products call
         context = cpu_target.target_context
         rtsys.initialize(context)
-        _CODEGEN = context.codegen()
+        codegen = context.codegen()
+        # the CPU the code is compiled for (triple, name, features): its object files' tag
+        _MACHINE = hashlib.sha256(repr(codegen.magic_tuple()).encode()).hexdigest()[:8]
+        _CODEGEN = codegen
     return _CODEGEN
 
 
 def _object_path(name):
-    machine = hashlib.sha256(repr(_codegen().magic_tuple()).encode()).hexdigest()[:8]
-    return os.path.join(cache_dir(), f"step_{name}.{machine}.o")
+    _codegen()
+    return os.path.join(cache_dir(), f"step_{name}.{_MACHINE}.o")
 
 
 def _load_object(path):
@@ -232,7 +236,8 @@ def _load_object(path):
         library = _codegen().unserialize_library(serialized)
         address = library.get_pointer_to_function(symbol)
     except Exception:
-        os.unlink(path)
+        with contextlib.suppress(OSError):  # (another process may have removed it already)
+            os.unlink(path)
         return None
     _keep.append(library)
     return address

@@ -1144,19 +1144,15 @@ def _scatter_windows(values, shape, window, stride, padding, dilation=(1, 1)):
     return out[:, :, ph:ph + h, pw:pw + w]
 
 
-
-
 def _batch_dims(node, args):
     """The output's sizes as code: only the batch may be unknown, and input 0 has it."""
     return [d if d is not None else f"{args[0]}.shape[0]" for d in node.shape]
 
 
-
-
 def _infer_im2col(inputs, attrs):
     x = inputs[0]
     c, h, w = _image("im2col", x)
-    ho, wo = _windows_out("conv2d", (h, w), attrs["window"], attrs)
+    ho, wo = _windows_out("im2col", (h, w), attrs["window"], attrs)
     rows = None if x.shape[0] is None else x.shape[0] * ho * wo
     return (rows, c * attrs["window"][0] * attrs["window"][1]), x.dtype
 

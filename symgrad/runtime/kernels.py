@@ -362,13 +362,18 @@ def max_pool2d_select(x, t, out, kh, kw, sh, sw, ph, pw):
 # gradients are matrix products (one BLAS call each) around cheap copies.
 
 @jit
+def _windows_along(n, k, s, p, d):
+    """How many windows of k taps, d apart, fit along n values padded by p, moved by s."""
+    return (n + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+@jit
 def im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw):
     """cols[(n·Ho + a)·Wo + b, (c·kh + i)·kw + j] = x[n, c, a·sh - ph + i·dh, b·sw - pw + j·dw]
     (0 in the padding): one row per output position, one column per filter tap (taps dh, dw
     apart)."""
     n_, c_, h_, w_ = x.shape
-    ho = (h_ + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (w_ + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    ho, wo = _windows_along(h_, kh, sh, ph, dh), _windows_along(w_, kw, sw, pw, dw)
     for n in range(n_):
         for a in range(ho):
             for b in range(wo):
@@ -391,8 +396,7 @@ def col2im(cols, out, kh, kw, sh, sw, ph, pw, dh, dw):
     """The adjoint of im2col: each entry of `cols` added into `out` (N, C, H, W) where im2col
     read it (padding dropped)."""
     n_, c_, h_, w_ = out.shape
-    ho = (h_ + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (w_ + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    ho, wo = _windows_along(h_, kh, sh, ph, dh), _windows_along(w_, kw, sw, pw, dw)
     fill(out, 0.0)
     for n in range(n_):
         for a in range(ho):
