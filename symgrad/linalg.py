@@ -37,7 +37,7 @@ from .runtime import kernels
 from .core import ops
 from .core.autodiff import gradients, hessian_vector_product, jvp
 from .compiler.function import function
-from .core.graph import Node, constant, is_named_leaf, make, placeholder, topological_order
+from .core.graph import Node, is_named_leaf, placeholder, topological_order
 from .core.interpreter import check_value
 from .core.partial import split
 from .core.simplify import simplify
@@ -264,10 +264,7 @@ _ALIASES = {"softmax_ce": "softmax_cross_entropy", "ce": "softmax_cross_entropy"
 
 def _count(z, axes):
     """The number of elements of z along `axes`, as a scalar node (known now or at run time)."""
-    sizes = [z.shape[a] for a in axes]
-    if None in sizes:
-        return make("size", [z], {"axes": tuple(axes)})
-    return constant(float(math.prod(sizes)), dtype=z.dtype)
+    return ops.size([z.shape[a] for a in axes], z.dtype)
 
 
 def loss_hessian_product(z, loss_kind, u):

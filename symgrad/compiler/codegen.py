@@ -29,7 +29,11 @@ from __future__ import annotations
 
 import math
 
+import sympy
+from sympy.printing.str import StrPrinter
+
 from ..core import scalar
+from ..core.dims import is_known
 from ..core.ops import OPS, fmt, is_elementwise
 from .schedule import Decision, plan_workspace
 
@@ -75,6 +79,11 @@ class Code:
     def decide(self, pass_, name, detail):
         """Log a choice (see the module doc)."""
         self.decisions.append(Decision(pass_, name, detail))
+
+    def size(self, d):
+        """Size `d` as code: a number, or its expression over the sizes read from the
+        arguments at the top of the plan (`size0 = arg0.shape[0]`)."""
+        return d if is_known(d) else _SizeCode(self.program.sizes).doprint(d)
 
     @staticmethod
     def shape(dims):
@@ -129,7 +138,8 @@ class Code:
     def read_in_place(self, node, out, source, offsets):
         """Leave a slice to the elementwise loops that read it, if only they read it:
         `offsets` gives each axis's (start, step) into `source`. Returns whether it did."""
-        if not (node.ndim and None not in node.shape and self.consumed_only_by(out, is_elementwise)):
+        if not (node.ndim and all(is_known(d) for d in node.shape) and
+                self.consumed_only_by(out, is_elementwise)):
             return False
         self.slices[out] = (source, offsets)
         self.spread_dims[out] = list(node.shape)
@@ -251,7 +261,7 @@ class Code:
         sizes agree, sizes.py)."""
         if full:
             ref = full[0][1]
-            return [d if d is not None else f"{ref}.shape[{k}]" for k, d in enumerate(node.shape)]
+            return [d if is_known(d) else f"{ref}.shape[{k}]" for k, d in enumerate(node.shape)]
         if spread:
             return self.spread_dims[spread[0][1]]
         return []
@@ -345,18 +355,48 @@ def workspace_dtypes(program):
     return sorted({node.dtype for node in program.graph})
 
 
-def _slot_size(static, factors):
-    return " * ".join([str(static)] + [f"{name}.shape[{axis}]" for name, axis in factors])
+class _SizeCode(StrPrinter):
+    """A size expression as Python: symbols by their names in the plan (Program.sizes),
+    Max/Min as max/min, floor(a / b) as a // b. Anything else is not a size."""
+
+    def __init__(self, names):
+        super().__init__()
+        self.names = names
+
+    def _print_Symbol(self, symbol):
+        if symbol not in self.names:
+            raise NotImplementedError(
+                f"codegen: size {symbol} is not one the arguments' shapes give; the compiled "
+                f"function cannot work it out before the value that has it is computed")
+        return self.names[symbol][0]
+
+    _print_Dummy = _print_Symbol
+
+    def _print_Max(self, expr):
+        return f"max({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_Min(self, expr):
+        return f"min({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_floor(self, expr):
+        numerator, denominator = sympy.fraction(sympy.together(expr.args[0]))
+        return f"(({self._print(numerator)}) // ({self._print(denominator)}))"
+
+    def _print_Rational(self, expr):
+        raise NotImplementedError(f"codegen: {expr} is not a whole size")
 
 
 def _workspace_layout(program):
-    """Lines computing each slot's size and offset, and the elements they take per dtype."""
+    """Lines reading the sizes the arguments give, and computing each workspace slot's size
+    and offset, and the elements they take per dtype."""
+    lines = [f"    {name} = {arg}.shape[{axis}]" for name, arg, axis in program.sizes.values()]
     if not program.slots:
-        return []
-    lines = ["    # workspace slots (sizes and offsets in elements); the caller allocates it"]
+        return lines
+    lines.append("    # workspace slots (sizes and offsets in elements); the caller allocates it")
     end = {}
-    for k, (dtype, static, factors) in enumerate(program.slots):
-        lines.append(f"    ws{k} = {_slot_size(static, factors)}")
+    size = _SizeCode(program.sizes).doprint
+    for k, (dtype, count) in enumerate(program.slots):
+        lines.append(f"    ws{k} = {size(count) if not is_known(count) else count}")
         lines.append(f"    wso{k} = {end.get(dtype, '0')}")
         end[dtype] = f"wso{k} + ws{k}"
     lines += [f"    step.reserve({dtype!r}, {total})" for dtype, total in end.items()]

@@ -21,6 +21,7 @@ import warnings
 import numpy as np
 
 from . import codegen, jit, plan
+from ..core import dims
 from ..core.graph import Node, Variable, is_named_leaf, topological_order
 from ..core.interpreter import check_value, evaluate
 from ..core.ops import fmt
@@ -81,7 +82,7 @@ class Function:
         self._scalar_out = [o.shape == () for o in self.outputs]
         self._arg_names = [getattr(n, "name", None) or f"argument {k}" for k, n in enumerate(self.inputs)]
         # What each call checks, worked out once: (dtype, rank, [(axis, size) known statically]).
-        self._specs = [(np.dtype(n.dtype), n.ndim, [(k, d) for k, d in enumerate(n.shape) if d is not None])
+        self._specs = [(np.dtype(n.dtype), n.ndim, [(k, d) for k, d in enumerate(n.shape) if dims.is_known(d)])
                        for n in self.inputs]
         # State and constants are passed as the same array objects every call (a Variable's
         # array is updated in place, never replaced).
@@ -110,7 +111,8 @@ class Function:
             # every step compiled now, from a plan for made-up sizes (a call with other sizes
             # makes its own plan from the same steps); the plan is kept for calls of those
             # shapes only if the graph accepts them, as a call checks
-            sizes = [tuple(16 if d is None else d for d in node.shape) for node in self.inputs]
+            made_up = {symbol: 16 for symbol in self.program.sizes}
+            sizes = [tuple(dims.evaluate(d, made_up) for d in node.shape) for node in self.inputs]
             try:
                 concrete_shapes(self._sized_nodes, dict(zip(self.inputs, sizes)))
                 self._prepare(tuple(s or (1,) for s in sizes))  # (a call holds 0-d as 1 element)
@@ -271,14 +273,15 @@ class Function:
         """Bytes of the reused workspace and the peak bytes of all intermediate values, for
         the unknown sizes given by argument name and axis, e.g. `memory(x=128)` (axis 0) or
         `memory(x=(128,))`; unknown sizes default to 1."""
-        dims = {}
+        bindings = {}
         for k, node in enumerate(self.inputs):
             given = sizes.get(node.name if node.name else f"arg{k}", 1)
             given = given if isinstance(given, tuple) else (given,) * node.ndim
-            for axis in range(node.ndim):
-                dims[(f"arg{k}", axis)] = given[axis] if axis < len(given) else 1
-        batch = max([1] + [d for d in dims.values()])
-        return {"workspace_bytes": self.program.workspace_bytes(dims),
+            for axis, d in enumerate(node.shape):
+                if not dims.is_known(d) and d.is_Symbol:
+                    bindings.setdefault(d, given[axis] if axis < len(given) else 1)
+        batch = max([1] + list(bindings.values()))
+        return {"workspace_bytes": self.program.workspace_bytes(bindings),
                 "peak_bytes": self.program.peak_bytes(batch)}
 
     def __repr__(self):

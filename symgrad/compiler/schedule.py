@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import math
+
 import networkx as nx
 import numpy as np
 
+from ..core import dims
 from ..core.graph import Node, topological_order
 from ..core.ops import OPS
-from ..core.sizes import size_source
-
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,11 @@ class Program:
     names: dict             # node -> name of its value in generated code
     last_use: dict          # name -> index of the last step reading it (len(steps) if returned)
     graph: nx.DiGraph = field(repr=False)
+    # size symbol -> (its name in generated code, the argument and axis it is read from), for
+    # the sizes the arguments' shapes give, in argument order (the same names in any process)
+    sizes: dict = field(default_factory=dict)
     workspace: dict = field(default_factory=dict)  # name -> slot index, for values in the workspace
-    slots: list = field(default_factory=list)      # (dtype, static size, ((arg name, axis), ...))
+    slots: list = field(default_factory=list)      # (dtype, element count: an expression of `sizes`)
     decisions: list = field(default_factory=list)  # Decisions of plan_workspace
 
     def aliases_argument(self, node):
@@ -79,14 +83,15 @@ class Program:
             node = node.inputs[0]
         return node
 
-    def workspace_bytes(self, sizes):
-        """Bytes of workspace for run-time sizes {(arg name, axis): size}."""
-        return sum(np.dtype(dtype).itemsize * static * int(np.prod([sizes[f] for f in factors]))
-                   for dtype, static, factors in self.slots)
+    def workspace_bytes(self, bindings):
+        """Bytes of workspace for run-time sizes {size symbol: size}."""
+        return sum(np.dtype(dtype).itemsize * dims.evaluate(count, bindings)
+                   for dtype, count in self.slots)
 
     def peak_bytes(self, batch=1):
         """Bytes of intermediate values alive at once at worst, with unknown sizes = `batch`."""
-        sizes = {s.out: int(np.prod([batch if d is None else d for d in s.node.shape], dtype=np.int64))
+        every = {symbol: batch for s in self.steps for symbol in dims.symbols_of(s.node.shape)}
+        sizes = {s.out: math.prod(dims.evaluate(d, every) for d in s.node.shape)
                  * np.dtype(s.node.dtype).itemsize for s in self.steps}
         alive, peak = 0, 0
         ends = {}
@@ -151,24 +156,27 @@ def schedule(inputs, outputs, updates=()):
     for node in roots:
         last_use[names[node]] = len(steps)
     program = Program(list(inputs), state, constants, steps, list(outputs), list(updates), names,
-                      last_use, graph)
+                      last_use, graph, _argument_sizes(inputs, names))
     plan_workspace(program)
     return program
 
 
-def _size_factors(program, node):
-    """`node`'s element count as (static product, ((arg name, axis), ...)), or None when an
-    unknown size cannot be traced to an argument of the function."""
-    static, factors = 1, []
-    for axis, d in enumerate(node.shape):
-        if d is not None:
-            static *= d
-            continue
-        leaf, (leaf_axis,) = size_source(node, (axis,))
-        if leaf not in program.inputs:
-            return None
-        factors.append((program.names[leaf], leaf_axis))
-    return static, tuple(sorted(factors))
+def _argument_sizes(inputs, names):
+    """{size symbol: (code name, argument name, axis)} for the symbols the arguments' shapes
+    state as one of their sizes, named size0, size1... in argument order."""
+    sizes = {}
+    for node in inputs:
+        for axis, d in enumerate(node.shape):
+            if not dims.is_known(d) and d.is_Symbol and d not in sizes:
+                sizes[d] = (f"size{len(sizes)}", names[node], axis)
+    return sizes
+
+
+def _element_count(program, node):
+    """`node`'s element count as an expression of the sizes the arguments give, or None
+    when it has a size they cannot state."""
+    count = dims.as_dim(math.prod(node.shape))
+    return count if dims.symbols_of((count,)) <= program.sizes.keys() else None
 
 
 def plan_workspace(program, in_place=()):
@@ -201,10 +209,10 @@ def plan_workspace(program, in_place=()):
             continue
         if last.get(node, -1) > end or node.shape == ():
             continue
-        factors = _size_factors(program, node)
-        if factors is None:
+        count = _element_count(program, node)
+        if count is None:
             continue
-        signature = (node.dtype,) + factors
+        signature = (node.dtype, count)
         if free.get(signature):
             slot = free[signature].pop()
             reuse = "reused"

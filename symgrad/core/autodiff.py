@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import ops
+from .dims import compatible
 from .graph import Node, as_node, constant, topological_order
 from .ops import OPS
 from .simplify import STABILITY_PHASES, simplify
@@ -47,8 +48,7 @@ def _between(outputs, inputs):
     order = topological_order(outputs)
     reaches = set(inputs)
     for node in order:
-        if node not in reaches and any(i in reaches for k, i in enumerate(node.inputs)
-                                       if k not in OPS[node.op].shape_only):
+        if node not in reaches and any(i in reaches for i in node.inputs):
             reaches.add(node)
     return [n for n in order if n in reaches]
 
@@ -80,7 +80,7 @@ def gradients(ys, xs, grad_ys=None, disconnected="raise"):
         seeds, _ = _as_list(grad_ys)
         seeds = [as_node(s, y) for s, y in zip(seeds, ys)]
         for s, y in zip(seeds, ys):
-            if s.shape != y.shape or s.dtype != y.dtype:
+            if not compatible(s.shape, y.shape) or s.dtype != y.dtype:
                 raise ValueError(f"grad_ys: seed {ops.fmt(s.shape)} {s.dtype} does not match "
                                  f"output {ops.fmt(y.shape)} {y.dtype}")
     ys = _stable_forms(ys, xs)
@@ -98,7 +98,7 @@ def gradients(ys, xs, grad_ys=None, disconnected="raise"):
         op = OPS[node.op]
         if op.vjp is None:
             continue
-        wanted = tuple(i in wanted_nodes and k not in op.shape_only for k, i in enumerate(node.inputs))
+        wanted = tuple(i in wanted_nodes for i in node.inputs)
         if not any(wanted):
             continue
         for parent, grad, want in zip(node.inputs, op.vjp(node, g, wanted), wanted):
@@ -138,7 +138,7 @@ def jvp(ys, xs, tangents):
     table = {}
     for x, t in zip(xs, tangents):
         t = as_node(t, x)
-        if t.shape != x.shape or t.dtype != x.dtype:
+        if not compatible(t.shape, x.shape) or t.dtype != x.dtype:
             raise ValueError(f"jvp: tangent {ops.fmt(t.shape)} {t.dtype} for {_describe(x)} "
                              f"must have its shape {ops.fmt(x.shape)} and dtype {x.dtype}")
         table[x] = t
@@ -147,7 +147,7 @@ def jvp(ys, xs, tangents):
         if node in table:
             continue
         op = OPS[node.op]
-        tangents_in = tuple(None if k in op.shape_only else table.get(i) for k, i in enumerate(node.inputs))
+        tangents_in = tuple(table.get(i) for i in node.inputs)
         if all(t is None for t in tangents_in):
             continue
         tangent = ops._linear_jvp(node, tangents_in) if op.linear else op.jvp(node, tangents_in)

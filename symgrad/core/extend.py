@@ -35,6 +35,7 @@ import types
 import sympy
 
 from . import ops, scalar
+from .dims import is_known
 from .graph import as_node, forget, make
 from .ops import OPS, Op, register, with_gradient
 
@@ -144,10 +145,10 @@ def _emit_kernel(name, attr_names, fingerprint):
     def emit(code, node, out, args):
         # The output's shape: known sizes as numbers, unknown ones from the op's own shape
         # rule, run on the call's shapes when the plan is made (plan.Recorder.infer).
-        if None in node.shape:
+        if not all(is_known(d) for d in node.shape):
             seen = [a if i.ndim else f"{a}.reshape(())" for a, i in zip(args, node.inputs)]
             code.line(f"{out}_shape = step.infer({name!r}, {dict(node.attrs)!r}, {', '.join(seen)})")
-        dims = [d if d is not None else f"{out}_shape[{k}]" for k, d in enumerate(node.shape)]
+        dims = [d if is_known(d) else f"{out}_shape[{k}]" for k, d in enumerate(node.shape)]
         code.line(f"{out} = {code.alloc(node, out, dims)}")
         numbers = [repr(float(v) if isinstance(v, float) else int(v))
                    for v in (node.attrs[a] for a in attr_names)]
@@ -156,25 +157,25 @@ def _emit_kernel(name, attr_names, fingerprint):
     return emit
 
 
-def op(name, *, infer, numpy, kernel, vjp=None, jvp=None, linear=False, attrs=(),
-       size_source=None):
+def op(name, *, infer, numpy, kernel, vjp=None, jvp=None, linear=False, attrs=()):
     """A new op computed by a Numba `kernel`. Returns its builder f(*inputs, **attrs).
 
     infer(inputs, attrs) -> (shape, dtype): the shape rule (inputs have .shape, .dtype and
-        .ndim; a size may be None, known only at call time); raise sg.ShapeError on inputs
-        that do not fit. It runs again on the concrete shapes of every call.
+        .ndim; a size known only at call time is a SymPy expression, which the rule may
+        combine as a number, `n - 1`; it may also give None for an output size it cannot
+        state); raise sg.ShapeError on inputs that do not fit. It runs again on the concrete
+        shapes of every call.
     numpy(arrays, attrs) -> array: the reference the interpreter runs (and the tests trust).
     kernel(*inputs, out, *attrs): writes the value into `out` (see the module doc).
     vjp(node, g, wanted) -> [cotangent node or None per input]; jvp(node, tangents) -> the
         output's tangent node or None. linear=True: the op applied to the tangents is its
         jvp. Without both, nothing differentiates through the op.
     attrs: the names of the op's attributes (numbers: ints or floats), passed to the kernel
-        in this order. size_source: see ops.Op (lets the value live in the workspace)."""
+        in this order."""
     attrs = tuple(attrs)
     _claim(name)
     register(Op(name, infer=infer, numpy=numpy, vjp=vjp, jvp=jvp, linear=linear,
-                emit=_emit_kernel(name, attrs, _fingerprint(kernel)), writes_output=True,
-                size_source=size_source))
+                emit=_emit_kernel(name, attrs, _fingerprint(kernel)), writes_output=True))
     _python_kernels[name] = kernel
 
     def build(*inputs, **given):

@@ -1,8 +1,8 @@
 """The graph: immutable, interned tensor nodes.
 
 In: user calls (`placeholder`, `Variable`, `constant`, operators and functions on nodes).
-Out: `Node` objects, each `(op, inputs, attrs)` with a static `shape` (ints, or None for a size
-known only at call time) and `dtype`. Equal nodes are one object (hash-consing), which gives
+Out: `Node` objects, each `(op, inputs, attrs)` with a static `shape` (ints, or expressions over
+size symbols for sizes known only at call time: dims.py) and `dtype`. Equal nodes are one object (hash-consing), which gives
 common-subexpression elimination for free. Also: iterative graph walks (`topological_order`).
 
 A node never changes once built; differentiation and rewriting build new nodes beside it.
@@ -15,6 +15,8 @@ import operator
 import weakref
 
 import numpy as np
+
+from . import dims
 
 __all__ = ["ShapeError", "Node", "OPS", "make", "forget", "placeholder", "Variable",
            "constant", "is_named_leaf", "topological_order", "as_node", "FLOAT_DTYPES"]
@@ -64,7 +66,7 @@ class Node:
         return len(self.shape)
 
     def __repr__(self):
-        shape = "(" + ", ".join("None" if d is None else str(d) for d in self.shape) + ")"
+        shape = "(" + ", ".join(dims.text(d) for d in self.shape) + ")"
         label = f" '{self.name}'" if self.name else ""
         return f"<{self.op}{label} {shape} {self.dtype} #{self.serial}>"
 
@@ -92,6 +94,7 @@ def make(op_name, inputs, attrs=None, *, name=None):
     attrs = {k: _freeze(v) for k, v in (attrs or {}).items()}
     inputs = tuple(inputs)
     shape, dtype = op.infer(inputs, attrs)
+    shape = tuple(dims.as_dim(d) for d in shape)  # None (an extension's rule): a fresh size
     # sorted by name (names are unique; sorting by the values' text would print every body)
     key = (op_name, tuple(i.serial for i in inputs),
            tuple(sorted(attrs.items(), key=operator.itemgetter(0))))
@@ -119,16 +122,21 @@ def _check_dtype(dtype):
 
 
 def placeholder(name, shape, dtype="float32"):
-    """An input given at call time. `None` in `shape` is a size known only then (the batch)."""
-    if isinstance(shape, (int, np.integer)) or shape is None:
+    """An input given at call time. In `shape`, `None` is a size known only then (the batch),
+    and a name such as "batch" is a size known only then that every shape saying "batch"
+    shares (the call is refused if their arrays disagree). A size may also be an expression
+    over such sizes (dims.py)."""
+    if isinstance(shape, (int, np.integer, str)) or shape is None:
         shape = (shape,)
+    given = shape
     try:
-        shape = tuple(None if d is None else operator.index(d) for d in shape)
-    except TypeError:
-        raise TypeError(f"placeholder '{name}': shape {shape!r} must be a tuple of sizes "
-                        f"(int >= 0, or None for a size known only at call time)") from None
-    if any(d is not None and d < 0 for d in shape):
-        raise ValueError(f"placeholder '{name}': shape {shape!r} has a negative size; sizes "
+        shape = tuple(dims.as_dim(d, hint=f"{name}.{axis}") for axis, d in enumerate(shape))
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"placeholder '{name}': shape {given!r} must be a tuple of sizes "
+                        f"(int >= 0, None for a size known only at call time, or a name "
+                        f"such as 'batch' for one shared by several inputs): {error}") from None
+    if any(dims.is_known(d) and d < 0 for d in shape):
+        raise ValueError(f"placeholder '{name}': shape {given!r} has a negative size; sizes "
                          f"are int >= 0, or None for a size known only at call time")
     return Node("placeholder", (), {"name": name}, shape, _check_dtype(dtype), name=name)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .dims import is_known
 from .graph import Node, topological_order
 from .ops import OPS, fmt
 from .sizes import concrete_shapes
@@ -31,7 +32,7 @@ def check_value(node, value, what):
     if value.dtype != node.dtype:
         raise TypeError(f"{what}: expected dtype {node.dtype}, got {value.dtype} "
                         f"(convert with .astype(np.{node.dtype}))")
-    if value.ndim != node.ndim or any(d is not None and d != v for d, v in zip(node.shape, value.shape)):
+    if value.ndim != node.ndim or any(is_known(d) and d != v for d, v in zip(node.shape, value.shape)):
         raise ValueError(f"{what}: expected shape {fmt(node.shape)}, got {fmt(value.shape)}")
     return value
 
@@ -47,7 +48,7 @@ def evaluate(outputs, feed_dict=None):
     for node in order:
         if node.op == "placeholder" and node not in values:
             raise ValueError(f"evaluate: placeholder '{node.name}' needs a value in feed_dict")
-    concrete_shapes(order, {node: value.shape for node, value in values.items()})
+    sizes = concrete_shapes(order, {node: value.shape for node, value in values.items()})
     with np.errstate(all="ignore"):
         for node in order:
             if node in values:
@@ -57,7 +58,7 @@ def evaluate(outputs, feed_dict=None):
             elif node.op == "constant":
                 values[node] = node.attrs["value"]
             else:
-                result = OPS[node.op].numpy([values[i] for i in node.inputs], node.attrs)
+                result = OPS[node.op].numpy([values[i] for i in node.inputs], sizes.attrs(node))
                 values[node] = np.asarray(result, dtype=node.dtype)
     results = [np.array(values[o], copy=True) for o in outputs]
     return results[0] if single else results

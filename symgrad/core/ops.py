@@ -12,8 +12,7 @@ are everything symgrad knows about that op, declared by keyword where the op is 
   not computed: "input", "state" or "constant"), `view` (the output may be input 0's memory),
   `writes_output` (the lowering writes into memory it is given, so the value can live in the
   workspace), `free` (no work: partial evaluation rebuilds it rather than storing it; every
-  view is free), `transparent` (formulas show it as its input), and `size_source` (which
-  input, at which axes, has the output's sizes: how unknown sizes are traced to arguments),
+  view is free), `transparent` (formulas show it as its input),
   `sums_to_one` (the output sums to 1 along its `axis` attribute: a fact rewrites may use),
   `lazy_read` (codegen may leave the value to the loops that use it, which then read input 0:
   that input must live as long as they do).
@@ -36,6 +35,9 @@ import numpy as np
 import sympy
 
 from . import scalar
+from .dims import as_dim, compatible, is_known, may_equal
+from .dims import merge as _merge_dim
+from .dims import text as dim_text
 from .graph import OPS, Node, ShapeError, as_node, constant, make
 from .scalar import X, Y
 
@@ -45,7 +47,7 @@ __all__ = ["abs", "add", "avg_pool2d", "broadcast_to", "cast", "concatenate", "c
            "conv2d", "cos", "distribution", "divide", "dot", "equal", "exp", "greater",
            "greater_equal", "hard_tanh", "leaky_relu", "log", "log_softmax", "logsumexp",
            "matmul", "max", "max_pool2d", "maximum", "mean", "minimum", "multiply", "negative",
-           "ones_like", "power", "relu", "reshape", "sigmoid", "sin", "softmax", "softplus",
+           "ones_like", "power", "relu", "reshape", "sigmoid", "sin", "size", "softmax", "softplus",
            "softsign", "sqrt", "square", "stop_gradient", "subtract", "sum", "tanh",
            "transpose", "where", "zeros_like"]
 
@@ -61,7 +63,6 @@ class Op:
     jvp: Callable | None = None
     emit: Callable | None = None
     linear: bool = False
-    shape_only: tuple = ()   # inputs read for their shape alone (no gradient flows to them)
     body: Callable | None = None          # elementwise: attrs -> SymPy body over x0, x1, ...
     derivatives: Callable | None = None   # elementwise: attrs -> {i: d body/d x_i} overrides
     leaf: str | None = None
@@ -69,7 +70,6 @@ class Op:
     writes_output: bool = False
     free: bool = False
     transparent: bool = False
-    size_source: Callable | None = None   # (node, axes) -> (input, its axes) or None
     sums_to_one: bool = False             # the output sums to 1 along attrs["axis"]
     lazy_read: bool = False               # codegen may leave it to its loops, which read input 0
 
@@ -105,8 +105,6 @@ class Op:
             yield "sums_to_one is a fact along an `axis` attribute; an elementwise op has none"
         if self.derivatives is not None and self.body is None:
             yield "`derivatives` overrides the derivatives of a `body`; it has none"
-        if not all(isinstance(i, int) and i >= 0 for i in self.shape_only):
-            yield f"shape_only holds input positions, got {self.shape_only!r}"
 
 
 def register(op):
@@ -118,16 +116,7 @@ def register(op):
 
 
 def fmt(shape):
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-def _merge_dim(a, b):
-    """Two sizes that must be equal: the known one, or None if neither is known."""
-    if a is None:
-        return b
-    if b is None or a == b:
-        return a
-    return False
+    return "(" + ", ".join(dim_text(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _same_dtype(op, inputs):
@@ -210,8 +199,7 @@ def fuse(body, inputs):
     if not kept:
         # the body is a number: a constant broadcast to the shape of the inputs
         full = builtins.max(inputs, key=lambda node: node.ndim)
-        return broadcast_to(constant(np.asarray(scalar.value_of(body), full.dtype)),
-                            full.shape, like=full if None in full.shape else None)
+        return broadcast_to(constant(np.asarray(scalar.value_of(body), full.dtype)), full.shape)
     renaming = {s: X[k] for k, (s, _) in enumerate(kept)}
     body = body.xreplace(renaming)
     nodes = [n for _, n in kept]
@@ -287,23 +275,14 @@ def _jvp_elementwise(node, tangents):
     return fuse(terms, inputs)
 
 
-def _elementwise_sizes(node, axes):
-    """An input that has the output's (unknown) sizes at `axes`: one not broadcast there."""
-    for i in node.inputs:
-        if i.ndim == node.ndim and all(i.shape[a] is None for a in axes):
-            return i, axes
-    return None
 
 
-def _same_sizes(node, axes):
-    """For ops whose output has their first input's shape."""
-    return node.inputs[0], axes
 
 
 def _elementwise_op(name, body, derivatives=None):
     return register(Op(name, infer=_infer_elementwise(name), numpy=_np_elementwise(name),
                        vjp=_vjp_elementwise, jvp=_jvp_elementwise, emit=_emit_elementwise,
-                       body=body, derivatives=derivatives, size_source=_elementwise_sizes))
+                       body=body, derivatives=derivatives))
 
 
 x0, x1, x2 = X[0], X[1], X[2]
@@ -350,18 +329,15 @@ _elementwise_op("where", lambda a: scalar.select(x0, x1, x2))
 
 def _linear_jvp(node, tangents):
     """Tangent of a linear op: the op itself applied to the tangents (zeros where absent)."""
-    op = OPS[node.op]
-    if all(t is None for i, t in enumerate(tangents) if i not in op.shape_only):
+    if all(t is None for t in tangents):
         return None
-    inputs = [node.inputs[i] if i in op.shape_only else
-              (t if t is not None else zeros_like(node.inputs[i]))
-              for i, t in enumerate(tangents)]
+    inputs = [t if t is not None else zeros_like(node.inputs[i]) for i, t in enumerate(tangents)]
     return make(node.op, inputs, node.attrs)
 
 
 def _runtime_dims(node, name):
     """The sizes of `node`'s array `name` as code: ints where known, `name.shape[d]` if not."""
-    return [d if d is not None else f"{name}.shape[{k}]" for k, d in enumerate(node.shape)]
+    return [d if is_known(d) else f"{name}.shape[{k}]" for k, d in enumerate(node.shape)]
 
 
 def _product(dims):
@@ -404,62 +380,16 @@ for _leaf, _kind in (("placeholder", "input"), ("variable", "state"), ("constant
 
 # ============================================================================ structure
 
-def _like_axes(attrs, ndim):
-    """For each output axis, the axis of the `like` input that gives its size when unknown."""
-    return attrs.get("like_axes") or tuple(range(ndim))
-
-
 def _infer_broadcast(inputs, attrs):
-    """The target shape, with unknown sizes filled in from the input or the `like` input
-    where they are known (so on call-time shapes every size is checked)."""
-    x, shape = inputs[0], list(attrs["shape"])
+    """The target shape; each axis of the input is 1 (spread) or the target's size."""
+    x, shape = inputs[0], tuple(attrs["shape"])
     lead = len(shape) - x.ndim
     if lead < 0:
-        raise ShapeError(f"broadcast_to: cannot broadcast {fmt(x.shape)} to fewer dimensions {fmt(attrs['shape'])}")
-    axes = _like_axes(attrs, len(shape))
-    like = inputs[1] if len(inputs) > 1 else None
-    for k, t in enumerate(shape):
-        if t is not None:
-            continue
-        if k >= lead and attrs["in_shape"][k - lead] != 1:
-            shape[k] = x.shape[k - lead]  # a size the input has (not broadcast)
-        elif like is not None and axes[k] < like.ndim:
-            shape[k] = like.shape[axes[k]]
-        else:
-            raise ShapeError(f"broadcast_to {fmt(attrs['shape'])}: unknown sizes need a `like` "
-                             f"input that has them")
-    for k, d in enumerate(x.shape):
-        t = shape[lead + k]
-        if not (d == 1 or d is None or t is None or d == t):
+        raise ShapeError(f"broadcast_to: cannot broadcast {fmt(x.shape)} to fewer dimensions {fmt(shape)}")
+    for d, t in zip(x.shape, shape[lead:]):
+        if not (d == 1 or _merge_dim(d, t) is not False):
             raise ShapeError(f"broadcast_to: cannot broadcast {fmt(x.shape)} to {fmt(shape)}")
-    return tuple(shape), x.dtype
-
-
-def _broadcast_target_dims(node, x_name, like_name):
-    x, shape = node.inputs[0], node.shape
-    lead = len(shape) - x.ndim
-    axes = _like_axes(node.attrs, len(shape))
-    dims = []
-    for k, t in enumerate(shape):
-        if t is not None:
-            dims.append(t)
-        elif k >= lead and x.shape[k - lead] is None:
-            dims.append(f"{x_name}.shape[{k - lead}]")
-        else:
-            dims.append(f"{like_name}.shape[{axes[k]}]")
-    return dims
-
-
-def _np_broadcast(arrays, attrs):
-    x = arrays[0]
-    shape = list(attrs["shape"])
-    lead = len(shape) - x.ndim
-    axes = _like_axes(attrs, len(shape))
-    for k, t in enumerate(shape):
-        if t is None:
-            from_x = k >= lead and attrs["in_shape"][k - lead] is None
-            shape[k] = x.shape[k - lead] if from_x else arrays[1].shape[axes[k]]
-    return np.broadcast_to(x, shape)
+    return shape, x.dtype
 
 
 def _vjp_broadcast(node, g, wanted):
@@ -468,94 +398,45 @@ def _vjp_broadcast(node, g, wanted):
     axes = [k for k in range(node.ndim)
             if k < lead or (x.shape[k - lead] == 1 and node.shape[k] != 1)]
     summed = sum(g, axis=tuple(axes)) if axes else g
-    return [reshape(summed, x.shape)] + [None] * (len(node.inputs) - 1)
+    return [reshape(summed, x.shape)]
 
 
 def _emit_broadcast(code, node, out, args):
-    dims = _broadcast_target_dims(node, args[0], args[1] if len(args) > 1 else None)
+    x, lead = node.inputs[0], node.ndim - node.inputs[0].ndim
+    # a size the input has (not spread) is read from it; the others are known, or worked
+    # out from the call's sizes (Code.size)
+    dims = [f"{args[0]}.shape[{k - lead}]" if k >= lead and not is_known(x.shape[k - lead])
+            and x.shape[k - lead] == t else code.size(t) for k, t in enumerate(node.shape)]
     code.spread_dims[out] = dims
     code.broadcast(node, out, args[0], dims)
 
 
-def _broadcast_sizes(node, axes):
-    x = node.inputs[0]
-    lead = node.ndim - x.ndim
-    if all(a >= lead and x.shape[a - lead] is None for a in axes):
-        return x, tuple(a - lead for a in axes)
-    if len(node.inputs) > 1 and all(a < lead or x.shape[a - lead] == 1 for a in axes):
-        like_axes = _like_axes(node.attrs, node.ndim)
-        return node.inputs[1], tuple(like_axes[a] for a in axes)
-    return None
-
-
-register(Op("broadcast_to", infer=_infer_broadcast, numpy=_np_broadcast, vjp=_vjp_broadcast,
-            linear=True, emit=_emit_broadcast, shape_only=(1,), view=True, transparent=True,
-            size_source=_broadcast_sizes))
-
-
-def _reshape_plan(in_shape, out_shape):
-    """How to find `out_shape`'s unknown sizes at run time: per output dim, an int, an input
-    dim index ('in', k), or -1. Unknown sizes pair with the input's in order when the non-1
-    sizes line up (adding or removing unit axes); otherwise at most one may be unknown."""
-    if None not in out_shape:
-        return list(out_shape)
-    src = [k for k, d in enumerate(in_shape) if d != 1]
-    dst = [k for k, d in enumerate(out_shape) if d != 1]
-    if len(src) == len(dst) and all(_merge_dim(in_shape[a], out_shape[b]) is not False
-                                    for a, b in zip(src, dst)):
-        pairing = dict(zip(dst, src))
-        return [("in", pairing[k]) if d is None else d for k, d in enumerate(out_shape)]
-    if out_shape.count(None) == 1:
-        return [-1 if d is None else d for d in out_shape]
-    raise ShapeError(f"reshape {fmt(in_shape)} -> {fmt(out_shape)}: several unknown sizes "
-                     f"that cannot be matched to the input's")
+register(Op("broadcast_to", infer=_infer_broadcast,
+            numpy=lambda arrays, attrs: np.broadcast_to(arrays[0], attrs["shape"]),
+            vjp=_vjp_broadcast, linear=True, emit=_emit_broadcast, view=True, transparent=True))
 
 
 def _infer_reshape(inputs, attrs):
-    """The target shape, with each unknown size read from the input as the plan says."""
+    """The target shape, if it may hold as many elements as the input (sizes known only at
+    call time are checked then)."""
     x, shape = inputs[0], tuple(attrs["shape"])
-    plan = _reshape_plan(attrs["in_shape"], shape)
-    out = [x.shape[d[1]] if isinstance(d, tuple) else (None if d == -1 else d) for d in plan]
-    if -1 in plan:
-        rest = [d for k, d in enumerate(out) if k != plan.index(-1)]
-        if None not in x.shape and None not in rest:
-            known = math.prod(rest)
-            out[plan.index(-1)] = math.prod(x.shape) // known if known else 0
-    if None not in x.shape and None not in out and math.prod(x.shape) != math.prod(out):
-        raise ShapeError(f"reshape: cannot reshape {fmt(x.shape)} ({math.prod(x.shape)} elements) "
-                         f"to {fmt(out)} ({math.prod(out)} elements)")
-    return tuple(out), x.dtype
-
-
-def _reshape_dims(node, x_name):
-    return [f"{x_name}.shape[{d[1]}]" if isinstance(d, tuple) else d
-            for d in _reshape_plan(node.inputs[0].shape, node.shape)]
-
-
-def _np_reshape_checked(arrays, attrs):
-    x = arrays[0]
-    shape = tuple(attrs["shape"])
-    if None not in shape:
-        return x.reshape(shape)
-    plan = _reshape_plan(attrs["in_shape"], shape)
-    return x.reshape([x.shape[d[1]] if isinstance(d, tuple) else d for d in plan])
+    if not may_equal(math.prod(x.shape), math.prod(shape)):
+        raise ShapeError(f"reshape: cannot reshape {fmt(x.shape)} ({dim_text(math.prod(x.shape))} "
+                         f"elements) to {fmt(shape)} ({dim_text(math.prod(shape))} elements)")
+    return shape, x.dtype
 
 
 def _emit_reshape(code, node, out, args):
-    code.line(f"{out} = {args[0]}.reshape({code.shape(_reshape_dims(node, args[0]))})")
+    x = node.inputs[0]
+    same = {d: f"{args[0]}.shape[{k}]" for k, d in enumerate(x.shape) if not is_known(d)}
+    target = [same.get(d) or code.size(d) for d in node.shape]
+    code.line(f"{out} = {args[0]}.reshape({code.shape(target)})")
 
 
-def _reshape_sizes(node, axes):
-    plan = _reshape_plan(node.attrs["in_shape"], node.shape)
-    if all(isinstance(plan[a], tuple) for a in axes):
-        return node.inputs[0], tuple(plan[a][1] for a in axes)
-    return None
-
-
-register(Op("reshape", infer=_infer_reshape, numpy=_np_reshape_checked,
+register(Op("reshape", infer=_infer_reshape,
+            numpy=lambda arrays, attrs: arrays[0].reshape(attrs["shape"]),
             vjp=lambda node, g, wanted: [reshape(g, node.inputs[0].shape)],
-            linear=True, emit=_emit_reshape, view=True, transparent=True,
-            size_source=_reshape_sizes))
+            linear=True, emit=_emit_reshape, view=True, transparent=True))
 
 
 def _inverse_permutation(perm):
@@ -583,9 +464,7 @@ def _emit_transpose(code, node, out, args):
 register(Op("transpose", infer=_infer_transpose,
             numpy=lambda arrays, attrs: np.transpose(arrays[0], attrs["perm"]),
             vjp=lambda node, g, wanted: [transpose(g, _inverse_permutation(node.attrs["perm"]))],
-            linear=True, emit=_emit_transpose, view=True,
-            size_source=lambda node, axes: (node.inputs[0],
-                                            tuple(node.attrs["perm"][a] for a in axes))))
+            linear=True, emit=_emit_transpose, view=True))
 
 
 def _slices(index):
@@ -603,23 +482,30 @@ def _infer_slice(inputs, attrs):
     x, index = inputs[0], _slices(attrs["index"])
     if len(index) != x.ndim:
         raise ShapeError(f"slice: {len(index)} indices for an array of {x.ndim} dimensions")
-    shape = tuple(len(range(*s.indices(d))) if d is not None else _window_length(s)
-                  for d, s in zip(x.shape, index))
-    return shape, x.dtype
+    return tuple(_window_length(s, d) for d, s in zip(x.shape, index)), x.dtype
 
 
-def _window_length(s):
-    """The length of slice `s` of an axis of unknown size, where it does not depend on that
-    size as long as the axis holds the window (x[2:5], x[-3:], x[k] as x[k:k+1]; a call
-    whose axis is too short is refused, as NumPy refuses x[k] there); else None."""
-    if s.step not in (None, 1) or s == slice(None):
-        return None
-    start, stop = s.start or 0, s.stop
-    if start >= 0 and stop is not None and stop >= start:
-        return stop - start
-    if start < 0 and (stop is None or start <= stop < 0):
+def _window_length(s, d):
+    """The length of slice `s` of an axis of size `d`. Where `d` is known only at call time:
+    a number where the length does not depend on it as long as the axis holds the window
+    (x[2:5], x[-3:], x[k] as x[k:k+1]; a call whose axis is too short is refused, as NumPy
+    refuses x[k] there), else an expression in `d` that is exactly Python's slice length."""
+    if is_known(d):
+        return len(range(*s.indices(d)))
+    start, stop, step = s.start, s.stop, s.step or 1
+    if step == 1 and (start or 0) >= 0 and stop is not None and stop >= (start or 0):
+        return stop - (start or 0)
+    if step == 1 and start is not None and start < 0 and (stop is None or start <= stop < 0):
         return (0 if stop is None else stop) - start
-    return None
+    if step > 0:
+        low = 0 if start is None else sympy.Max(d + start, 0) if start < 0 else sympy.Min(start, d)
+        high = d if stop is None else sympy.Max(d + stop, 0) if stop < 0 else sympy.Min(stop, d)
+        span, stride = high - low, step
+    else:
+        low = d - 1 if start is None else sympy.Max(d + start, -1) if start < 0 else sympy.Min(start, d - 1)
+        high = -1 if stop is None else sympy.Max(d + stop, -1) if stop < 0 else sympy.Min(stop, d - 1)
+        span, stride = low - high, -step
+    return as_dim(sympy.Max(span if stride == 1 else sympy.floor((span + stride - 1) / stride), 0))
 
 
 def _emit_slice(code, node, out, args):
@@ -635,42 +521,26 @@ def _emit_slice(code, node, out, args):
     code.call(f"kernels.copy_view({{0}}[{_slice_text(index)}], {{1}})", args[0], out)
 
 
-def _slice_sizes(node, axes):
-    """Axes taken whole keep the input's sizes."""
-    if all(node.attrs["index"][a][1:] == (None, None, None) for a in axes):
-        return node.inputs[0], axes
-    return None
-
-
 register(Op("slice", infer=_infer_slice,
             numpy=lambda arrays, attrs: arrays[0][_slices(attrs["index"])],
-            vjp=lambda node, g, wanted: [make("unslice", [g] + ([node.inputs[0]] if None in node.inputs[0].shape else []),
-                                              {"index": node.attrs["index"], "shape": node.inputs[0].shape})],
-            linear=True, emit=_emit_slice, view=True, size_source=_slice_sizes))
+            vjp=lambda node, g, wanted: [make("unslice", [g], {"index": node.attrs["index"],
+                                                                "shape": node.inputs[0].shape})],
+            linear=True, emit=_emit_slice, view=True))
 
 
 def _infer_unslice(inputs, attrs):
-    """The shape of the array the slice was taken from (unknown sizes from the `like` input);
-    the slice of it must have the shape of the gradient placed into it."""
-    g = inputs[0]
-    like_dims = inputs[1].shape if len(inputs) > 1 else ()
-    shape = tuple(_unslice_dims(attrs, like_dims) if len(inputs) > 1 else attrs["shape"])
-    index = _slices(attrs["index"])
-    for d, s, gd in zip(shape, index, g.shape):
-        if d is not None and gd is not None and len(range(*s.indices(d))) != gd:
+    """The shape of the array the slice was taken from; the slice of it must have the shape
+    of the gradient placed into it."""
+    g, shape = inputs[0], tuple(attrs["shape"])
+    for d, s, gd in zip(shape, _slices(attrs["index"]), g.shape):
+        if not may_equal(_window_length(s, d), gd):
             raise ShapeError(f"unslice: a slice [{_slice_text(attrs['index'])}] of {fmt(shape)} "
                              f"does not have the gradient's shape {fmt(g.shape)}")
     return shape, g.dtype
 
 
-def _unslice_dims(node_or_attrs, like_dims):
-    axes = _like_axes(node_or_attrs, len(node_or_attrs["shape"]))
-    return [d if d is not None else like_dims[axes[k]] for k, d in enumerate(node_or_attrs["shape"])]
-
-
 def _np_unslice(arrays, attrs):
-    shape = _unslice_dims(attrs, arrays[1].shape) if len(arrays) > 1 else attrs["shape"]
-    out = np.zeros(shape, arrays[0].dtype)
+    out = np.zeros(attrs["shape"], arrays[0].dtype)
     out[_slices(attrs["index"])] = arrays[0]
     return out
 
@@ -680,28 +550,18 @@ def _emit_unslice(code, node, out, args):
     # Read in place by elementwise loops when every window is known: element i of axis d is
     # g[i - start] inside [start, stop) and 0 outside.
     windows = [(s[1] or 0, s[2] if s[2] is not None else d) for s, d in zip(index, node.shape)]
-    if None not in node.shape and all(s[3] in (None, 1) for s in index) and \
+    if all(is_known(d) for d in node.shape) and all(s[3] in (None, 1) for s in index) and \
             all(isinstance(a, int) and isinstance(b, int) and 0 <= a <= b for a, b in windows):
         if code.read_padded(node, out, args[0], windows):
             return
-    dims = _unslice_dims(node.attrs, [f"{args[1]}.shape[{k}]" for k in range(node.inputs[1].ndim)]) \
-        if len(args) > 1 else list(node.shape)
-    code.line(f"{out} = step.new({code.shape(dims)}, {node.dtype!r})")
+    code.line(f"{out} = step.new({code.shape([code.size(d) for d in node.shape])}, {node.dtype!r})")
     code.call("kernels.fill({0}, 0)", out)
     code.call(f"kernels.copy_view({{0}}, {{1}}[{_slice_text(node.attrs['index'])}])", args[0], out)
 
 
-def _unslice_sizes(node, axes):
-    if len(node.inputs) > 1:  # the `like` input has them
-        like_axes = _like_axes(node.attrs, node.ndim)
-        return node.inputs[1], tuple(like_axes[a] for a in axes)
-    return None
-
-
 register(Op("unslice", infer=_infer_unslice, numpy=_np_unslice,
-            vjp=lambda node, g, wanted: [make("slice", [g], {"index": node.attrs["index"]}), None][:len(node.inputs)],
-            linear=True, emit=_emit_unslice, shape_only=(1,), size_source=_unslice_sizes,
-            lazy_read=True))
+            vjp=lambda node, g, wanted: [make("slice", [g], {"index": node.attrs["index"]})],
+            linear=True, emit=_emit_unslice, lazy_read=True))
 
 
 def _infer_concatenate(inputs, attrs):
@@ -716,7 +576,7 @@ def _infer_concatenate(inputs, attrs):
                              f"outside axis {axis}")
     sizes = [n.shape[axis] for n in inputs]
     shape = list(first.shape)
-    shape[axis] = None if None in sizes else builtins.sum(sizes)
+    shape[axis] = builtins.sum(sizes)
     return tuple(shape), dtype
 
 
@@ -724,7 +584,7 @@ def _vjp_concatenate(node, g, wanted):
     axis, grads, start = node.attrs["axis"], [], 0
     for node_in, want in zip(node.inputs, wanted):
         size = node_in.shape[axis]
-        if size is None:
+        if not is_known(size):
             raise ShapeError("concatenate: the gradient needs the sizes along the joined axis to be known")
         if want:
             index = [slice(None)] * node.ndim
@@ -758,13 +618,13 @@ register(Op("cast", infer=_infer_cast,
             vjp=lambda node, g, wanted: [cast(g, node.inputs[0].dtype)], linear=True,
             emit=lambda code, node, out, args: code.compute(node, out, _runtime_dims(node, args[0]),
                                                             "kernels.copy({0}, {1})", args[0]),
-            transparent=True, size_source=_same_sizes))
+            transparent=True))
 
 register(Op("stop_gradient", infer=lambda inputs, attrs: (inputs[0].shape, inputs[0].dtype),
             numpy=lambda arrays, attrs: arrays[0], vjp=lambda node, g, wanted: [None],
             jvp=lambda node, tangents: None,
             emit=lambda code, node, out, args: code.line(f"{out} = {args[0]}"),
-            view=True, transparent=True, size_source=_same_sizes))
+            view=True, transparent=True))
 
 
 def _check_cotangents(cotangents, inputs):
@@ -775,9 +635,8 @@ def _check_cotangents(cotangents, inputs):
     checked = []
     for k, (c, x) in enumerate(zip(cotangents, inputs)):
         if c is not None:
-            c = as_node(c, like=x)
-            if c.ndim != x.ndim or any(a is not None and b is not None and a != b
-                                       for a, b in zip(c.shape, x.shape)):
+            c = as_node(c)
+            if not compatible(c.shape, x.shape):
                 raise ShapeError(f"with_gradient: the cotangent for input {k} has shape "
                                  f"{fmt(c.shape)}, but the input has {fmt(x.shape)}")
         checked.append(c)
@@ -808,7 +667,7 @@ register(Op("custom_gradient",
             numpy=lambda arrays, attrs: arrays[0],
             vjp=_vjp_custom, jvp=_jvp_custom,
             emit=lambda code, node, out, args: code.line(f"{out} = {args[0]}"),
-            view=True, transparent=True, size_source=_same_sizes))
+            view=True, transparent=True))
 
 
 def with_gradient(value, inputs, vjp, jvp=None):
@@ -869,22 +728,20 @@ register(Op("distribution", infer=_infer_distribution, numpy=_np_distribution,
             vjp=lambda node, g, wanted: [g],
             # not `linear`: a tangent of a distribution sums to 0, so it must not carry the fact
             jvp=lambda node, tangents: tangents[0],
-            emit=_emit_distribution, view=True, transparent=True, size_source=_same_sizes,
+            emit=_emit_distribution, view=True, transparent=True,
             sums_to_one=True))
 
 
 def _emit_size(code, node, out, args):
-    dims = _runtime_dims(node.inputs[0], args[0])
-    size = _product([dims[a] for a in node.attrs["axes"]])
     code.line(f"{out} = step.new((1,), {node.dtype!r})")
-    code.call("kernels.fill({0}, {1})", out, size)
+    code.call("kernels.fill({0}, {1})", out, code.size(math.prod(node.attrs["sizes"])))
 
 
-register(Op("size", infer=lambda inputs, attrs: ((), inputs[0].dtype),
-            numpy=lambda arrays, attrs: np.asarray(math.prod(arrays[0].shape[a] for a in attrs["axes"]),
-                                                   arrays[0].dtype),
-            vjp=lambda node, g, wanted: [None], jvp=lambda node, tangents: None, emit=_emit_size,
-            shape_only=(0,), free=True))
+# The number of elements `sizes` hold, sizes known only at call time among them (the count
+# a mean over an unknown batch divides by): it has no inputs, only the call's sizes.
+register(Op("size", infer=lambda inputs, attrs: ((), attrs["dtype"]),
+            numpy=lambda arrays, attrs: np.asarray(math.prod(attrs["sizes"]), attrs["dtype"]),
+            emit=_emit_size, free=True))
 
 
 # ============================================================================ matmul
@@ -917,18 +774,10 @@ def _emit_matmul(code, node, out, args):
     code.compute(node, out, dims, "kernels.product({0}, {1}, {2})", args[0], args[1])
 
 
-def _matmul_sizes(node, axes):
-    """Rows come from a, columns from b."""
-    if all(a == 0 for a in axes):
-        return node.inputs[0], axes
-    if all(a == 1 for a in axes):
-        return node.inputs[1], axes
-    return None
 
 
 register(Op("matmul", infer=_infer_matmul, numpy=lambda arrays, attrs: arrays[0] @ arrays[1],
-            vjp=_vjp_matmul, jvp=_jvp_matmul, emit=_emit_matmul, writes_output=True,
-            size_source=_matmul_sizes))
+            vjp=_vjp_matmul, jvp=_jvp_matmul, emit=_emit_matmul, writes_output=True))
 
 
 # ============================================================================ reductions
@@ -960,19 +809,15 @@ def _expand(g, node):
     """`g`, the cotangent of a reduction along `axis`, broadcast back to the input's shape."""
     x, axis = node.inputs[0], node.attrs["axis"]
     kept = g.shape[:axis] + (1,) + g.shape[axis:]
-    return broadcast_to(reshape(g, kept), x.shape, like=x)
+    return broadcast_to(reshape(g, kept), x.shape)
 
 
-def _reduced_sizes(node, axes):
-    """The input's sizes, skipping the reduced axis."""
-    cut = node.attrs["axis"]
-    return node.inputs[0], tuple(a if a < cut else a + 1 for a in axes)
 
 
 register(Op("sum", infer=_infer_reduce("sum"),
             numpy=lambda arrays, attrs: np.sum(arrays[0], axis=attrs["axis"]),
             vjp=lambda node, g, wanted: [_expand(g, node)], linear=True,
-            emit=_emit_reduce("sum_axis"), writes_output=True, size_source=_reduced_sizes))
+            emit=_emit_reduce("sum_axis"), writes_output=True))
 
 
 def _max_mask(node):
@@ -987,7 +832,7 @@ register(Op("max", infer=_infer_reduce("max"),
             vjp=lambda node, g, wanted: [multiply(_expand(g, node), _max_mask(node))],
             jvp=lambda node, tangents: make("sum", [multiply(tangents[0], _max_mask(node))],
                                             {"axis": node.attrs["axis"]}),
-            emit=_emit_reduce("max_axis"), writes_output=True, size_source=_reduced_sizes))
+            emit=_emit_reduce("max_axis"), writes_output=True))
 
 
 def _np_max_and_log_sum(x, axis):
@@ -1009,7 +854,7 @@ register(Op("logsumexp", infer=_infer_reduce("logsumexp"),
             vjp=lambda node, g, wanted: [multiply(_expand(g, node), softmax(node.inputs[0], node.attrs["axis"]))],
             jvp=lambda node, tangents: make("sum", [multiply(tangents[0], softmax(node.inputs[0], node.attrs["axis"]))],
                                             {"axis": node.attrs["axis"]}),
-            emit=_emit_reduce("logsumexp_axis"), writes_output=True, size_source=_reduced_sizes))
+            emit=_emit_reduce("logsumexp_axis"), writes_output=True))
 
 
 def _infer_same(name):
@@ -1049,7 +894,7 @@ def _jvp_softmax(node, tangents):
 register(Op("softmax", infer=_infer_same("softmax"),
             numpy=lambda arrays, attrs: np.exp(_np_log_softmax(arrays[0], attrs["axis"])),
             vjp=_vjp_softmax, jvp=_jvp_softmax, emit=_emit_along_axis("softmax_axis"),
-            writes_output=True, size_source=_same_sizes, sums_to_one=True))
+            writes_output=True, sums_to_one=True))
 
 
 def _vjp_log_softmax(node, g, wanted):
@@ -1065,7 +910,7 @@ def _jvp_log_softmax(node, tangents):
 register(Op("log_softmax", infer=_infer_same("log_softmax"),
             numpy=lambda arrays, attrs: _np_log_softmax(arrays[0], attrs["axis"]),
             vjp=_vjp_log_softmax, jvp=_jvp_log_softmax, emit=_emit_along_axis("log_softmax_axis"),
-            writes_output=True, size_source=_same_sizes))
+            writes_output=True))
 
 
 # ============================================================================ convolution
@@ -1102,7 +947,7 @@ def _out_size(op, axis, n, k, s, p):
 
 def _image(op, x, what="input"):
     """The (C, H, W) of a 4-d NCHW value, known sizes required (the batch may be unknown)."""
-    if x.ndim != 4 or None in x.shape[1:]:
+    if x.ndim != 4 or not all(is_known(d) for d in x.shape[1:]):
         raise ShapeError(f"{op}: the {what} must be NCHW (batch, channels, height, width) with "
                          f"known channels and sizes, got {fmt(x.shape)}")
     return x.shape[1:]
@@ -1146,14 +991,14 @@ def _scatter_windows(values, shape, window, stride, padding, dilation=(1, 1)):
 
 def _batch_dims(node, args):
     """The output's sizes as code: only the batch may be unknown, and input 0 has it."""
-    return [d if d is not None else f"{args[0]}.shape[0]" for d in node.shape]
+    return [d if is_known(d) else f"{args[0]}.shape[0]" for d in node.shape]
 
 
 def _infer_im2col(inputs, attrs):
     x = inputs[0]
     c, h, w = _image("im2col", x)
     ho, wo = _windows_out("im2col", (h, w), attrs["window"], attrs)
-    rows = None if x.shape[0] is None else x.shape[0] * ho * wo
+    rows = x.shape[0] * ho * wo
     return (rows, c * attrs["window"][0] * attrs["window"][1]), x.dtype
 
 
@@ -1163,19 +1008,10 @@ def _infer_col2im(inputs, attrs):
     (kh, kw) = attrs["window"]
     ho, wo = _windows_out("col2im", (h, w), attrs["window"], attrs)
     if cols.ndim != 2 or cols.shape[1] != c * kh * kw or \
-            (cols.shape[0] is not None and cols.shape[0] % (ho * wo)):
+            (is_known(cols.shape[0]) and cols.shape[0] % (ho * wo)):
         raise ShapeError(f"col2im: columns {fmt(cols.shape)} are not the windows of "
                          f"{c}×{h}×{w} images ({ho * wo} rows per image, {c * kh * kw} taps)")
-    like = inputs[1] if len(inputs) > 1 else None
-    batch = cols.shape[0] // (ho * wo) if cols.shape[0] is not None else None
-    if like is not None:  # the image the columns were taken from: its batch, checked
-        if _merge_dim(batch, like.shape[0]) is False:
-            raise ShapeError(f"col2im: {cols.shape[0]} rows are not the windows of a batch of "
-                             f"{like.shape[0]} images ({ho * wo} rows each)")
-        batch = like.shape[0]
-    elif batch is None:
-        raise ShapeError("col2im: the batch size is unknown; give a `like` input that has it")
-    return (batch, c, h, w), cols.dtype
+    return (cols.shape[0] // (ho * wo), c, h, w), cols.dtype
 
 
 def _np_im2col(arrays, attrs):
@@ -1215,7 +1051,7 @@ def _emit_im2col(code, node, out, args):
 def _emit_col2im(code, node, out, args):
     c, h, w = node.attrs["image"]
     per_image = _windows_out("col2im", (h, w), node.attrs["window"], node.attrs)
-    batch = node.shape[0] if node.shape[0] is not None else \
+    batch = node.shape[0] if is_known(node.shape[0]) else \
         f"{args[0]}.shape[0] // {per_image[0] * per_image[1]}"
     code.compute(node, out, [batch, c, h, w],
                  f"kernels.col2im({{0}}, {{1}}, {_geometry(node)})", args[0])
@@ -1226,19 +1062,14 @@ def _emit_col2im(code, node, out, args):
 # gradients are products too: the filter gradient reuses the forward's columns, and the
 # input gradient is a product scattered back by col2im, im2col's adjoint. Both are linear.
 register(Op("im2col", infer=_infer_im2col, numpy=_np_im2col,
-            vjp=lambda node, g, wanted: [make("col2im", [g, node.inputs[0]],
+            vjp=lambda node, g, wanted: [make("col2im", [g],
                                               dict(_window_attrs(node), image=node.inputs[0].shape[1:]))],
             linear=True, emit=_emit_im2col, writes_output=True))
 register(Op("col2im", infer=_infer_col2im, numpy=_np_col2im,
-            vjp=lambda node, c, wanted: [make("im2col", [c], _window_attrs(node)), None][:len(node.inputs)],
-            linear=True, emit=_emit_col2im, shape_only=(1,), writes_output=True,
-            size_source=lambda node, axes: (node.inputs[1], axes) if len(node.inputs) > 1 and
-            all(a == 0 for a in axes) else None))
+            vjp=lambda node, c, wanted: [make("im2col", [c], _window_attrs(node))],
+            linear=True, emit=_emit_col2im, writes_output=True))
 
 
-def _batch_sizes(node, axes):
-    """The batch axis comes from the first input."""
-    return (node.inputs[0], axes) if all(a == 0 for a in axes) else None
 
 
 # ---------------------------------------------------------------------------- pooling
@@ -1328,19 +1159,17 @@ def _pool_grad_attrs(node):
 
 register(Op("avg_pool2d", infer=_infer_pool("avg_pool2d"), numpy=_np_avg_pool2d,
             vjp=lambda node, g, wanted: [make("avg_pool2d_grad", [g], _pool_grad_attrs(node))],
-            linear=True, emit=_emit_pool("avg_pool2d", 1), writes_output=True,
-            size_source=_batch_sizes))
+            linear=True, emit=_emit_pool("avg_pool2d", 1), writes_output=True))
 register(Op("avg_pool2d_grad", infer=_infer_pool_grad("avg_pool2d_grad"),
             numpy=_np_avg_pool2d_grad,
             vjp=lambda node, c, wanted: [make("avg_pool2d", [c], _pool_attrs(node))],
-            linear=True, emit=_emit_pool("avg_pool2d_grad", 1), writes_output=True,
-            size_source=_batch_sizes))
+            linear=True, emit=_emit_pool("avg_pool2d_grad", 1), writes_output=True))
 register(Op("max_pool2d", infer=_infer_pool("max_pool2d"), numpy=_np_max_pool2d,
             vjp=lambda node, g, wanted: [make("max_pool2d_grad", [node.inputs[0], g],
                                               _pool_grad_attrs(node))],
             jvp=lambda node, tangents: make("max_pool2d_select", [node.inputs[0], tangents[0]],
                                             _pool_attrs(node)) if tangents[0] is not None else None,
-            emit=_emit_pool("max_pool2d", 1), writes_output=True, size_source=_batch_sizes))
+            emit=_emit_pool("max_pool2d", 1), writes_output=True))
 def _infer_max_pool2d_select(inputs, attrs):
     x, t = inputs
     if t.ndim != x.ndim or any(_merge_dim(a, b) is False for a, b in zip(x.shape, t.shape)):
@@ -1360,14 +1189,12 @@ register(Op("max_pool2d_grad", infer=_infer_pool_grad("max_pool2d_grad"),
             numpy=_np_max_pool2d_grad,
             vjp=lambda node, c, wanted: [None, make("max_pool2d_select", [node.inputs[0], c],
                                                     _pool_attrs(node)) if wanted[1] else None],
-            jvp=_jvp_routing, emit=_emit_pool("max_pool2d_grad", 2), writes_output=True,
-            size_source=_batch_sizes))
+            jvp=_jvp_routing, emit=_emit_pool("max_pool2d_grad", 2), writes_output=True))
 register(Op("max_pool2d_select", infer=_infer_max_pool2d_select,
             numpy=_np_max_pool2d_select,
             vjp=lambda node, c, wanted: [None, make("max_pool2d_grad", [node.inputs[0], c],
                                                     _pool_grad_attrs(node)) if wanted[1] else None],
-            jvp=_jvp_routing, emit=_emit_pool("max_pool2d_select", 2), writes_output=True,
-            size_source=_batch_sizes))
+            jvp=_jvp_routing, emit=_emit_pool("max_pool2d_select", 2), writes_output=True))
 
 
 # ============================================================================ builders
@@ -1376,27 +1203,27 @@ def _broadcast_shapes(shapes, op):
     ndim = builtins.max(len(s) for s in shapes)
     padded = [(1,) * (ndim - len(s)) + tuple(s) for s in shapes]
     out = []
-    for dims in zip(*padded):
-        known = {d for d in dims if d is not None and d != 1}
+    for sizes in zip(*padded):
+        known = {d for d in sizes if is_known(d) and d != 1}
+        unknown = [d for d in sizes if not is_known(d)]
         if len(known) > 1:
             raise ShapeError(f"{op}: shapes {' and '.join(fmt(s) for s in shapes)} cannot be broadcast together")
-        if known:
-            out.append(known.pop())
-        elif None in dims:
-            out.append(None)
-        else:
-            out.append(1)
+        # an unknown size is assumed not to be a 1 that broadcasts (checked at call time)
+        out.append(known.pop() if known else unknown[0] if unknown else 1)
     return tuple(out)
 
 
-def broadcast_to(x, shape, like=None):
-    """`x` repeated to `shape` (NumPy rules). `like` supplies sizes that are unknown (None)."""
+def broadcast_to(x, shape):
+    """`x` repeated to `shape` (NumPy rules). A size known only at call time is given as
+    another node's (`y.shape[0]`), or as an expression of such sizes."""
     x = as_node(x)
-    shape = tuple(shape)
+    if None in tuple(shape):
+        raise ShapeError(f"broadcast_to {tuple(shape)}: None is not a size here",
+                         "use the size of the value that has it, such as y.shape[0]")
+    shape = tuple(as_dim(d) for d in shape)
     if x.shape == shape:
         return x
-    inputs = [x] + ([like] if like is not None and None in shape else [])
-    return make("broadcast_to", inputs, {"shape": shape, "in_shape": x.shape})
+    return make("broadcast_to", [x], {"shape": shape})
 
 
 def _broadcast_args(op, args):
@@ -1419,14 +1246,7 @@ def _broadcast_args(op, args):
     for a in args:
         if a in full and (a.ndim != len(shape) or
                           builtins.any(d == 1 and t != 1 for d, t in zip(a.shape, shape))):
-            padded = (1,) * (len(shape) - a.ndim) + a.shape
-            needs_like = builtins.any(t is None and d == 1 for d, t in zip(padded, shape))
-            like = next((b for b in full if b.ndim == len(shape) and builtins.all(
-                bd is None for bd, t in zip(b.shape, shape) if t is None)), None)
-            if needs_like and like is None:
-                raise ShapeError(f"{op}: cannot broadcast {fmt(a.shape)} to {fmt(shape)}: "
-                                 f"no operand has the unknown sizes")
-            a = broadcast_to(a, shape, like=like if needs_like else None)
+            a = broadcast_to(a, shape)
         out.append(a)
     return out
 
@@ -1492,11 +1312,11 @@ def distribution(x, axis=-1):
 
 
 def zeros_like(x):
-    return broadcast_to(constant(np.zeros((), x.dtype)), x.shape, like=x)
+    return broadcast_to(constant(np.zeros((), x.dtype)), x.shape)
 
 
 def ones_like(x):
-    return broadcast_to(constant(np.ones((), x.dtype)), x.shape, like=x)
+    return broadcast_to(constant(np.ones((), x.dtype)), x.shape)
 
 
 def matmul(a, b):
@@ -1544,20 +1364,11 @@ def _reduce_merged(name, x, axis, keepdims):
         raise ShapeError(f"{name}: needs at least one dimension")
     axes = _normalize_axes(axis, x.ndim, name)
     rest = [k for k in range(x.ndim) if k not in axes]
-    unknown_reduced = builtins.sum(x.shape[a] is None for a in axes)
-    unknown_kept = builtins.sum(x.shape[k] is None for k in rest)
     if len(axes) == 1:
         out = make(name, [x], {"axis": axes[0]})
-    elif unknown_reduced == 0 or (unknown_reduced == 1 and unknown_kept == 0):
+    else:
         merged = reshape(transpose(x, rest + list(axes)), tuple(x.shape[k] for k in rest) + (-1,))
         out = make(name, [merged], {"axis": len(rest)})
-    else:
-        # merging would mix unknown sizes (which the gradient's reshape could not undo):
-        # reduce one axis at a time (the same value; max's gradient then splits ties axis
-        # by axis)
-        out = x
-        for a in reversed(axes):
-            out = make(name, [out], {"axis": a})
     if keepdims:
         return reshape(out, tuple(1 if k in axes else d for k, d in enumerate(x.shape)))
     return out
@@ -1565,8 +1376,7 @@ def _reduce_merged(name, x, axis, keepdims):
 
 def max(x, axis=None, keepdims=False):  # noqa: A001 - NumPy's name
     """The largest value over `axis`; its gradient is split evenly among the places that
-    attain it (over all the reduced axes, as JAX does; axis by axis where unknown sizes of
-    several axes would have to be merged)."""
+    attain it (over all the reduced axes, as JAX does)."""
     return _reduce_merged("max", x, axis, keepdims)
 
 
@@ -1574,10 +1384,9 @@ def mean(x, axis=None, keepdims=False):
     x = as_node(x)
     axes = _normalize_axes(axis, x.ndim, "mean")
     total = sum(x, axis, keepdims)
-    sizes = [x.shape[a] for a in axes]
-    if None in sizes:
-        count = make("size", [x], {"axes": axes})
-        return total / broadcast_to(count, total.shape, like=total)
+    sizes = tuple(x.shape[a] for a in axes)
+    if not builtins.all(is_known(d) for d in sizes):
+        return total / broadcast_to(size(sizes, x.dtype), total.shape)
     return total / float(math.prod(sizes))
 
 
@@ -1603,29 +1412,35 @@ def logsumexp(x, axis=None, keepdims=False):
     return _reduce_merged("logsumexp", x, axis, keepdims)
 
 
+def size(sizes, dtype="float32"):
+    """The number of elements of a shape `sizes` (such as x.shape, or some of its sizes), as
+    a scalar of `dtype`: known when the graph is built, or worked out at call time."""
+    sizes = tuple(as_dim(d) for d in sizes)
+    if builtins.all(is_known(d) for d in sizes):
+        return constant(np.asarray(math.prod(sizes), dtype))
+    return make("size", [], {"sizes": sizes, "dtype": np.dtype(dtype).name})
+
+
 def reshape(x, shape):
     x = as_node(x)
     shape = (shape,) if isinstance(shape, (int, np.integer)) or shape is None else tuple(shape)
-    if shape.count(-1) > 1:
-        raise ShapeError(f"reshape {fmt(x.shape)} -> {shape}: only one size can be -1")
-    if -1 in shape:
-        rest = [d for d in shape if d != -1]
-        if x.shape.count(None) == rest.count(None) > 0:
-            # the unknown sizes pass through (paired in order): -1 is what the known ones leave
-            known_in = math.prod(d for d in x.shape if d is not None)
-            known_out = math.prod(d for d in rest if d is not None)
-            fill = known_in // known_out if known_out and known_in % known_out == 0 else None
-        elif None in x.shape or None in rest:
-            fill = None
-        else:
-            known = math.prod(rest)
-            if known == 0 or math.prod(x.shape) % known:
+    if shape.count(-1) + shape.count(None) > 1:
+        raise ShapeError(f"reshape {fmt(x.shape)} -> {shape}: only one size can be -1 (or None)")
+    if -1 in shape or None in shape:
+        rest = math.prod(as_dim(d) for d in shape if d not in (-1, None))
+        total = math.prod(x.shape)
+        if is_known(total) and is_known(rest):
+            if rest == 0 or total % rest:
                 raise ShapeError(f"reshape: cannot reshape {fmt(x.shape)} to {shape}")
-            fill = math.prod(x.shape) // known
-        shape = tuple(fill if d == -1 else d for d in shape)
-    if shape == x.shape and None not in shape:
+            fill = total // rest
+        else:  # what the other sizes leave; a call where it does not divide is refused
+            numerator, denominator = sympy.fraction(sympy.cancel(total / rest))
+            fill = numerator if denominator == 1 else sympy.floor(total / rest)
+        shape = tuple(fill if d in (-1, None) else d for d in shape)
+    shape = tuple(as_dim(d) for d in shape)
+    if shape == x.shape:
         return x
-    return make("reshape", [x], {"shape": shape, "in_shape": x.shape})
+    return make("reshape", [x], {"shape": shape})
 
 
 def transpose(x, axes=None):
@@ -1673,7 +1488,7 @@ def conv2d(x, w, stride=1, padding=0, dilation=1, groups=1):
         ci, co = c // groups, w.shape[0] // groups
         return concatenate([conv2d(x[:, g * ci:(g + 1) * ci], w[g * co:(g + 1) * co], stride,
                                    padding, dilation) for g in range(groups)], axis=1)
-    if w.ndim != 4 or None in w.shape or w.shape[1] != c:
+    if w.ndim != 4 or not builtins.all(is_known(d) for d in w.shape) or w.shape[1] != c:
         raise ShapeError(f"conv2d: the filters must be (out channels, {c}, kernel height, "
                          f"kernel width) for an input of {c} channels, got {fmt(w.shape)}")
     o, window = w.shape[0], tuple(w.shape[2:])
@@ -1739,14 +1554,14 @@ def getitem(x, index):
     for k, (i, d) in enumerate(zip(index, x.shape)):
         if isinstance(i, (int, np.integer)):
             i = int(i)
-            if d is not None and not -d <= i < d:
+            if is_known(d) and not -d <= i < d:
                 raise IndexError(f"index {i} is out of bounds for axis {k} with size {d}")
-            if d is not None:
+            if is_known(d):
                 i %= d
             slices.append(("slice", i, None if i == -1 else i + 1, None))
             drop.append(k)
         elif isinstance(i, slice):
-            if d is not None:
+            if is_known(d):
                 start, stop, step = i.indices(d)
                 if step < 0 and stop < 0:
                     stop = None

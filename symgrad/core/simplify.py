@@ -40,18 +40,18 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+import math
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import sympy
 
 from . import ops, scalar
+from .dims import compatible, is_known
 from .graph import Node, constant, make, topological_order
 from .interpreter import evaluate
 from .ops import OPS, elementwise_body, fuse, is_elementwise
 from .scalar import X
-from .sizes import size_source
 
 MAX_BODY_OPS = 48     # fused bodies stay small enough to print, differentiate and compile
 MAX_BODY_INPUTS = 12
@@ -249,9 +249,8 @@ def _broadcast_of_broadcast(node):
     inner = node.inputs[0]
     if inner.op != "broadcast_to":
         return None
-    like = node.inputs[1] if len(node.inputs) > 1 else None
     try:
-        return ops.broadcast_to(inner.inputs[0], node.shape, like=like)
+        return ops.broadcast_to(inner.inputs[0], node.shape)
     except ops.ShapeError:
         return None
 
@@ -260,7 +259,7 @@ def _broadcast_of_broadcast(node):
 def _sum_of_broadcast(node):
     """Σ over an axis that was broadcast from size 1 = the value times that (known) size."""
     inner, axis = node.inputs[0], node.attrs["axis"]
-    if inner.op != "broadcast_to" or inner.shape[axis] is None or inner.shape[axis] == 0:
+    if inner.op != "broadcast_to" or not is_known(inner.shape[axis]) or inner.shape[axis] == 0:
         return None  # (a sum over no elements is 0, even of inf: not the value times 0)
     source = inner.inputs[0]
     lead = inner.ndim - source.ndim
@@ -273,11 +272,8 @@ def _sum_of_broadcast(node):
         k = axis - lead
         squeezed = ops.reshape(source, source.shape[:k] + source.shape[k + 1:])
         target = inner.shape[:axis] + inner.shape[axis + 1:]
-    like = inner.inputs[1] if len(inner.inputs) > 1 else None
-    if like is not None and None in target and like.ndim != len(target):
-        return None
     try:
-        spread = ops.broadcast_to(squeezed, target, like=like)
+        spread = ops.broadcast_to(squeezed, target)
     except ops.ShapeError:
         return None
     return spread * float(inner.shape[axis])
@@ -354,42 +350,6 @@ def _sum_of_distribution(node):
     return None
 
 
-def _trace_like(node):
-    """broadcast_to / unslice: read unknown sizes from where they come from."""
-    if len(node.inputs) < 2:
-        return None
-    like = node.inputs[1]
-    like_axes = ops._like_axes(node.attrs, node.ndim)
-    if node.op == "broadcast_to":
-        x = node.inputs[0]
-        lead = node.ndim - x.ndim
-        needed = [k for k, t in enumerate(node.shape) if t is None and (k < lead or x.shape[k - lead] == 1)]
-    else:
-        needed = [k for k, t in enumerate(node.shape) if t is None]
-    source, axes = size_source(like, [like_axes[k] for k in needed])
-    if source is like:
-        return None
-    new_axes = list(like_axes)
-    for k, a in zip(needed, axes):
-        new_axes[k] = a
-    attrs = dict(node.attrs, like_axes=tuple(new_axes))
-    return make(node.op, [node.inputs[0], source], attrs)
-
-
-@rule("size_source", ops=("broadcast_to", "unslice", "size"))
-def _size_source(node):
-    """Read unknown sizes from where they come from (a placeholder, usually), so shape-only
-    inputs stop keeping computed values alive."""
-    return _trace_size(node) if node.op == "size" else _trace_like(node)
-
-
-def _trace_size(node):
-    source, axes = size_source(node.inputs[0], node.attrs["axes"])
-    if source is node.inputs[0]:
-        return None
-    return make("size", [source], {"axes": axes})
-
-
 def _compose_deep(node, depth):
     """`node`'s body with elementwise inputs inlined `depth` levels up: (body, inputs)."""
     which = [k for k, i in enumerate(node.inputs) if is_elementwise(i)] if depth else []
@@ -442,7 +402,7 @@ def _elementwise_identities(node):
 def _constant_folding(node):
     if not node.inputs or not all(i.op == "constant" for i in node.inputs):
         return None
-    if None in node.shape or int(np.prod(node.shape)) > MAX_FOLD_SIZE:
+    if not all(is_known(d) for d in node.shape) or math.prod(node.shape) > MAX_FOLD_SIZE:
         return None
     if node.op == "broadcast_to" and node.shape != ():
         return None  # a filled array is cheaper to make than to pass in
@@ -467,23 +427,11 @@ def _rules_for(node, phases):
     return _rules_by_op(node.op, is_elementwise(node), phases)
 
 
-def _broadcast_key(node):
-    """What determines a broadcast's value: its source and shape, and where the unknown sizes
-    it does not take from the source come from (two batch sizes need not be equal)."""
-    source, lead = node.inputs[0], node.ndim - node.inputs[0].ndim
-    from_like = any(t is None and (k < lead or source.shape[k - lead] == 1)
-                    for k, t in enumerate(node.shape))
-    if not from_like:
-        return source, node.shape
-    return source, node.shape, node.inputs[1], node.attrs.get("like_axes")
-
-
 def _rewrite_pass(roots, log, keep=frozenset(), phases=PHASES):
     """One bottom-up pass: rebuild each node on rewritten inputs, then apply its rules until
     none fires. Nodes in `keep` stay as they are. Returns the new roots and whether anything
     changed."""
     new = {}
-    canonical_broadcast = {}
     changed = False
     for node in topological_order(roots, stop=keep):
         if not node.inputs or node in keep:
@@ -498,7 +446,7 @@ def _rewrite_pass(roots, log, keep=frozenset(), phases=PHASES):
                     result, name = result
                 if result is None or result is current:
                     continue
-                if result.shape != current.shape or result.dtype != current.dtype:
+                if not compatible(result.shape, current.shape) or result.dtype != current.dtype:
                     _broken(f"rule {name} turned {current!r} into {result!r}")
                     continue
                 log.append(Rewrite(name, current, result))
@@ -508,10 +456,6 @@ def _rewrite_pass(roots, log, keep=frozenset(), phases=PHASES):
                 break
         else:
             _broken(f"the rules did not settle on {node!r} after 32 rewrites")
-        if current.op == "broadcast_to" and set(phases) == set(PHASES):
-            # equal values: the same source spread to the same shape, with unknown sizes
-            # from the same place (two batch sizes of the same shape need not be equal)
-            current = canonical_broadcast.setdefault(_broadcast_key(current), current)
         changed |= current is not node
         new[node] = current
     return [new[r] for r in roots], changed

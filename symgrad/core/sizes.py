@@ -1,20 +1,25 @@
 """Call-time sizes: every value's shape, worked out from the shapes of the arguments.
 
 In: the nodes of a graph in topological order, and the shapes given for its placeholders
-(or for any node fed directly). Out: the concrete shape of every node, or a `ValueError` that
-names the op whose size assumption the given shapes break.
+(or for any node fed directly). Out: `Sizes`: the concrete shape of every node and the value
+of every size symbol (dims.py), or a `ValueError` that names the op whose size assumption the
+given shapes break, and the arguments the sizes came from.
 
-A graph is built with unknown sizes (None), and ops unify them: a `(None, 3)` placeholder times
-a `(3, 3)` constant assumes the unknown size is 3; `x[1:] * y` assumes y is one shorter than x.
-Each op's shape rule (ops.py), run again on concrete shapes, checks every such assumption.
-Compiled code indexes arrays by the sizes the graph assumed and does no bounds checks, so a
-call whose shapes fail here never reaches it; the interpreter refuses the same calls, so the
-two agree on what is valid.
+A graph is built with sizes known only at call time (symbols), and ops unify them: a
+`(None, 3)` placeholder times a `(3, 3)` constant assumes the unknown size is 3; `x[1:] * y`
+assumes y is one shorter than x. Each op's shape rule (ops.py), run again on concrete shapes,
+checks every such assumption, and every node's static shape, worked out from the symbols'
+values, must be the shape its rule gives. Compiled code indexes arrays by the sizes the graph
+assumed and does no bounds checks, so a call whose shapes fail here never reaches it; the
+interpreter refuses the same calls, so the two agree on what is valid.
 """
 from __future__ import annotations
 
+from . import dims
 from .graph import ShapeError
 from .ops import OPS, fmt
+
+__all__ = ["Sizes", "concrete_shapes", "unbound_symbols"]
 
 
 class _Sized:
@@ -30,63 +35,83 @@ class _Sized:
         return len(self.shape)
 
 
-def _fits(static, concrete):
-    return len(static) == len(concrete) and all(s is None or s == c for s, c in zip(static, concrete))
+class Sizes:
+    """The outcome of `concrete_shapes`: `shapes` {node: shape}, `bindings` {size symbol: int},
+    and `origins` {size symbol: "'x' axis 0 = 4"}, the argument each value was read from."""
 
+    def __init__(self):
+        self.shapes, self.bindings, self.origins = {}, {}, {}
 
-def _where_sizes_come_from(node, sized):
-    """' (sizes from 'x' axis 0 = 4, ...)': the placeholders' sizes that `node`'s unknown
-    input sizes come from, so an error names the arguments to fix."""
-    found = []
-    for node_in in node.inputs:
-        for axis, d in enumerate(node_in.shape):
-            if d is None:
-                leaf, (leaf_axis,) = size_source(node_in, (axis,))
-                text = f"'{leaf.name}' axis {leaf_axis} = {sized[leaf].shape[leaf_axis]}" \
-                    if leaf.op == "placeholder" and leaf in sized else None
-                if text and text not in found:
-                    found.append(text)
-    return f" (sizes from {', '.join(found)})" if found else ""
+    def __getitem__(self, node):
+        return self.shapes[node]
+
+    def attrs(self, node):
+        """`node`'s attributes with their symbolic sizes worked out (a broadcast's target)."""
+        return dims.evaluate_attrs(node.attrs, self.bindings)
+
+    def bind(self, node, shape, what):
+        """Bind `node`'s bare size symbols to `shape` (read from `what`); ValueError where a
+        size it states already differs."""
+        new = [d for d in node.shape if not dims.is_known(d) and d not in self.bindings]
+        axis = dims.bind(node.shape, shape, self.bindings)
+        for k, d in enumerate(node.shape):
+            if d in new and d in self.bindings:
+                self.origins[d] = f"{what} axis {k} = {shape[k]}"
+        if axis is not None:
+            raise ValueError(f"{node.op}: the graph has shape {fmt(node.shape)} here, but the "
+                             f"arguments give {fmt(shape)}{self.where_from(node.shape)}")
+
+    def where_from(self, shape):
+        """' (sizes from 'x' axis 0 = 4, ...)': the arguments the sizes of `shape` come from."""
+        found = [self.origins[s] for s in sorted(dims.symbols_of(shape), key=dims.text)
+                 if s in self.origins]
+        return f" (sizes from {', '.join(found)})" if found else ""
 
 
 def concrete_shapes(order, given):
-    """{node: shape} for every node of `order` (inputs before users), from `given`
-    ({node: shape} for placeholders and fed nodes). Raises ValueError where a shape rule
-    fails or a size the graph knows statically differs from the one the arguments imply."""
+    """The `Sizes` of every node of `order` (inputs before users), from `given` ({node: shape}
+    for placeholders and fed nodes). Raises ValueError where a shape rule fails or a size the
+    graph states differs from the one the arguments imply."""
+    sizes = Sizes()
     sized = {}
     for node in order:
         if node in given:
             shape = tuple(given[node])
-        elif not node.inputs:
-            if node.op == "placeholder":
+            what = f"'{node.name}'" if node.name else repr(node)
+        elif OPS[node.op].leaf is not None:
+            if OPS[node.op].leaf == "input":
                 raise ValueError(f"placeholder '{node.name}' needs a value")
-            shape = node.shape  # Variables and constants: sizes fixed when they were made
+            shape, what = node.shape, None  # Variables and constants: sizes fixed when made
         else:
-            op = OPS[node.op]
+            inputs = [sized[i] for i in node.inputs]
             try:
-                shape, _ = op.infer([sized[i] for i in node.inputs], node.attrs)
+                shape, _ = OPS[node.op].infer(inputs, sizes.attrs(node))
+            except KeyError as error:  # a size no argument gives
+                raise ValueError(f"{node.op}: {error.args[0]}; give the value it comes from "
+                                 f"as an argument") from None
             except ShapeError as error:  # an assumption of the graph is broken
-                raise ValueError(f"{error.problem}{_where_sizes_come_from(node, sized)}, but "
+                shapes = tuple(d for i in node.inputs for d in i.shape)
+                raise ValueError(f"{error.problem}{sizes.where_from(shapes)}, but "
                                  f"the graph was built assuming they fit") from None
-            if None in shape:
+            shape = tuple(shape)
+            if not all(dims.is_known(d) for d in shape):
                 raise AssertionError(f"{node.op}: shape rule left a size unknown: {fmt(shape)}")
-        if not _fits(node.shape, shape):
-            raise ValueError(f"{node.op}: the graph has shape {fmt(node.shape)} here, but the "
-                             f"arguments give {fmt(shape)}")
+            what = f"the value of {node.op}"
+        sizes.bind(node, shape, what)
         sized[node] = _Sized(node.op, shape, node.dtype)
-    return {node: s.shape for node, s in sized.items()}
+        sizes.shapes[node] = shape
+    return sizes
 
 
-# ----------------------------------------------------------- where unknown sizes come from
-
-
-def size_source(node, axes):
-    """The earliest node known to have `node`'s sizes at `axes`, and its matching axes."""
-    axes = tuple(axes)
-    while node.inputs:
-        rule = OPS[node.op].size_source  # which input has the output's sizes (ops.py)
-        step = rule(node, axes) if rule else None
-        if step is None:
-            break
-        node, axes = step
-    return node, axes
+def unbound_symbols(nodes, inputs):
+    """The size symbols that `nodes` state but no placeholder of `inputs` has as one of its
+    sizes (nor a value computed among `nodes` brings): a function of `inputs` alone could not
+    work them out."""
+    bound = set()
+    for node in list(inputs) + list(nodes):
+        bound.update(d for d in node.shape if not dims.is_known(d) and d.is_Symbol)
+    needed = set()
+    for node in nodes:
+        needed |= dims.symbols_of(node.shape) | dims.symbols_of(tuple(
+            v for v in node.attrs.values() if isinstance(v, tuple)))
+    return needed - bound

@@ -17,8 +17,9 @@ from __future__ import annotations
 import sympy
 from sympy.printing.str import StrPrinter
 
+from ..core.dims import text as dim_text
 from ..core.graph import Node, is_named_leaf, topological_order
-from ..core.ops import OPS, is_elementwise
+from ..core.ops import is_elementwise
 
 # Kinds of node, each drawn differently (colour for the pass, shape for the kind).
 INPUT, VARIABLE, CONSTANT = "input", "variable", "constant"
@@ -39,17 +40,16 @@ def leaf_kind(node):
 
 def value_keys(roots):
     """node -> a key equal for nodes that compute the same value: the same op and
-    attributes on the same values, ignoring inputs read only for their shape. Needed because
-    the simplifier (which `gradients` runs on the forward graph first, for stable forms)
-    rebuilds forward nodes when only such an input changed: the copy is still forward."""
+    attributes on the same values. Needed because the simplifier (which `gradients` runs on
+    the forward graph first, for stable forms) may rebuild forward nodes: the copy is still
+    forward."""
     keys = {}
     for node in topological_order(roots):
         if not node.inputs:
             keys[node] = node
             continue
-        op = OPS[node.op]
-        attrs = tuple(sorted((k, v) for k, v in node.attrs.items() if k != "like_axes"))
-        inputs = tuple(keys[i] for k, i in enumerate(node.inputs) if k not in op.shape_only)
+        attrs = tuple(sorted(node.attrs.items(), key=lambda item: item[0]))
+        inputs = tuple(keys[i] for i in node.inputs)
         keys[node] = (node.op, attrs, inputs)
     return keys
 
@@ -77,10 +77,11 @@ def pass_of(node, forward_nodes):
 
 
 def shape_text(shape):
-    """(None, 10) -> '?×10'; () -> 'scalar'. '?' is a size known only at call time."""
+    """(x.0, 10) -> 'x.0×10'; () -> 'scalar'. A size known only at call time prints as its
+    symbol (dims.py)."""
     if len(shape) == 0:
         return "scalar"
-    return "×".join("?" if d is None else str(d) for d in shape)
+    return "×".join(dim_text(d) for d in shape)
 
 
 def constant_text(node):

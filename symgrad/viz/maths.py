@@ -19,6 +19,7 @@ from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 from ..core.autodiff import gradients
+from ..core.dims import text as dim_text
 from ..core.graph import is_named_leaf
 from ..core.ops import OPS, elementwise_body, elementwise_derivative
 from ..core.scalar import X, Y, number
@@ -199,9 +200,9 @@ class _Formulas:
     def _function(self, node, depth):
         """(LaTeX, text) of an op that is not elementwise, as a function of its inputs."""
         op = node.op
-        if op == "size":
-            axes = tuple(node.attrs.get("axes", ()))
-            return ("N", "N") if axes == (0,) else (rf"\operatorname{{size}}_{{{axes}}}", f"size{axes}")
+        if op == "size":  # the count of a mean over sizes known only at call time
+            count = " ".join(dim_text(d) for d in node.attrs["sizes"])
+            return rf"\mathrm{{{count}}}", count
         if op == "matmul":
             (ta, xa), (tb, xb) = (self._argument(i, depth) for i in node.inputs)
             return f"{ta} {tb}", f"{xa} @ {xb}"

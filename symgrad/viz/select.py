@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from ..core.graph import Node, topological_order
-from ..core.ops import OPS
 from . import describe
 
 MAX_LABEL = 34
@@ -120,8 +119,7 @@ def build_scene(roots, forward=None, value_names=None, tags=None, depth=None,
         for k, i in enumerate(node.inputs):
             if i in graph and not (describe.is_scalar_constant(i) and describe.is_elementwise(node)):
                 operand = operands[k] if operands and len(operands[k]) == 1 and operands[k] != i.name else ""
-                graph.add_edge(i, node, index=k, shape_only=k in OPS[node.op].shape_only,
-                               operand=operand)
+                graph.add_edge(i, node, index=k, operand=operand)
     return Scene(graph, len(shown), depth, forward_nodes, title)
 
 

@@ -161,10 +161,7 @@ def render(scene, links=None, anchors=None):
     out.append(legend)
     out.append(f'<g transform="translate(0,{top})">')
     for (u, v), points in sorted(edges.items(), key=lambda e: (e[0][0].serial, e[0][1].serial)):
-        # an input read only for its shape (where unknown sizes come from) is drawn faint
-        faint = graph.edges[u, v].get("shape_only")
-        style = 'stroke-width="1" stroke-dasharray="3 3"' if faint else 'stroke-width="1.3"'
-        out.append(f'<path d="{_path(points)}" fill="none" stroke="{EDGE}" {style} '
+        out.append(f'<path d="{_path(points)}" fill="none" stroke="{EDGE}" stroke-width="1.3" '
                    f'marker-end="url(#{uid}-arrow)"/>')
     for node in graph:
         item = items[node]
