@@ -194,7 +194,7 @@ class CurvatureOperator:
             prepare = function(self.inputs, self.also + [r for r, _ in computed],
                                name=f"{self.name}: prepare", background=False)
         used = set(topological_order(parts.outputs))
-        data_used = [k for k, i in enumerate(self.inputs) if i in used]
+        data_used = [k for k, i in enumerate(self.inputs) if i in used or i in parts.size_inputs]
         apply = function(self.vectors + [p for _, p in computed + captured] +
                          [self.inputs[k] for k in data_used], parts.outputs,
                          name=f"{self.name}: apply", background=False)

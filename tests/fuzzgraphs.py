@@ -925,10 +925,10 @@ class Generator:
         for s in sizes:
             p_cls = cls[:k] + (s,) + cls[k + 1:]
             x = self.gen(p_cls, depth)
-            if x.node.shape[k] is None:
+            if not isinstance(x.node.shape[k], int):
                 # the gradient of concatenate needs static sizes along the axis (documented)
                 x = self.leaf(p_cls, "normal")
-                if x.node.shape[k] is None:
+                if not isinstance(x.node.shape[k], int):
                     return None
             parts.append(x)
         axis_arg = k - len(cls) if self.coin(0.4) else k

@@ -90,7 +90,7 @@ def test_a_fed_node_must_have_the_shape_the_graph_knows():
     y = sg.exp(x)
     assert concrete_shapes([x, y], {x: (4, 3)})[y] == (4, 3)
     for wrong in [(4, 2), (4,), (4, 3, 1)]:
-        with pytest.raises(ValueError, match=r"the graph has shape \(None, 3\)"):
+        with pytest.raises(ValueError, match=r"the graph has shape \(x\.0, 3\)"):
             concrete_shapes([x, y], {x: wrong})
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from .graph import make, placeholder, topological_order
 from .ops import OPS
+from .sizes import unbound_symbols
 
 __all__ = ["Split", "split"]
 
@@ -40,10 +41,12 @@ def _passed(node):
 class Split:
     """residuals: nodes to evaluate now; placeholders: their stand-ins, in the same order;
     outputs: the outputs in terms of `varying`, the placeholders, and the graph's other
-    placeholders and constants."""
+    placeholders and constants; size_inputs: placeholders of the graph whose sizes (known
+    only at call time) the outputs need, though not their values."""
     residuals: list
     placeholders: list
     outputs: list
+    size_inputs: list
 
 
 def split(outputs, varying, prefix="residual"):
@@ -51,8 +54,8 @@ def split(outputs, varying, prefix="residual"):
     (see the module docstring). Each residual's placeholder is named `prefix` + its index,
     and for a Variable ':' + its name after that.
 
-    An input read for its shape alone (a broadcast's `like`) counts as a dependency: the
-    residuals can then be evaluated without the varying placeholders."""
+    Sizes known only at call time that the outputs need are read from the stand-ins where
+    they state them, else from the graph's placeholders (`size_inputs`)."""
     outputs, varying = list(outputs), set(varying)
     for node in varying:
         if node.op != "placeholder":
@@ -79,4 +82,9 @@ def split(outputs, varying, prefix="residual"):
             stand_in[node] = placeholder(label, node.shape, node.dtype)
             residuals.append(node)
             placeholders.append(stand_in[node])
-    return Split(residuals, placeholders, [stand_in[o] for o in outputs])
+    new_outputs = [stand_in[o] for o in outputs]
+    rebuilt = topological_order(new_outputs)
+    missing = unbound_symbols(rebuilt, [n for n in rebuilt if OPS[n.op].leaf == "input"])
+    size_inputs = [n for n in order if OPS[n.op].leaf == "input" and n not in stand_in.values()
+                   and missing & set(n.shape)]
+    return Split(residuals, placeholders, new_outputs, size_inputs)

@@ -53,7 +53,7 @@ class Sizes:
         """Bind `node`'s bare size symbols to `shape` (read from `what`); ValueError where a
         size it states already differs."""
         new = [d for d in node.shape if not dims.is_known(d) and d not in self.bindings]
-        axis = dims.bind(node.shape, shape, self.bindings)
+        axis = dims.bind(node.shape, shape, self.bindings) if len(shape) == node.ndim else -1
         for k, d in enumerate(node.shape):
             if d in new and d in self.bindings:
                 self.origins[d] = f"{what} axis {k} = {shape[k]}"
@@ -63,8 +63,8 @@ class Sizes:
 
     def where_from(self, shape):
         """' (sizes from 'x' axis 0 = 4, ...)': the arguments the sizes of `shape` come from."""
-        found = [self.origins[s] for s in sorted(dims.symbols_of(shape), key=dims.text)
-                 if s in self.origins]
+        wanted = dims.symbols_of(shape)
+        found = [text for symbol, text in self.origins.items() if symbol in wanted]
         return f" (sizes from {', '.join(found)})" if found else ""
 
 
@@ -74,10 +74,14 @@ def concrete_shapes(order, given):
     graph states differs from the one the arguments imply."""
     sizes = Sizes()
     sized = {}
+    for node, shape in given.items():  # the arguments first: the sizes come from them
+        shape = tuple(shape)
+        sizes.bind(node, shape, f"'{node.name}'" if node.name else repr(node))
+        sized[node] = _Sized(node.op, shape, node.dtype)
+        sizes.shapes[node] = shape
     for node in order:
         if node in given:
-            shape = tuple(given[node])
-            what = f"'{node.name}'" if node.name else repr(node)
+            continue
         elif OPS[node.op].leaf is not None:
             if OPS[node.op].leaf == "input":
                 raise ValueError(f"placeholder '{node.name}' needs a value")
@@ -104,12 +108,9 @@ def concrete_shapes(order, given):
 
 
 def unbound_symbols(nodes, inputs):
-    """The size symbols that `nodes` state but no placeholder of `inputs` has as one of its
-    sizes (nor a value computed among `nodes` brings): a function of `inputs` alone could not
-    work them out."""
-    bound = set()
-    for node in list(inputs) + list(nodes):
-        bound.update(d for d in node.shape if not dims.is_known(d) and d.is_Symbol)
+    """The size symbols that `nodes` state (in shapes or attributes) but no placeholder of
+    `inputs` has as one of its sizes: a function of `inputs` could not read them."""
+    bound = {d for node in inputs for d in node.shape if not dims.is_known(d) and d.is_Symbol}
     needed = set()
     for node in nodes:
         needed |= dims.symbols_of(node.shape) | dims.symbols_of(tuple(

@@ -162,7 +162,7 @@ def test_call_errors_name_the_argument():
     assert float(f(good_x, good_y)) == 20.0
     with pytest.raises(TypeError, match=r"takes 2 arguments \(x, y\), got 1"):
         f(good_x)
-    with pytest.raises(ValueError, match=r"argument 'y'.*\(None, 2\).*\(4, 3\)"):
+    with pytest.raises(ValueError, match=r"argument 'y'.*\(y\.0, 2\).*\(4, 3\)"):
         f(good_x, good_x)
     with pytest.raises(TypeError, match=r"argument 'x'.*float32.*float64"):
         f(good_x.astype(np.float64), good_y)
