@@ -326,8 +326,9 @@ def test_an_input_that_is_a_variables_own_array():
 def test_bad_definitions_are_named():
     with pytest.raises(ValueError, match="negative size"):
         sg.placeholder("n", (-3,))
-    with pytest.raises(TypeError, match="shape"):
-        sg.placeholder("n", ("a",))
+    for bad in ["a b", 2.5]:
+        with pytest.raises(TypeError, match="shape"):
+            sg.placeholder("n", (bad,))
     y = sg.sum(sg.placeholder("q", (2,), F64))
     with pytest.raises(TypeError, match="grad: x must be a symgrad tensor.*float"):
         sg.grad(y, 3.0)

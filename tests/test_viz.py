@@ -16,8 +16,8 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 @pytest.fixture(scope="module")
 def softmax_regression():
-    x = sg.placeholder("x", (None, 4), "float32")
-    y = sg.placeholder("y", (None, 3), "float32")
+    x = sg.placeholder("x", ("N", 4), "float32")  # N: one batch size, shared
+    y = sg.placeholder("y", ("N", 3), "float32")
     W = sg.Variable(np.zeros((4, 3), np.float32), name="W")
     b = sg.Variable(np.zeros(3, np.float32), name="b")
     z = x @ W + b
@@ -88,7 +88,7 @@ def test_forward_and_derivative_nodes_are_told_apart(softmax_regression):
     fills = {r.get("fill") for r in root.iter(SVG + "rect")}
     assert "#dbeafe" in fills and "#ffedd5" in fills     # blue forward, orange derivative
     assert any(True for _ in root.iter(SVG + "polygon"))  # a fused node is a hexagon
-    assert "?×3" in " ".join(t for t in texts(root) if t)  # shapes on edges
+    assert "N×3" in " ".join(t for t in texts(root) if t)  # shapes on edges
     fused = [t for t in texts(root) if t and "·" in t and "a" in t]
     assert fused and {"a", "b"} <= set(texts(root))  # body letters written on the input edges
 

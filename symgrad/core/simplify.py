@@ -346,7 +346,7 @@ def _sum_of_distribution(node):
                 return None
             inputs = [squeezed.get(i, inner.inputs[i]) for i in range(len(inner.inputs))]
             result = fuse(rest, inputs)
-            return result if result.shape == node.shape else None
+            return result if compatible(result.shape, node.shape) else None
     return None
 
 
@@ -377,7 +377,7 @@ def _scalar_operands(node):
         return i.op == "broadcast_to" and i.inputs[0].op == "constant" and i.inputs[0].shape == ()
     if not any(spread_constant(i) for i in node.inputs):
         return None
-    if not any(i.shape == node.shape and not spread_constant(i) for i in node.inputs):
+    if not any(compatible(i.shape, node.shape) and not spread_constant(i) for i in node.inputs):
         return None
     inputs = [i.inputs[0] if spread_constant(i) else i for i in node.inputs]
     return make(node.op, inputs, node.attrs)
@@ -491,7 +491,7 @@ def fuse_elementwise(roots, log):
         current = node if inputs == list(node.inputs) else make(node.op, inputs, node.attrs)
         if is_elementwise(current):
             which = [k for k, (old, i) in enumerate(zip(node.inputs, inputs))
-                     if is_elementwise(i) and uses.get(old, 0) == 1 and i.shape == current.shape]
+                     if is_elementwise(i) and uses.get(old, 0) == 1 and compatible(i.shape, current.shape)]
             if which:
                 body, all_inputs = compose(current, which)
                 body, _ = apply_body_rules(body)

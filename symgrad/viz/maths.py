@@ -201,8 +201,9 @@ class _Formulas:
         """(LaTeX, text) of an op that is not elementwise, as a function of its inputs."""
         op = node.op
         if op == "size":  # the count of a mean over sizes known only at call time
-            count = " ".join(dim_text(d) for d in node.attrs["sizes"])
-            return rf"\mathrm{{{count}}}", count
+            names = [dim_text(d) for d in node.attrs["sizes"]]
+            tex = " ".join(n if len(n) == 1 else rf"\mathrm{{{n}}}" for n in names)
+            return tex, " ".join(names)
         if op == "matmul":
             (ta, xa), (tb, xb) = (self._argument(i, depth) for i in node.inputs)
             return f"{ta} {tb}", f"{xa} @ {xb}"

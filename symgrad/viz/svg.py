@@ -125,7 +125,7 @@ def _legend(scene):
         parts.append(_shape(sample, x + 15, 14, 30, 16))
         parts.append(f'<text x="{x + 36:.1f}" y="18" font-size="11" fill="{TEXT}">{escape(text)}</text>')
         x += 36 + len(text) * 6.7 + 16
-    notes = ["edges: value shapes (? = size known at call time)"]
+    notes = ["edges: value shapes (names: sizes known at call time)"]
     if scene.depth is not None:
         notes.append(f"showing {scene.graph.number_of_nodes()} of {scene.total} nodes, "
                      f"{scene.depth} steps up from the outputs (dashed boxes: inputs not shown)")
