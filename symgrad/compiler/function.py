@@ -26,7 +26,7 @@ from ..core.graph import Node, Variable, is_named_leaf, topological_order
 from ..core.interpreter import check_value, evaluate
 from ..core.ops import fmt
 from .schedule import schedule
-from ..core.sizes import concrete_shapes
+from ..core.sizes import concrete_shapes, unbound_symbols
 from ..core.simplify import simplify as simplify_graph
 
 __all__ = ["Function", "function", "BACKGROUND_AFTER"]
@@ -73,6 +73,7 @@ class Function:
         # once per set of argument shapes, before compiled code (which has no bounds checks)
         # sees them.
         self._sized_nodes = topological_order(given + outputs + [v for _, v in updates])
+        self._check_sizes_given()
         self.program = schedule(self.inputs, outputs, updates)
         self.decisions = []  # the compiler's choices, pass by pass (schedule.Decision)
         self.source = codegen.generate(self.program, title=name or "", decisions=self.decisions)
@@ -185,6 +186,19 @@ class Function:
             if node.op == "placeholder" and node not in self.inputs:
                 raise ValueError(f"function: placeholder '{node.name}' is needed but not "
                                  f"listed in inputs")
+
+    def _check_sizes_given(self):
+        """Every size the graph states must be read from an input's shape (or be one a
+        computed value brings, an extension op's output size)."""
+        missing = unbound_symbols(self._sized_nodes, self.inputs)
+        for node in self._sized_nodes:  # a size a value brings, not one its inputs had
+            if node.inputs and missing:
+                missing -= dims.symbols_of(node.shape) - unbound_symbols([node], node.inputs)
+        if missing:
+            names = ", ".join(sorted(dims.text(s) for s in missing))
+            raise ValueError(f"function: the graph needs the size {names} (known only at call "
+                             f"time), which none of the inputs has; add the placeholder it "
+                             f"belongs to (a size 'x.0' is placeholder x's axis 0) to inputs")
 
     def __call__(self, *args):
         if len(args) != len(self._specs):

@@ -267,8 +267,11 @@ def _compiled_address(text):
     else:
         try:
             _save_object(path, step)
-        except OSError:
-            pass  # the next process loads it through Numba's cache instead
+        except (OSError, RuntimeError):
+            # (RuntimeError: Numba loaded the step from its own cache, which another process
+            # filled meanwhile, and keeps no object code of it.) The next process loads it
+            # through Numba's cache instead.
+            pass
     stats["loaded" if step.cache_hits else "compiled"] += 1
     _keep.append(step)
     return step.address

@@ -497,6 +497,8 @@ def _window_length(s, d):
         return stop - (start or 0)
     if step == 1 and start is not None and start < 0 and (stop is None or start <= stop < 0):
         return (0 if stop is None else stop) - start
+    if step == 1 and (start or 0) >= 0 and stop is None:
+        return as_dim(sympy.Max(d - (start or 0), 0))
     if step > 0:
         low = 0 if start is None else sympy.Max(d + start, 0) if start < 0 else sympy.Min(start, d)
         high = d if stop is None else sympy.Max(d + stop, 0) if stop < 0 else sympy.Min(stop, d)

@@ -127,7 +127,7 @@ def operand_names(node):
 
 
 def attrs_text(node):
-    """The attributes a reader needs (axis=1), not the bookkeeping (in_shape, like_axes)."""
+    """The attributes a reader needs (axis=1), not the bookkeeping (a body, a window)."""
     parts = []
     for key, label in _ATTR_NAMES.items():
         if key in node.attrs and not (node.op == "cast" and key != "dtype"):

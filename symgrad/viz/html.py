@@ -79,7 +79,7 @@ def _merged(log):
 
 
 def _summary(log, kind, noun):
-    """'14 rewrites: size_source ×5, fuse_elementwise ×6': how many entries of each `kind`."""
+    """'14 rewrites: reshape_of_reshape ×5, fuse_elementwise ×6': how many entries of each `kind`."""
     counts = {}
     for entry in log:
         counts[kind(entry)] = counts.get(kind(entry), 0) + 1
