@@ -25,6 +25,7 @@ import numpy as np
 
 from . import data, nn, optim
 from .data.idx import IDXFormatError
+from .core.ops import fmt
 from .train import classifier, save_parameters
 
 DATASETS = ("digits",) + data.PLAYGROUND + ("mnist:PATH",)
@@ -88,7 +89,7 @@ def write_graph(function, folder):
         lines = []
         for node in order:
             args = ", ".join(label[i] for i in node.inputs)
-            shape = "(" + ", ".join("None" if d is None else str(d) for d in node.shape) + ")"
+            shape = fmt(node.shape)
             lines.append(f"{label[node]:>8} = {node.op}({args})  {shape} {node.dtype}"
                          + (f"  '{node.name}'" if node.name else ""))
         text = "\n".join(lines)

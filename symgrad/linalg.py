@@ -36,6 +36,7 @@ import numpy as np
 from .runtime import kernels
 from .core import ops
 from .core.autodiff import gradients, hessian_vector_product, jvp
+from .core.dims import is_known
 from .compiler.function import function
 from .core.graph import Node, is_named_leaf, placeholder, topological_order
 from .core.interpreter import check_value
@@ -161,7 +162,7 @@ class CurvatureOperator:
             if not isinstance(p, Node) or not is_named_leaf(p):
                 raise TypeError(f"{type(self).__name__}: parameters must be Variables or "
                                 f"placeholders, got {p!r}")
-            if None in p.shape:
+            if not all(is_known(d) for d in p.shape):
                 raise ValueError(f"{type(self).__name__}: parameter '{p.name}' needs a fully "
                                  f"known shape, got {ops.fmt(p.shape)}")
             if p.op == "placeholder" and p not in self.inputs:

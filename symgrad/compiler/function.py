@@ -26,7 +26,7 @@ from ..core.graph import Node, Variable, is_named_leaf, topological_order
 from ..core.interpreter import check_value, evaluate
 from ..core.ops import fmt
 from .schedule import schedule
-from ..core.sizes import concrete_shapes, unbound_symbols
+from ..core.sizes import concrete_shapes, introduced_sizes, unbound_symbols
 from ..core.simplify import simplify as simplify_graph
 
 __all__ = ["Function", "function", "BACKGROUND_AFTER"]
@@ -190,10 +190,8 @@ class Function:
     def _check_sizes_given(self):
         """Every size the graph states must be read from an input's shape (or be one a
         computed value brings, an extension op's output size)."""
-        missing = unbound_symbols(self._sized_nodes, self.inputs)
-        for node in self._sized_nodes:  # a size a value brings, not one its inputs had
-            if node.inputs and missing:
-                missing -= dims.symbols_of(node.shape) - unbound_symbols([node], node.inputs)
+        missing = unbound_symbols(self._sized_nodes, self.inputs) - \
+            introduced_sizes(self._sized_nodes).keys()
         if missing:
             names = ", ".join(sorted(dims.text(s) for s in missing))
             raise ValueError(f"function: the graph needs the size {names} (known only at call "

@@ -22,6 +22,7 @@ import numpy as np
 from ..core import dims
 from ..core.graph import Node, topological_order
 from ..core.ops import OPS
+from ..core.sizes import introduced_sizes
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,19 @@ def schedule(inputs, outputs, updates=()):
     for _, value in updates:
         if value.inputs and value not in outputs:
             place[value] += len(place)
-    order = list(nx.lexicographical_topological_sort(graph, key=place.__getitem__))
+    ordering = graph
+    introduced = introduced_sizes(place)
+    if introduced:  # what states a size a value brings (a size node) comes after that value
+        ordering = graph.copy()
+        for node in place:
+            for symbol in dims.symbols_of(node.shape) & introduced.keys():
+                if introduced[symbol] is not node:
+                    ordering.add_edge(introduced[symbol], node)
+            for key, value in node.attrs.items():
+                if isinstance(value, tuple):
+                    for symbol in dims.symbols_of(value) & introduced.keys():
+                        ordering.add_edge(introduced[symbol], node)
+    order = list(nx.lexicographical_topological_sort(ordering, key=place.__getitem__))
     names, state, constants, steps = {}, [], [], []
     for k, node in enumerate(inputs):
         names[node] = f"arg{k}"
@@ -175,8 +188,8 @@ def _argument_sizes(inputs, names):
 def _element_count(program, node):
     """`node`'s element count as an expression of the sizes the arguments give, or None
     when it has a size they cannot state."""
-    count = dims.as_dim(math.prod(node.shape))
-    return count if dims.symbols_of((count,)) <= program.sizes.keys() else None
+    count = dims.element_count(node.shape)
+    return count if dims.is_known(count) or count.free_symbols <= program.sizes.keys() else None
 
 
 def plan_workspace(program, in_place=()):

@@ -9,21 +9,22 @@ every dim worked out from them.
 
 Two different symbols may still be equal at call time (`x[1:] * y` assumes that y is one
 shorter than x): `merge` keeps one, and the op's shape rule, run again on the call's shapes
-(sizes.py), checks the assumption. A size no expression of the symbols can state (an
-extension op's output, a strided window of an unknown axis) is a fresh symbol, bound when the
-value that has it is computed.
+(sizes.py), checks the assumption. A size no expression of the symbols states (an output
+size an extension op's rule leaves as None) is a fresh symbol, bound when the value that has
+it is computed.
 """
 from __future__ import annotations
 
+import functools
+import math
 import operator
 
 import sympy
 from sympy.printing.str import StrPrinter
 
-__all__ = ["Dim", "is_known", "fresh", "named", "as_dim", "merge", "may_equal", "compatible", "symbols_of",
-           "text", "bind", "evaluate", "evaluate_attrs"]
+__all__ = ["is_known", "fresh", "named", "as_dim", "merge", "element_count", "may_equal",
+           "compatible", "symbols_of", "text", "bind", "evaluate", "evaluate_attrs"]
 
-Dim = "int | sympy.Expr"  # (for documentation: the type of one size)
 
 def is_known(d):
     """Whether `d` is a number (not an expression over sizes known only at call time)."""
@@ -62,6 +63,13 @@ def merge(a, b):
     if is_known(a) and is_known(b):
         return False
     return a if is_known(a) else b if is_known(b) else a
+
+
+@functools.lru_cache(maxsize=4096)
+def element_count(shape):
+    """The number of elements of `shape`: an int, or an expression (cached: the schedule
+    asks it of every value)."""
+    return as_dim(math.prod(shape))
 
 
 def may_equal(a, b):

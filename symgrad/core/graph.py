@@ -94,7 +94,9 @@ def make(op_name, inputs, attrs=None, *, name=None):
     attrs = {k: _freeze(v) for k, v in (attrs or {}).items()}
     inputs = tuple(inputs)
     shape, dtype = op.infer(inputs, attrs)
-    shape = tuple(dims.as_dim(d) for d in shape)  # None (an extension's rule): a fresh size
+    # None (an extension op's rule may give it): a fresh size, bound when the value is computed
+    shape = tuple(d if type(d) is int else dims.as_dim(d, hint=f"{op_name}.{axis}")
+                  for axis, d in enumerate(shape))
     # sorted by name (names are unique; sorting by the values' text would print every body)
     key = (op_name, tuple(i.serial for i in inputs),
            tuple(sorted(attrs.items(), key=operator.itemgetter(0))))

@@ -186,12 +186,16 @@ def fuse(body, inputs):
     substitutions, kept, position = {}, [], {}
     for i, node in enumerate(inputs):
         sym = X[i]
+        # The operands of one elementwise node have one shape at call time, so two
+        # broadcasts of one source to the same rank are one value there (their symbolic
+        # sizes may differ: x's batch and the labels' batch, assumed equal).
+        key = ("spread", node.inputs[0], node.ndim) if node.op == "broadcast_to" else node
         if node.op == "constant" and node.shape == ():
             substitutions[sym] = scalar.number(node.attrs["value"])
-        elif node in position:
-            substitutions[sym] = position[node]
+        elif key in position:
+            substitutions[sym] = position[key]
         else:
-            position[node] = sym
+            position[key] = sym
             kept.append((sym, node))
     body = body.xreplace(substitutions)
     used = {s.name for s in body.free_symbols}

@@ -19,7 +19,7 @@ from . import dims
 from .graph import ShapeError
 from .ops import OPS, fmt
 
-__all__ = ["Sizes", "concrete_shapes", "unbound_symbols"]
+__all__ = ["Sizes", "concrete_shapes", "unbound_symbols", "introduced_sizes", "in_size_order"]
 
 
 class _Sized:
@@ -74,6 +74,7 @@ def concrete_shapes(order, given):
     graph states differs from the one the arguments imply."""
     sizes = Sizes()
     sized = {}
+    order = in_size_order(order)
     for node, shape in given.items():  # the arguments first: the sizes come from them
         shape = tuple(shape)
         sizes.bind(node, shape, f"'{node.name}'" if node.name else repr(node))
@@ -107,12 +108,58 @@ def concrete_shapes(order, given):
     return sizes
 
 
+def _in_attrs(node):
+    """The size symbols `node`'s attributes state (a target shape)."""
+    return dims.symbols_of(tuple(v for v in node.attrs.values() if isinstance(v, tuple)))
+
+
+def _stated(node):
+    """The size symbols `node` states: in its shape and its attributes."""
+    return dims.symbols_of(node.shape) | _in_attrs(node)
+
+
+def introduced_sizes(order):
+    """{size symbol: the node whose value brings it}: a size of a computed value that
+    neither its inputs nor its attributes state (an extension op's rule left it None)."""
+    introducer = {}
+    for node in order:
+        if node.inputs:
+            known = dims.symbols_of(tuple(i.shape for i in node.inputs)) | _in_attrs(node)
+            for d in node.shape:
+                if not dims.is_known(d) and d.is_Symbol and d not in known:
+                    introducer.setdefault(d, node)
+    return introducer
+
+
+def in_size_order(order):
+    """`order` (inputs before users) with every node that states a size some value brings
+    (introduced_sizes) moved after that value: a size node, which has no inputs, may
+    otherwise come first."""
+    introducer = introduced_sizes(order)
+    if not introducer:
+        return order
+    needs = {node: {introducer[s] for s in _stated(node) if s in introducer} - {node}
+             for node in order}
+    members, done, result, remaining = set(order), set(), [], list(order)
+    while remaining:
+        waiting = []
+        for node in remaining:
+            if needs[node] <= done and all(i in done or i not in members for i in node.inputs):
+                result.append(node)
+                done.add(node)
+            else:
+                waiting.append(node)
+        if len(waiting) == len(remaining):
+            raise ValueError("sizes: values whose sizes depend on each other in a cycle")
+        remaining = waiting
+    return result
+
+
 def unbound_symbols(nodes, inputs):
     """The size symbols that `nodes` state (in shapes or attributes) but no placeholder of
     `inputs` has as one of its sizes: a function of `inputs` could not read them."""
     bound = {d for node in inputs for d in node.shape if not dims.is_known(d) and d.is_Symbol}
     needed = set()
     for node in nodes:
-        needed |= dims.symbols_of(node.shape) | dims.symbols_of(tuple(
-            v for v in node.attrs.values() if isinstance(v, tuple)))
+        needed |= _stated(node)
     return needed - bound

@@ -103,3 +103,32 @@ def test_broadcast_to_takes_sizes_not_none():
     with pytest.raises(sg.ShapeError, match="use the size of the value that has it"):
         sg.broadcast_to(sg.constant(1.0), (None, 3))
     assert sg.broadcast_to(sg.constant(np.float64(1.0)), x.shape).shape == x.shape
+
+
+def test_an_output_size_an_extension_rule_leaves_unknown_is_bound_when_computed():
+    import numba
+    from symgrad import extend
+
+    @numba.njit
+    def repeat_each_twice(x, out):
+        for i in range(out.shape[0]):
+            out[i] = x[i // 2]
+
+    def infer(inputs, attrs):  # a rule that states no size it cannot know now
+        n = inputs[0].shape[0]
+        return ((2 * n if dims.is_known(n) else None),), inputs[0].dtype
+
+    repeat = extend.op("test_repeat_unknown", infer=infer, kernel=repeat_each_twice,
+                       numpy=lambda arrays, attrs: np.repeat(arrays[0], 2))
+    try:
+        x = sg.placeholder("x", (None,), F64)
+        y = repeat(x)
+        assert dims.text(y.shape[0]) == "test_repeat_unknown.0"
+        out = [sg.tanh(y) * 2.0, sg.mean(y)]
+        for batch in (0, 3):
+            xb = np.arange(float(batch))
+            _, want, got = both([x], out, xb)
+            for a, b in zip(got, want):
+                np.testing.assert_allclose(a, b, rtol=1e-12)
+    finally:
+        extend.undefine("test_repeat_unknown")
