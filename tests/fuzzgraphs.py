@@ -891,16 +891,26 @@ class Generator:
         runtime_axes = [j for j, d in enumerate(cls) if is_runtime(d)]
         target = tuple(-1 if (is_runtime(d) and len(runtime_axes) == 1) else
                        (None if is_runtime(d) else d) for d in cls)
+        if len(runtime_axes) > 1:
+            # several sizes known at call time: state them as multiples of the input's (a
+            # symbolic size), where they are
+            source = next((i for i, d in enumerate(in_cls) if is_runtime(d)), None)
+            if source is None or any(cls[j][1] % in_cls[source][1] for j in runtime_axes):
+                return None
+            n = x.node.shape[source]
+            target = tuple(d if not is_runtime(d) else d[1] // in_cls[source][1] * n for d in cls)
+            text_target = ", ".join(str(d) if not is_runtime(d) else
+                                    f"{d[1] // in_cls[source][1]} * {x.src}.shape[{source}]"
+                                    for d in cls)
         if self.coin(0.3) and not runtime_axes and cls:
             # -1 for one static size too (inferred from the input)
             j = self.integer(0, len(cls) - 1)
             target = tuple(-1 if i == j else d for i, d in enumerate(target))
-        text = f"sg.reshape({x.src}, {target!r})"
+        text = f"sg.reshape({x.src}, {target!r})" if len(runtime_axes) <= 1 else \
+            f"sg.reshape({x.src}, ({text_target},))"
         try:
             node = sg.reshape(x.node, target)
         except sg.ShapeError as error:
-            if sum(d is None for d in target) > 1:
-                return None   # several unknown sizes: a documented limitation of reshape
             self.build_errors.append(f"building {text}: ShapeError: {error}")
             return None
         rx = x.ref

@@ -179,6 +179,14 @@ def _emit_elementwise(code, node, out, args):
     code.elementwise_loop(node, out, args, body)
 
 
+def operand_key(node):
+    """What identifies `node`'s value as an operand of an elementwise node. The operands of
+    one elementwise node have one shape at call time, so two broadcasts of one source to the
+    same rank are one value there (their symbolic sizes may differ: x's batch and the
+    labels' batch, which the node assumes equal)."""
+    return ("spread", node.inputs[0], node.ndim) if node.op == "broadcast_to" else node
+
+
 def fuse(body, inputs):
     """The generic elementwise node computing `body` (over x0, x1, ..., and y meaning the
     last input) from `inputs`: scalar constants are folded into the body, repeated and unused
@@ -186,10 +194,7 @@ def fuse(body, inputs):
     substitutions, kept, position = {}, [], {}
     for i, node in enumerate(inputs):
         sym = X[i]
-        # The operands of one elementwise node have one shape at call time, so two
-        # broadcasts of one source to the same rank are one value there (their symbolic
-        # sizes may differ: x's batch and the labels' batch, assumed equal).
-        key = ("spread", node.inputs[0], node.ndim) if node.op == "broadcast_to" else node
+        key = operand_key(node)
         if node.op == "constant" and node.shape == ():
             substitutions[sym] = scalar.number(node.attrs["value"])
         elif key in position:

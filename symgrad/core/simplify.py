@@ -350,6 +350,21 @@ def _sum_of_distribution(node):
     return None
 
 
+def _fuse_keeping_operands(body, inputs, read):
+    """fuse(body, inputs), where `read` is the body the graph computed before rewriting:
+    an operand it read that cancels out of `body` (x - x once repeated inputs are one
+    symbol, 0·x) still propagates NaN and Inf, as evaluating the graph op by op does: the
+    body keeps 0·x for it (ZERO, which codegen writes as a multiplication)."""
+    fused = fuse(body, inputs)
+    kept = {ops.operand_key(i) for i in ([fused] if fused in inputs else fused.inputs)}
+    used, _ = scalar.free_operands(read)
+    lost = {k for k in used if not (inputs[k].op == "constant" and inputs[k].shape == ())
+            and ops.operand_key(inputs[k]) not in kept}
+    if not lost:
+        return fused
+    return fuse(body + sympy.Add(*[scalar.ZERO * X[k] for k in sorted(lost)]), inputs)
+
+
 def _compose_deep(node, depth):
     """`node`'s body with elementwise inputs inlined `depth` levels up: (body, inputs)."""
     which = [k for k, i in enumerate(node.inputs) if is_elementwise(i)] if depth else []
@@ -394,7 +409,7 @@ def _elementwise_identities(node):
     new_body, fired = apply_body_rules(body)
     if not fired:
         return None
-    return fuse(new_body, inputs), "+".join(fired)
+    return _fuse_keeping_operands(new_body, inputs, body), "+".join(fired)
 
 
 # (last: a node whose inputs are all constants may still match a rule above)
@@ -493,11 +508,12 @@ def fuse_elementwise(roots, log):
             which = [k for k, (old, i) in enumerate(zip(node.inputs, inputs))
                      if is_elementwise(i) and uses.get(old, 0) == 1 and compatible(i.shape, current.shape)]
             if which:
-                body, all_inputs = compose(current, which)
-                body, _ = apply_body_rules(body)
-                fused = fuse(body, all_inputs)
+                read, all_inputs = compose(current, which)
+                body, _ = apply_body_rules(read)
+                fused = _fuse_keeping_operands(body, all_inputs, read)
                 if fused.op == "elementwise":  # tidy once repeated inputs are one symbol
-                    fused = fuse(_tidy(fused.attrs["body"]), list(fused.inputs))
+                    fused = _fuse_keeping_operands(_tidy(fused.attrs["body"]),
+                                                   list(fused.inputs), fused.attrs["body"])
                 small = sympy.count_ops(elementwise_body(fused)) <= MAX_BODY_OPS \
                     if is_elementwise(fused) else True
                 if small and len(fused.inputs) <= MAX_BODY_INPUTS:
