@@ -184,7 +184,12 @@ SPECIAL = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -2.5])
     (lambda v, w: sg.maximum(v, w), np.maximum),
     (lambda v, w: sg.minimum(v, w), np.minimum),
     (lambda v, w: sg.maximum(w, v), lambda v, w: np.maximum(w, v)),
-], ids=["x*0+y", "sin(x)*0", "0*exp(x)", "relu", "maximum", "minimum", "maximum-swapped"])
+    # terms that cancel once fused (found by the fuzzer: (p - p) * mean over an empty batch)
+    (lambda v, w: (w - w) * sg.exp(v), lambda v, w: (w - w) * np.exp(v)),
+    (lambda v, w: (v - v) * w, lambda v, w: (v - v) * w),
+    (lambda v, w: sg.tanh(v) - sg.tanh(v) + w, lambda v, w: np.tanh(v) - np.tanh(v) + w),
+], ids=["x*0+y", "sin(x)*0", "0*exp(x)", "relu", "maximum", "minimum", "maximum-swapped",
+        "(y-y)*exp(x)", "(x-x)*y", "tanh(x)-tanh(x)+y"])
 def test_nan_and_inf_propagate_as_in_numpy(build, expected):
     v = sg.placeholder("v", (SPECIAL.size,), F64)
     w = sg.placeholder("w", (SPECIAL.size,), F64)

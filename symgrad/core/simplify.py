@@ -350,21 +350,6 @@ def _sum_of_distribution(node):
     return None
 
 
-def _fuse_keeping_operands(body, inputs, read):
-    """fuse(body, inputs), where `read` is the body the graph computed before rewriting:
-    an operand it read that cancels out of `body` (x - x once repeated inputs are one
-    symbol, 0·x) still propagates NaN and Inf, as evaluating the graph op by op does: the
-    body keeps 0·x for it (ZERO, which codegen writes as a multiplication)."""
-    fused = fuse(body, inputs)
-    kept = {ops.operand_key(i) for i in ([fused] if fused in inputs else fused.inputs)}
-    used, _ = scalar.free_operands(read)
-    lost = {k for k in used if not (inputs[k].op == "constant" and inputs[k].shape == ())
-            and ops.operand_key(inputs[k]) not in kept}
-    if not lost:
-        return fused
-    return fuse(body + sympy.Add(*[scalar.ZERO * X[k] for k in sorted(lost)]), inputs)
-
-
 def _compose_deep(node, depth):
     """`node`'s body with elementwise inputs inlined `depth` levels up: (body, inputs)."""
     which = [k for k, i in enumerate(node.inputs) if is_elementwise(i)] if depth else []
@@ -404,12 +389,16 @@ def _elementwise_identities(node):
     log(1 - sigmoid(x))) and see if a rule fires."""
     body, inputs = _compose_deep(node, 2)
     first = {}
-    body = body.xreplace({X[k]: X[first.setdefault(i, k)] for k, i in enumerate(inputs)
-                          if first.setdefault(i, k) != k})  # one symbol per distinct input
+    merged = body.xreplace({X[k]: X[first.setdefault(i, k)] for k, i in enumerate(inputs)
+                            if first.setdefault(i, k) != k})  # one symbol per distinct input
+    if {X[first[inputs[int(s.name[1:])]]] for s in body.free_symbols if s.name[0] == "x"} \
+            != {s for s in merged.free_symbols if s.name[0] == "x"}:
+        return None  # a repeat cancelled (x - x): op by op it is NaN where x is (see fuse)
+    body = merged
     new_body, fired = apply_body_rules(body)
     if not fired:
         return None
-    return _fuse_keeping_operands(new_body, inputs, body), "+".join(fired)
+    return fuse(new_body, inputs), "+".join(fired)
 
 
 # (last: a node whose inputs are all constants may still match a rule above)
@@ -508,12 +497,11 @@ def fuse_elementwise(roots, log):
             which = [k for k, (old, i) in enumerate(zip(node.inputs, inputs))
                      if is_elementwise(i) and uses.get(old, 0) == 1 and compatible(i.shape, current.shape)]
             if which:
-                read, all_inputs = compose(current, which)
-                body, _ = apply_body_rules(read)
-                fused = _fuse_keeping_operands(body, all_inputs, read)
+                body, all_inputs = compose(current, which)
+                body, _ = apply_body_rules(body)
+                fused = fuse(body, all_inputs)
                 if fused.op == "elementwise":  # tidy once repeated inputs are one symbol
-                    fused = _fuse_keeping_operands(_tidy(fused.attrs["body"]),
-                                                   list(fused.inputs), fused.attrs["body"])
+                    fused = fuse(_tidy(fused.attrs["body"]), list(fused.inputs))
                 small = sympy.count_ops(elementwise_body(fused)) <= MAX_BODY_OPS \
                     if is_elementwise(fused) else True
                 if small and len(fused.inputs) <= MAX_BODY_INPUTS:
