@@ -298,10 +298,6 @@ def _jvp_elementwise(node, tangents):
     return fuse(terms, inputs)
 
 
-
-
-
-
 def _elementwise_op(name, body, derivatives=None):
     return register(Op(name, infer=_infer_elementwise(name), numpy=_np_elementwise(name),
                        vjp=_vjp_elementwise, jvp=_jvp_elementwise, emit=_emit_elementwise,
@@ -799,8 +795,6 @@ def _emit_matmul(code, node, out, args):
     code.compute(node, out, dims, "kernels.product({0}, {1}, {2})", args[0], args[1])
 
 
-
-
 register(Op("matmul", infer=_infer_matmul, numpy=lambda arrays, attrs: arrays[0] @ arrays[1],
             vjp=_vjp_matmul, jvp=_jvp_matmul, emit=_emit_matmul, writes_output=True))
 
@@ -835,8 +829,6 @@ def _expand(g, node):
     x, axis = node.inputs[0], node.attrs["axis"]
     kept = g.shape[:axis] + (1,) + g.shape[axis:]
     return broadcast_to(reshape(g, kept), x.shape)
-
-
 
 
 register(Op("sum", infer=_infer_reduce("sum"),
@@ -1093,8 +1085,6 @@ register(Op("im2col", infer=_infer_im2col, numpy=_np_im2col,
 register(Op("col2im", infer=_infer_col2im, numpy=_np_col2im,
             vjp=lambda node, c, wanted: [make("im2col", [c], _window_attrs(node))],
             linear=True, emit=_emit_col2im, writes_output=True))
-
-
 
 
 # ---------------------------------------------------------------------------- pooling
