@@ -353,6 +353,25 @@ def test_every_graph_walk_is_iterative_and_a_long_chain_compiles():
 
 # ----------------------------------------------------------------------------- found by the fuzzer
 
+UNARY = {"tanh": sg.tanh, "sigmoid": sg.sigmoid, "softplus": sg.softplus, "softsign": sg.softsign,
+         "exp": sg.exp, "abs": sg.abs, "relu": sg.relu, "leaky_relu": sg.leaky_relu,
+         "hard_tanh": sg.hard_tanh, "sin": sg.sin, "cos": sg.cos, "square": sg.square,
+         "sqrt": lambda z: sg.sqrt(z * z + 1.0), "log": lambda z: sg.log(z * z + 1.0)}
+
+
+@pytest.mark.parametrize("name", sorted(UNARY))
+def test_a_function_of_a_compound_argument_is_printed_whole(name):
+    # softsign(1 - g) printed as 1 - g / (1 + |1 - g|) (found by the fuzzer): every function
+    # of a difference, fused into one loop, against the interpreter's NumPy
+    x = sg.placeholder("x", (7,), F64)
+    y = sg.placeholder("y", (7,), F64)
+    out = UNARY[name](x - 0.75 * y) * 2.0 - y
+    values = [np.linspace(-3.0, 3.0, 7), np.linspace(1.0, -2.0, 7)]
+    compiled, reference = both([x, y], [out], values)
+    assert len(sg.function([x, y], out).program.steps) == 1  # one fused loop
+    np.testing.assert_allclose(compiled[0], reference[0], rtol=1e-12, atol=1e-12)
+
+
 def test_powers_print_with_their_exponent_whole():
     x = sg.placeholder("x", (3,), F64)
     a = sg.placeholder("a", (), F64)

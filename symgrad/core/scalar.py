@@ -272,7 +272,7 @@ class ScalarPrinter(PythonCodePrinter):
         return self._call("softplus", expr)
 
     def _print_softsign(self, expr):
-        x = self._print(expr.args[0])
+        x = f"({self._print(expr.args[0])})"  # (an operand of `/`: softsign(a - b) is not a - b/...)
         one = self._number(1)
         return (f"({x} / ({one} + abs({x})) if abs({x}) != np.inf else "
                 f"({one} if {x} > 0 else -{one}))")
