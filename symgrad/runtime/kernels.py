@@ -105,9 +105,30 @@ def copy(source, out):
 @jit
 def copy_view(source, out):
     """out[...] = source for arrays of one shape in any layout (views: a transpose, a
-    slice, a window of a larger array)."""
-    for index in np.ndindex(out.shape):
-        out[index] = source[index]
+    slice, a window of a larger array). Nested loops up to 4 dimensions, the last one
+    innermost (out is C-ordered: its writes are contiguous); np.ndindex beyond (its tuple
+    indices are ten times slower)."""
+    if source.ndim == 1:
+        for i in range(out.shape[0]):
+            out[i] = source[i]
+    elif source.ndim == 2:
+        for i in range(out.shape[0]):
+            for j in range(out.shape[1]):
+                out[i, j] = source[i, j]
+    elif source.ndim == 3:
+        for i in range(out.shape[0]):
+            for j in range(out.shape[1]):
+                for k in range(out.shape[2]):
+                    out[i, j, k] = source[i, j, k]
+    elif source.ndim == 4:
+        for i in range(out.shape[0]):
+            for j in range(out.shape[1]):
+                for k in range(out.shape[2]):
+                    for m in range(out.shape[3]):
+                        out[i, j, k, m] = source[i, j, k, m]
+    else:
+        for index in np.ndindex(out.shape):
+            out[index] = source[index]
 
 
 @jit
@@ -268,94 +289,184 @@ def log_softmax_axis(x, a, r, b, out):
 # direct loops, accumulating in float64; convolutions are matrix products around im2col
 # (below). Each op has a NumPy twin in core/ops.py.
 
+# Each window is visited tap by tap with the taps' positions checked only where the window
+# reaches into the padding (`checked`): most windows are inside, and their loops, of as many
+# taps as the window (a literal of the step), unroll. The kernels call each helper twice,
+# with checked=False and checked=True, so that each call is compiled for its case.
+
 @jit
-def _window_peak(x, n, c, a, b, kh, kw, sh, sw, ph, pw):
-    """The maximum of window (a, b) of x[n, c], padding never counted; NaN if it holds a NaN
-    (once met, NaN stays: v > NaN is false)."""
-    h_, w_ = x.shape[2], x.shape[3]
-    m = -np.inf
+def _inside(plane, r0, q0, kh, kw):
+    """Whether the window at (r0, q0) holds no padding."""
+    return r0 >= 0 and q0 >= 0 and r0 + kh <= plane.shape[0] and q0 + kw <= plane.shape[1]
+
+
+@jit
+def _window_peak(plane, r0, q0, kh, kw, checked):
+    """The maximum of the window's taps (padding never counted), and whether one is NaN."""
+    h_, w_ = plane.shape
+    m, nan = -np.inf, False
     for i in range(kh):
-        r = a * sh - ph + i
-        if 0 <= r < h_:
-            for j in range(kw):
-                q = b * sw - pw + j
-                if 0 <= q < w_:
-                    v = x[n, c, r, q]
-                    if v > m or v != v:
-                        m = v
-    return m
+        r = r0 + i
+        if checked and not 0 <= r < h_:
+            continue
+        for j in range(kw):
+            q = q0 + j
+            if checked and not 0 <= q < w_:
+                continue
+            v = plane[r, q]
+            m = v if v > m else m
+            nan |= v != v
+    return m, nan
+
+
+@jit
+def _window_count(plane, r0, q0, kh, kw, checked, m):
+    """How many of the window's taps equal m."""
+    h_, w_ = plane.shape
+    count = 0
+    for i in range(kh):
+        r = r0 + i
+        if checked and not 0 <= r < h_:
+            continue
+        for j in range(kw):
+            q = q0 + j
+            if checked and not 0 <= q < w_:
+                continue
+            count += plane[r, q] == m
+    return count
+
+
+@jit
+def _window_add(plane, r0, q0, kh, kw, checked, out, value, m, where_max):
+    """out[r, q] += value at the window's taps (those equal to m if where_max; a NaN value
+    reaches every tap, NaN · 0 being NaN). Branch-free: which tap is the maximum is data."""
+    h_, w_ = plane.shape
+    for i in range(kh):
+        r = r0 + i
+        if checked and not 0 <= r < h_:
+            continue
+        for j in range(kw):
+            q = q0 + j
+            if checked and not 0 <= q < w_:
+                continue
+            out[r, q] += value * (plane[r, q] == m) if where_max else value
+
+
+@jit
+def _window_total(plane, t, r0, q0, kh, kw, checked, m, where_max):
+    """Σ t over the window's taps (those where plane equals m if where_max), in float64."""
+    h_, w_ = plane.shape
+    total = 0.0
+    for i in range(kh):
+        r = r0 + i
+        if checked and not 0 <= r < h_:
+            continue
+        for j in range(kw):
+            q = q0 + j
+            if checked and not 0 <= q < w_:
+                continue
+            total += t[r, q] * (plane[r, q] == m) if where_max else t[r, q]
+    return total
+
+
+@jit
+def _route_max(plane, r0, q0, kh, kw, checked, g, out):
+    """Max pooling's cotangent g of one window, split evenly among the taps that attain its
+    maximum (NaN to every tap of a window holding a NaN), added into out."""
+    m, nan = _window_peak(plane, r0, q0, kh, kw, checked)
+    share = np.nan if nan else g / _window_count(plane, r0, q0, kh, kw, checked, m)
+    _window_add(plane, r0, q0, kh, kw, checked, out, share, m, True)
+
+
+@jit
+def _select_max(plane, t, r0, q0, kh, kw, checked):
+    """Max pooling's tangent for one window: the mean of t over the taps that attain the
+    maximum (NaN for a window holding a NaN)."""
+    m, nan = _window_peak(plane, r0, q0, kh, kw, checked)
+    total = _window_total(plane, t, r0, q0, kh, kw, checked, m, True)
+    return np.nan if nan else total / _window_count(plane, r0, q0, kh, kw, checked, m)
 
 
 @jit
 def max_pool2d(x, out, kh, kw, sh, sw, ph, pw):
+    """The maximum of each window, padding never counted; NaN where the window holds one."""
     for n in range(x.shape[0]):
         for c in range(x.shape[1]):
+            plane, o = x[n, c], out[n, c]
             for a in range(out.shape[2]):
                 for b in range(out.shape[3]):
-                    out[n, c, a, b] = _window_peak(x, n, c, a, b, kh, kw, sh, sw, ph, pw)
-
-
-@jit
-def _pool2d_route(x, t, out, kh, kw, sh, sw, ph, pw, gather, maximum):
-    """Each window's weights: 1/(kh·kw) on every tap (average pooling: padding counts as
-    zeros), or 1/k on the k taps where x attains the window's maximum (max pooling; NaN
-    throughout a window holding a NaN). gather: out (pooled) = Σ weight · t over the window
-    (average pooling, and max pooling's tangent); else out (input-sized) += weight · t at the
-    window's taps (the cotangents)."""
-    h_, w_ = x.shape[2], x.shape[3]
-    ho, wo = (out.shape[2], out.shape[3]) if gather else (t.shape[2], t.shape[3])
-    if not gather:
-        fill(out, 0.0)
-    for n in range(x.shape[0]):
-        for c in range(x.shape[1]):
-            for a in range(ho):
-                for b in range(wo):
-                    m, weight = 0.0, 1.0 / (kh * kw)
-                    if maximum:  # the window's maximum, then how often it is attained
-                        m = _window_peak(x, n, c, a, b, kh, kw, sh, sw, ph, pw)
-                        count = 0
-                        for i in range(kh):
-                            r = a * sh - ph + i
-                            if 0 <= r < h_:
-                                for j in range(kw):
-                                    q = b * sw - pw + j
-                                    if 0 <= q < w_ and x[n, c, r, q] == m:
-                                        count += 1
-                        weight = 1.0 / count if count else np.nan
-                    total = 0.0
-                    for i in range(kh):
-                        r = a * sh - ph + i
-                        if 0 <= r < h_:
-                            for j in range(kw):
-                                q = b * sw - pw + j
-                                if 0 <= q < w_:
-                                    hit = weight if not maximum or x[n, c, r, q] == m or m != m else 0.0
-                                    if gather:
-                                        total += hit * t[n, c, r, q]
-                                    else:
-                                        out[n, c, r, q] += hit * t[n, c, a, b]
-                    if gather:
-                        out[n, c, a, b] = total
-
-
-@jit
-def avg_pool2d(x, out, kh, kw, sh, sw, ph, pw):
-    _pool2d_route(x, x, out, kh, kw, sh, sw, ph, pw, True, False)
-
-
-@jit
-def avg_pool2d_grad(g, out, kh, kw, sh, sw, ph, pw):
-    _pool2d_route(out, g, out, kh, kw, sh, sw, ph, pw, False, False)
+                    r0, q0 = a * sh - ph, b * sw - pw
+                    if _inside(plane, r0, q0, kh, kw):
+                        m, nan = _window_peak(plane, r0, q0, kh, kw, False)
+                    else:
+                        m, nan = _window_peak(plane, r0, q0, kh, kw, True)
+                    o[a, b] = np.nan if nan else m
 
 
 @jit
 def max_pool2d_grad(x, g, out, kh, kw, sh, sw, ph, pw):
-    _pool2d_route(x, g, out, kh, kw, sh, sw, ph, pw, False, True)
+    """Each window's cotangent split evenly among the taps that attain its maximum (NaN to
+    every tap of a window holding a NaN), added up where windows overlap."""
+    fill(out, 0.0)
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            plane, gp, op = x[n, c], g[n, c], out[n, c]
+            for a in range(g.shape[2]):
+                for b in range(g.shape[3]):
+                    r0, q0 = a * sh - ph, b * sw - pw
+                    if _inside(plane, r0, q0, kh, kw):
+                        _route_max(plane, r0, q0, kh, kw, False, gp[a, b], op)
+                    else:
+                        _route_max(plane, r0, q0, kh, kw, True, gp[a, b], op)
 
 
 @jit
 def max_pool2d_select(x, t, out, kh, kw, sh, sw, ph, pw):
-    _pool2d_route(x, t, out, kh, kw, sh, sw, ph, pw, True, True)
+    """Max pooling's tangent: each window's mean of t over the taps that attain its maximum
+    (NaN for a window holding a NaN)."""
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            plane, tp, o = x[n, c], t[n, c], out[n, c]
+            for a in range(out.shape[2]):
+                for b in range(out.shape[3]):
+                    r0, q0 = a * sh - ph, b * sw - pw
+                    if _inside(plane, r0, q0, kh, kw):
+                        o[a, b] = _select_max(plane, tp, r0, q0, kh, kw, False)
+                    else:
+                        o[a, b] = _select_max(plane, tp, r0, q0, kh, kw, True)
+
+
+@jit
+def avg_pool2d(x, out, kh, kw, sh, sw, ph, pw):
+    """The mean of each window, padding counting as zeros (the divisor is kh·kw)."""
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            plane, o = x[n, c], out[n, c]
+            for a in range(out.shape[2]):
+                for b in range(out.shape[3]):
+                    r0, q0 = a * sh - ph, b * sw - pw
+                    if _inside(plane, r0, q0, kh, kw):
+                        total = _window_total(plane, plane, r0, q0, kh, kw, False, 0.0, False)
+                    else:
+                        total = _window_total(plane, plane, r0, q0, kh, kw, True, 0.0, False)
+                    o[a, b] = total / (kh * kw)
+
+
+@jit
+def avg_pool2d_grad(g, out, kh, kw, sh, sw, ph, pw):
+    """Each window's cotangent / (kh·kw) added at its taps inside the input."""
+    fill(out, 0.0)
+    for n in range(out.shape[0]):
+        for c in range(out.shape[1]):
+            gp, op = g[n, c], out[n, c]
+            for a in range(g.shape[2]):
+                for b in range(g.shape[3]):
+                    r0, q0 = a * sh - ph, b * sw - pw
+                    share = gp[a, b] / (kh * kw)
+                    if _inside(op, r0, q0, kh, kw):
+                        _window_add(op, r0, q0, kh, kw, False, op, share, 0.0, False)
+                    else:
+                        _window_add(op, r0, q0, kh, kw, True, op, share, 0.0, False)
 
 
 # im2col: the windows of a convolution as the rows of a matrix, so the convolution and its
