@@ -320,10 +320,11 @@ def _window_peak(plane, r0, q0, kh, kw, checked):
 
 
 @jit
-def _window_count(plane, r0, q0, kh, kw, checked, m):
-    """How many of the window's taps equal m."""
+def _window_peak_count(plane, r0, q0, kh, kw, checked):
+    """The window's maximum, how many taps attain it, and whether one is NaN: one pass,
+    without branches on the data."""
     h_, w_ = plane.shape
-    count = 0
+    m, count, nan = -np.inf, 0, False
     for i in range(kh):
         r = r0 + i
         if checked and not 0 <= r < h_:
@@ -332,8 +333,12 @@ def _window_count(plane, r0, q0, kh, kw, checked, m):
             q = q0 + j
             if checked and not 0 <= q < w_:
                 continue
-            count += plane[r, q] == m
-    return count
+            v = plane[r, q]
+            above = v > m
+            count = 1 if above else count + (v == m)
+            m = v if above else m
+            nan |= v != v
+    return m, count, nan
 
 
 @jit
@@ -373,8 +378,8 @@ def _window_total(plane, t, r0, q0, kh, kw, checked, m, where_max):
 def _route_max(plane, r0, q0, kh, kw, checked, g, out):
     """Max pooling's cotangent g of one window, split evenly among the taps that attain its
     maximum (NaN to every tap of a window holding a NaN), added into out."""
-    m, nan = _window_peak(plane, r0, q0, kh, kw, checked)
-    share = np.nan if nan else g / _window_count(plane, r0, q0, kh, kw, checked, m)
+    m, count, nan = _window_peak_count(plane, r0, q0, kh, kw, checked)
+    share = np.nan if nan else g / count
     _window_add(plane, r0, q0, kh, kw, checked, out, share, m, True)
 
 
@@ -382,9 +387,8 @@ def _route_max(plane, r0, q0, kh, kw, checked, g, out):
 def _select_max(plane, t, r0, q0, kh, kw, checked):
     """Max pooling's tangent for one window: the mean of t over the taps that attain the
     maximum (NaN for a window holding a NaN)."""
-    m, nan = _window_peak(plane, r0, q0, kh, kw, checked)
-    total = _window_total(plane, t, r0, q0, kh, kw, checked, m, True)
-    return np.nan if nan else total / _window_count(plane, r0, q0, kh, kw, checked, m)
+    m, count, nan = _window_peak_count(plane, r0, q0, kh, kw, checked)
+    return np.nan if nan else _window_total(plane, t, r0, q0, kh, kw, checked, m, True) / count
 
 
 @jit
