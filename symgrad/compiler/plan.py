@@ -91,6 +91,7 @@ class Recorder:
     def __init__(self, compile_step):
         self.compile_step = compile_step  # (loop, statement, kinds, check) -> address
         self.steps = []                   # (address, operands, check message or None)
+        self.statements = []              # what each step runs (a statement, or a loop's body)
         self.reserved = {}                # dtype -> workspace bytes the program's slots use
         self.privates = []                # (dtype, Private), in allocation order
         self.outputs = []                 # Buffers holding the outputs, in order
@@ -111,6 +112,7 @@ class Recorder:
                       for o in operands)
         address = self.compile_step(loop, statement, kinds, message is not None)
         self.steps.append((address, operands, message))
+        self.statements.append(statement if loop is None else loop.text.splitlines()[-1].strip())
 
     def reserve(self, dtype, elements):
         """The program's workspace slots of `dtype` take `elements` elements."""
@@ -151,14 +153,15 @@ class Recorder:
 class Plan:
     """What a call with one set of argument shapes runs: `table` for native.run, the
     workspace size per dtype (in elements, dtypes sorted as the bases are), the output
-    arrays' shapes and dtypes, and the message of each check step by its index.
+    arrays' shapes and dtypes, the message of each check step by its index, and what each
+    step runs (`statements`, for profiles: benchmarks/step_profile.py).
 
     Bases: the arrays a call passes (inputs, then outputs: native.run stores their addresses),
     then the state, constants and workspaces, whose addresses `bind` stores once."""
 
-    def __init__(self, table, workspace, outputs, messages, first_fixed):
+    def __init__(self, table, workspace, outputs, messages, first_fixed, statements=()):
         self.table, self.workspace, self.outputs, self.messages = table, workspace, outputs, messages
-        self.first_fixed = first_fixed
+        self.first_fixed, self.statements = first_fixed, list(statements)
 
     def bind(self, fixed):
         """Store the addresses of the state, constant and workspace arrays `fixed` (which
@@ -208,7 +211,7 @@ def build(plan_function, compile_step, inputs, fixed, workspace_dtypes, outputs)
     table = np.array(header + entries + tables, np.int64)
     workspace = [-(-ends[d] // np.dtype(d).itemsize) for d in workspace_dtypes]
     shapes = [(b.shape, b.dtype) for b in recorder.outputs]
-    return Plan(table, workspace, shapes, messages, first_fixed)
+    return Plan(table, workspace, shapes, messages, first_fixed, recorder.statements)
 
 
 def _home(buffer, first_output):

@@ -87,6 +87,18 @@ def run_steps(plan):
 
 
 @numba.njit(cache=True, nogil=True)
+def run_step(plan, index, repeats):
+    """Step `index` of `plan` alone, `repeats` times (a profile: benchmarks/step_profile.py),
+    once `run` has stored the arrays' addresses in the plan."""
+    bases_count, steps = plan[0], plan[1]
+    bases = plan[2:2 + bases_count]
+    first = 2 + bases_count
+    tables = first + 2 * steps
+    for _ in range(repeats):
+        _call_step(plan[first + 2 * index], plan[tables + plan[first + 2 * index + 1]:], bases)
+
+
+@numba.njit(cache=True, nogil=True)
 def run(plan, *arrays):
     _store_addresses(plan[2:2 + len(arrays)], arrays)
     return run_steps(plan)
