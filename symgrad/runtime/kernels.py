@@ -301,18 +301,20 @@ def _inside(plane, r0, q0, kh, kw):
 
 
 @jit
+def _tap(plane, r0, q0, t, kw, checked):
+    """Tap t (row-major) of the window at (r0, q0): its position, and whether it is inside
+    the plane (always, unless `checked`)."""
+    r, q = r0 + t // kw, q0 + t % kw
+    return r, q, not checked or (0 <= r < plane.shape[0] and 0 <= q < plane.shape[1])
+
+
+@jit
 def _window_peak(plane, r0, q0, kh, kw, checked):
-    """The maximum of the window's taps (padding never counted), and whether one is NaN."""
-    h_, w_ = plane.shape
+    """The window's maximum (padding never counted) and whether a tap is NaN."""
     m, nan = -np.inf, False
-    for i in range(kh):
-        r = r0 + i
-        if checked and not 0 <= r < h_:
-            continue
-        for j in range(kw):
-            q = q0 + j
-            if checked and not 0 <= q < w_:
-                continue
+    for t in range(kh * kw):
+        r, q, inside = _tap(plane, r0, q0, t, kw, checked)
+        if inside:
             v = plane[r, q]
             m = v if v > m else m
             nan |= v != v
@@ -321,18 +323,12 @@ def _window_peak(plane, r0, q0, kh, kw, checked):
 
 @jit
 def _window_peak_count(plane, r0, q0, kh, kw, checked):
-    """The window's maximum, how many taps attain it, and whether one is NaN: one pass,
-    without branches on the data."""
-    h_, w_ = plane.shape
+    """The window's maximum (padding never counted), how many taps attain it, and whether
+    one is NaN: one pass, without branches on the data."""
     m, count, nan = -np.inf, 0, False
-    for i in range(kh):
-        r = r0 + i
-        if checked and not 0 <= r < h_:
-            continue
-        for j in range(kw):
-            q = q0 + j
-            if checked and not 0 <= q < w_:
-                continue
+    for t in range(kh * kw):
+        r, q, inside = _tap(plane, r0, q0, t, kw, checked)
+        if inside:
             v = plane[r, q]
             above = v > m
             count = 1 if above else count + (v == m)
@@ -345,32 +341,20 @@ def _window_peak_count(plane, r0, q0, kh, kw, checked):
 def _window_add(plane, r0, q0, kh, kw, checked, out, value, m, where_max):
     """out[r, q] += value at the window's taps (those equal to m if where_max; a NaN value
     reaches every tap, NaN · 0 being NaN). Branch-free: which tap is the maximum is data."""
-    h_, w_ = plane.shape
-    for i in range(kh):
-        r = r0 + i
-        if checked and not 0 <= r < h_:
-            continue
-        for j in range(kw):
-            q = q0 + j
-            if checked and not 0 <= q < w_:
-                continue
+    for t in range(kh * kw):
+        r, q, inside = _tap(plane, r0, q0, t, kw, checked)
+        if inside:
             out[r, q] += value * (plane[r, q] == m) if where_max else value
 
 
 @jit
-def _window_total(plane, t, r0, q0, kh, kw, checked, m, where_max):
-    """Σ t over the window's taps (those where plane equals m if where_max), in float64."""
-    h_, w_ = plane.shape
+def _window_total(plane, t_, r0, q0, kh, kw, checked, m, where_max):
+    """Σ t_ over the window's taps (those where plane equals m if where_max), in float64."""
     total = 0.0
-    for i in range(kh):
-        r = r0 + i
-        if checked and not 0 <= r < h_:
-            continue
-        for j in range(kw):
-            q = q0 + j
-            if checked and not 0 <= q < w_:
-                continue
-            total += t[r, q] * (plane[r, q] == m) if where_max else t[r, q]
+    for t in range(kh * kw):
+        r, q, inside = _tap(plane, r0, q0, t, kw, checked)
+        if inside:
+            total += t_[r, q] * (plane[r, q] == m) if where_max else t_[r, q]
     return total
 
 
