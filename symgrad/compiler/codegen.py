@@ -355,7 +355,7 @@ def generate(program, title="", decisions=None):
     header = HEADER.format(title=f": {title}" if title else "")
     loops = "".join(f"\n{name} = Loop({flags!r}, \'\'\'\n{text}\n\'\'\')\n"
                     for (flags, text), name in code.loops.items())
-    body = _workspace_layout(program) + code.lines
+    body = _workspace_layout(program, code.size) + code.lines
     return header + loops + PLAN.format(params=", ".join(params)) + "\n".join(body or ["    pass"]) + "\n"
 
 
@@ -395,17 +395,16 @@ class _SizeCode(StrPrinter):
         raise NotImplementedError(f"codegen: {expr} is not a whole size")
 
 
-def _workspace_layout(program):
+def _workspace_layout(program, size):
     """Lines reading the sizes the arguments give, and computing each workspace slot's size
-    and offset, and the elements they take per dtype."""
+    and offset, and the elements they take per dtype (`size`: a size as code, Code.size)."""
     lines = [f"    {name} = {arg}.shape[{axis}]" for name, arg, axis in program.sizes.values()]
     if not program.slots:
         return lines
     lines.append("    # workspace slots (sizes and offsets in elements); the caller allocates it")
     end = {}
-    size = _SizeCode(program.sizes).doprint
     for k, (dtype, count) in enumerate(program.slots):
-        lines.append(f"    ws{k} = {size(count) if not is_known(count) else count}")
+        lines.append(f"    ws{k} = {size(count)}")
         lines.append(f"    wso{k} = {end.get(dtype, '0')}")
         end[dtype] = f"wso{k} + ws{k}"
     lines += [f"    step.reserve({dtype!r}, {total})" for dtype, total in end.items()]

@@ -22,7 +22,7 @@ import numpy as np
 from ..core import dims
 from ..core.graph import Node, topological_order
 from ..core.ops import OPS
-from ..core.sizes import introduced_sizes
+from ..core.sizes import introduced_sizes, stated_sizes
 
 
 @dataclass(frozen=True)
@@ -134,13 +134,9 @@ def schedule(inputs, outputs, updates=()):
     if introduced:  # what states a size a value brings (a size node) comes after that value
         ordering = graph.copy()
         for node in place:
-            for symbol in dims.symbols_of(node.shape) & introduced.keys():
+            for symbol in stated_sizes(node) & introduced.keys():
                 if introduced[symbol] is not node:
                     ordering.add_edge(introduced[symbol], node)
-            for key, value in node.attrs.items():
-                if isinstance(value, tuple):
-                    for symbol in dims.symbols_of(value) & introduced.keys():
-                        ordering.add_edge(introduced[symbol], node)
     order = list(nx.lexicographical_topological_sort(ordering, key=place.__getitem__))
     names, state, constants, steps = {}, [], [], []
     for k, node in enumerate(inputs):

@@ -11,7 +11,7 @@ import numpy as np
 from .dims import is_known
 from .graph import Node, topological_order
 from .ops import OPS, fmt
-from .sizes import concrete_shapes, in_size_order
+from .sizes import concrete_shapes
 
 __all__ = ["evaluate", "check_value"]
 
@@ -48,10 +48,9 @@ def evaluate(outputs, feed_dict=None):
     for node in order:
         if node.op == "placeholder" and node not in values:
             raise ValueError(f"evaluate: placeholder '{node.name}' needs a value in feed_dict")
-    order = in_size_order(order)  # (a value that brings a size before what states it)
     sizes = concrete_shapes(order, {node: value.shape for node, value in values.items()})
     with np.errstate(all="ignore"):
-        for node in order:
+        for node in sizes.order:  # (a value that brings a size before what states it)
             if node in values:
                 continue
             if node.op == "variable":

@@ -195,27 +195,26 @@ def fuse(body, inputs):
     Repeated inputs become one symbol, unless that makes an operand the body reads cancel
     out (x - x, or 0 · (x - x) · f(y)): op by op, those give NaN where x or f(y) is NaN or
     infinite, so the repeats then stay apart (and SymPy cannot cancel them)."""
-    substitutions, kept, position, read = {}, [], {}, set()
+    numbers, repeats, kept, position, read = {}, {}, [], {}, set()
     names = {s.name for s in body.free_symbols}
     for i, node in enumerate(inputs):
         sym = X[i]
         key = operand_key(node)
         if node.op == "constant" and node.shape == ():
-            substitutions[sym] = scalar.number(node.attrs["value"])
+            numbers[sym] = scalar.number(node.attrs["value"])
             continue
         if sym.name in names:
             read.add(key)
         if key in position:
-            substitutions[sym] = position[key]
+            repeats[sym] = position[key]
         else:
             position[key] = sym
             kept.append((sym, node))
-    merged = body.xreplace(substitutions)
+    merged = body.xreplace({**numbers, **repeats})
     used = {s.name for s in merged.free_symbols}
     if any(position[key].name not in used for key in read):  # a repeat cancelled
-        constants = {s: v for s, v in substitutions.items() if not isinstance(v, sympy.Symbol)}
-        kept = [(X[i], node) for i, node in enumerate(inputs) if X[i] not in constants]
-        merged = body.xreplace(constants)
+        kept = [(X[i], node) for i, node in enumerate(inputs) if X[i] not in numbers]
+        merged = body.xreplace(numbers)
         used = {s.name for s in merged.free_symbols}
     body = merged
     kept = [(s, n) for s, n in kept if s.name in used]

@@ -391,8 +391,8 @@ def _elementwise_identities(node):
     first = {}
     merged = body.xreplace({X[k]: X[first.setdefault(i, k)] for k, i in enumerate(inputs)
                             if first.setdefault(i, k) != k})  # one symbol per distinct input
-    if {X[first[inputs[int(s.name[1:])]]] for s in body.free_symbols if s.name[0] == "x"} \
-            != {s for s in merged.free_symbols if s.name[0] == "x"}:
+    read, _ = scalar.free_operands(body)
+    if len({inputs[k] for k in read}) != len(scalar.free_operands(merged)[0]):
         return None  # a repeat cancelled (x - x): op by op it is NaN where x is (see fuse)
     body = merged
     new_body, fired = apply_body_rules(body)

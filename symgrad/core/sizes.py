@@ -19,7 +19,8 @@ from . import dims
 from .graph import ShapeError
 from .ops import OPS, fmt
 
-__all__ = ["Sizes", "concrete_shapes", "unbound_symbols", "introduced_sizes", "in_size_order"]
+__all__ = ["Sizes", "concrete_shapes", "unbound_symbols", "stated_sizes", "introduced_sizes",
+           "in_size_order"]
 
 
 class _Sized:
@@ -37,10 +38,11 @@ class _Sized:
 
 class Sizes:
     """The outcome of `concrete_shapes`: `shapes` {node: shape}, `bindings` {size symbol: int},
-    and `origins` {size symbol: "'x' axis 0 = 4"}, the argument each value was read from."""
+    `origins` {size symbol: "'x' axis 0 = 4"}, the argument each value was read from, and
+    `order`, the nodes in an order that computes every size before a node states it."""
 
-    def __init__(self):
-        self.shapes, self.bindings, self.origins = {}, {}, {}
+    def __init__(self, order):
+        self.shapes, self.bindings, self.origins, self.order = {}, {}, {}, order
 
     def __getitem__(self, node):
         return self.shapes[node]
@@ -50,8 +52,8 @@ class Sizes:
         return dims.evaluate_attrs(node.attrs, self.bindings)
 
     def bind(self, node, shape, what):
-        """Bind `node`'s bare size symbols to `shape` (read from `what`); ValueError where a
-        size it states already differs."""
+        """`node` has `shape` (read from `what`): bind its bare size symbols; ValueError where
+        a size it states already differs."""
         new = [d for d in node.shape if not dims.is_known(d) and d not in self.bindings]
         axis = dims.bind(node.shape, shape, self.bindings) if len(shape) == node.ndim else -1
         for k, d in enumerate(node.shape):
@@ -60,6 +62,7 @@ class Sizes:
         if axis is not None:
             raise ValueError(f"{node.op}: the graph has shape {fmt(node.shape)} here, but the "
                              f"arguments give {fmt(shape)}{self.where_from(node.shape)}")
+        self.shapes[node] = shape
 
     def where_from(self, shape):
         """' (sizes from 'x' axis 0 = 4, ...)': the arguments the sizes of `shape` come from."""
@@ -72,15 +75,10 @@ def concrete_shapes(order, given):
     """The `Sizes` of every node of `order` (inputs before users), from `given` ({node: shape}
     for placeholders and fed nodes). Raises ValueError where a shape rule fails or a size the
     graph states differs from the one the arguments imply."""
-    sizes = Sizes()
-    sized = {}
-    order = in_size_order(order)
+    sizes = Sizes(in_size_order(order))
     for node, shape in given.items():  # the arguments first: the sizes come from them
-        shape = tuple(shape)
-        sizes.bind(node, shape, f"'{node.name}'" if node.name else repr(node))
-        sized[node] = _Sized(node.op, shape, node.dtype)
-        sizes.shapes[node] = shape
-    for node in order:
+        sizes.bind(node, tuple(shape), f"'{node.name}'" if node.name else repr(node))
+    for node in sizes.order:
         if node in given:
             continue
         elif OPS[node.op].leaf is not None:
@@ -88,7 +86,7 @@ def concrete_shapes(order, given):
                 raise ValueError(f"placeholder '{node.name}' needs a value")
             shape, what = node.shape, None  # Variables and constants: sizes fixed when made
         else:
-            inputs = [sized[i] for i in node.inputs]
+            inputs = [_Sized(i.op, sizes.shapes[i], i.dtype) for i in node.inputs]
             try:
                 shape, _ = OPS[node.op].infer(inputs, sizes.attrs(node))
             except KeyError as error:  # a size no argument gives
@@ -103,8 +101,6 @@ def concrete_shapes(order, given):
                 raise AssertionError(f"{node.op}: shape rule left a size unknown: {fmt(shape)}")
             what = f"the value of {node.op}"
         sizes.bind(node, shape, what)
-        sized[node] = _Sized(node.op, shape, node.dtype)
-        sizes.shapes[node] = shape
     return sizes
 
 
@@ -113,7 +109,7 @@ def _in_attrs(node):
     return dims.symbols_of(tuple(v for v in node.attrs.values() if isinstance(v, tuple)))
 
 
-def _stated(node):
+def stated_sizes(node):
     """The size symbols `node` states: in its shape and its attributes."""
     return dims.symbols_of(node.shape) | _in_attrs(node)
 
@@ -138,7 +134,7 @@ def in_size_order(order):
     introducer = introduced_sizes(order)
     if not introducer:
         return order
-    needs = {node: {introducer[s] for s in _stated(node) if s in introducer} - {node}
+    needs = {node: {introducer[s] for s in stated_sizes(node) if s in introducer} - {node}
              for node in order}
     members, done, result, remaining = set(order), set(), [], list(order)
     while remaining:
@@ -161,5 +157,5 @@ def unbound_symbols(nodes, inputs):
     bound = {d for node in inputs for d in node.shape if not dims.is_known(d) and d.is_Symbol}
     needed = set()
     for node in nodes:
-        needed |= _stated(node)
+        needed |= stated_sizes(node)
     return needed - bound
