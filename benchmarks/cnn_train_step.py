@@ -1,7 +1,9 @@
 """CNN train step (forward + backward + SGD, ReLU, max pooling, softmax cross-entropy,
 float32, NCHW): symgrad's compiled step beside NumPy by hand (im2col + GEMM, the textbook
-vectorisation) and JAX (jit of value_and_grad) where it is installed, measured in one run;
-all start from the same weights and their first losses are checked to agree.
+vectorisation), the im2col GEMM floor (the step's matrix products, each timed alone with
+NumPy), and PyTorch (eager, 2 threads) and JAX (jit of value_and_grad) where they are
+installed, measured in one run; all start from the same weights and their first losses are
+checked to agree.
 
 Configurations (as the team's peer benchmark defines them):
   small: 8×8×1 input, conv 3×3 8 (pad 1) → ReLU → max pool 2 → conv 3×3 16 (pad 1) → ReLU →
@@ -155,6 +157,62 @@ def numpy_step(cfg):
     return step
 
 
+def gemm_floor(cfg, reps=30):
+    """The im2col formulation's matrix products (forward, weight gradient, and input gradient
+    but for the first layer; the dense layers' three), each timed alone with NumPy into a
+    preallocated output: what an im2col implementation cannot beat on this machine."""
+    rng = np.random.default_rng(2)
+    batch, (convs, flat) = cfg[0], layers(cfg)
+    dims = []
+    for l, (c, _, _, oc, k, _, oh, ow, _) in enumerate(convs):
+        m, taps = batch * oh * ow, c * k * k
+        dims += [(m, taps, oc), (oc, m, taps)] + ([(m, oc, taps)] if l > 0 else [])
+    sizes = [flat] + cfg[3]
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        dims += [(batch, a, b), (a, batch, b), (batch, b, a)]
+    total = 0.0
+    for m, k, n in dims:
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        out = np.empty((m, n), np.float32)
+        total += timeit(lambda: np.matmul(a, b, out=out), (), reps)
+    return total
+
+
+def torch_step(cfg):
+    """The same network in PyTorch (eager, F.conv2d and F.max_pool2d, 2 threads); None if
+    PyTorch is not installed."""
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return None
+    torch.set_num_threads(2)
+    convs, _ = layers(cfg)
+    nconv = len(convs)
+    params = [torch.tensor(p, requires_grad=True) for p in init(cfg)]
+
+    def step(x, y):
+        x, y = torch.from_numpy(x), torch.from_numpy(y)
+        h = x
+        for l, (_, _, _, _, _, p, _, _, q) in enumerate(convs):
+            h = F.max_pool2d(F.relu(F.conv2d(h, params[2 * l], params[2 * l + 1], padding=p)), q)
+        h = h.reshape(h.shape[0], -1)
+        dense = (len(params) - 2 * nconv) // 2
+        for l in range(dense):
+            h = h @ params[2 * nconv + 2 * l] + params[2 * nconv + 2 * l + 1]
+            if l < dense - 1:
+                h = F.relu(h)
+        loss = -(y * F.log_softmax(h, dim=1)).sum() / x.shape[0]
+        loss.backward()
+        with torch.no_grad():
+            for p in params:
+                p -= float(LR) * p.grad
+                p.grad = None
+        return loss.item()
+    return step
+
+
 def jax_step(cfg):
     """The same network in JAX (lax.conv_general_dilated, reduce_window), jitted; None if
     JAX is not installed."""
@@ -197,19 +255,23 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="small,lenet")
     args = parser.parse_args()
-    print("config,symgrad_us,numpy_us,jax_us,symgrad/numpy,symgrad/jax,first_losses_agree")
+    print("config,symgrad_us,numpy_us,torch_us,jax_us,gemm_floor_us,symgrad/torch,symgrad/jax,"
+          "symgrad/floor,first_losses_agree")
     for name in args.configs.split(","):
         cfg = CONFIGS[name]
         x, y = data(cfg)
-        ours, by_hand, peer = symgrad_step(cfg), numpy_step(cfg), jax_step(cfg)
-        first = float(ours(x, y))
-        agree = np.isclose(first, float(by_hand(x, y)), rtol=1e-4) and (
-            peer is None or np.isclose(first, float(peer(x, y)), rtol=1e-4))
-        t_ours = timeit(ours, (x, y), reps=20) * 1e6
-        t_numpy = timeit(by_hand, (x, y), reps=10) * 1e6
-        t_jax = timeit(peer, (x, y), reps=20) * 1e6 if peer is not None else float("nan")
-        print(f"{name},{t_ours:.0f},{t_numpy:.0f},{t_jax:.0f},{t_ours / t_numpy:.2f},"
-              f"{t_ours / t_jax:.2f},{agree}", flush=True)
+        steps = {"symgrad": symgrad_step(cfg), "numpy": numpy_step(cfg), "torch": torch_step(cfg),
+                 "jax": jax_step(cfg)}
+        steps = {k: step for k, step in steps.items() if step is not None}
+        first = {k: float(step(x, y)) for k, step in steps.items()}
+        agree = all(np.isclose(first["symgrad"], v, rtol=1e-4) for v in first.values())
+        us = {k: timeit(step, (x, y), reps=10 if k == "numpy" else 20) * 1e6
+              for k, step in steps.items()}
+        floor = gemm_floor(cfg) * 1e6
+        t = {k: us.get(k, float("nan")) for k in ("symgrad", "numpy", "torch", "jax")}
+        print(f"{name},{t['symgrad']:.0f},{t['numpy']:.0f},{t['torch']:.0f},{t['jax']:.0f},"
+              f"{floor:.0f},{t['symgrad'] / t['torch']:.2f},{t['symgrad'] / t['jax']:.2f},"
+              f"{t['symgrad'] / floor:.2f},{agree}", flush=True)
 
 
 if __name__ == "__main__":
