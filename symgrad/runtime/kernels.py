@@ -357,13 +357,26 @@ def _window_peak_count(plane, r0, q0, kh, kw, checked):
 
 
 @jit
-def _window_add(plane, r0, q0, kh, kw, checked, out, value, m, where_max):
+def _window_add(plane, r0, q0, kh, kw, checked, out, value, m, where_max, assign):
     """out[r, q] += value at the window's taps (those equal to m if where_max; a NaN value
-    reaches every tap, NaN · 0 being NaN). Branch-free: which tap is the maximum is data."""
+    reaches every tap, NaN · 0 being NaN), or out[r, q] = that where windows are disjoint
+    (`assign`: no read of out). Branch-free: which tap is the maximum is data."""
     for t in range(kh * kw):
         r, q, inside = _tap(plane, r0, q0, t, kw, checked)
         if inside:
-            out[r, q] += value * (plane[r, q] == m) if where_max else value
+            share = value * (plane[r, q] == m) if where_max else value
+            out[r, q] = share if assign else out[r, q] + share
+
+
+@jit
+def _tiling(h, w, ho, wo, kh, kw, sh, sw, ph, pw):
+    """(disjoint, covering) of the windows of an h×w plane: no two share a position (a
+    gradient can be written, not added), and every position is in one (nothing to zero
+    first). 2×2 pooling with stride 2 of an even-sized plane is both."""
+    disjoint = sh >= kh and sw >= kw
+    covering = disjoint and sh == kh and sw == kw and ph == 0 and pw == 0 and \
+        ho * kh == h and wo * kw == w
+    return disjoint, covering
 
 
 @jit
@@ -378,12 +391,13 @@ def _window_total(plane, t_, r0, q0, kh, kw, checked, m, where_max):
 
 
 @jit
-def _route_max(plane, r0, q0, kh, kw, checked, g, out):
+def _route_max(plane, r0, q0, kh, kw, checked, g, out, assign):
     """Max pooling's cotangent g of one window, split evenly among the taps that attain its
-    maximum (NaN to every tap of a window holding a NaN), added into out."""
+    maximum (NaN to every tap of a window holding a NaN), added into out (written, if
+    `assign`)."""
     m, count, nan = _window_peak_count(plane, r0, q0, kh, kw, checked)
     share = np.nan if nan else g / count
-    _window_add(plane, r0, q0, kh, kw, checked, out, share, m, True)
+    _window_add(plane, r0, q0, kh, kw, checked, out, share, m, True, assign)
 
 
 @jit
@@ -414,7 +428,10 @@ def max_pool2d(x, out, kh, kw, sh, sw, ph, pw):
 def max_pool2d_grad(x, g, out, kh, kw, sh, sw, ph, pw):
     """Each window's cotangent split evenly among the taps that attain its maximum (NaN to
     every tap of a window holding a NaN), added up where windows overlap."""
-    fill(out, 0.0)
+    disjoint, covering = _tiling(x.shape[2], x.shape[3], g.shape[2], g.shape[3], kh, kw, sh, sw,
+                                 ph, pw)
+    if not covering:
+        fill(out, 0.0)
     for n in range(x.shape[0]):
         for c in range(x.shape[1]):
             plane, gp, op = x[n, c], g[n, c], out[n, c]
@@ -422,9 +439,9 @@ def max_pool2d_grad(x, g, out, kh, kw, sh, sw, ph, pw):
                 for b in range(g.shape[3]):
                     r0, q0 = a * sh - ph, b * sw - pw
                     if _inside(plane, r0, q0, kh, kw):
-                        _route_max(plane, r0, q0, kh, kw, False, gp[a, b], op)
+                        _route_max(plane, r0, q0, kh, kw, False, gp[a, b], op, disjoint)
                     else:
-                        _route_max(plane, r0, q0, kh, kw, True, gp[a, b], op)
+                        _route_max(plane, r0, q0, kh, kw, True, gp[a, b], op, disjoint)
 
 
 @jit
@@ -462,7 +479,10 @@ def avg_pool2d(x, out, kh, kw, sh, sw, ph, pw):
 @jit
 def avg_pool2d_grad(g, out, kh, kw, sh, sw, ph, pw):
     """Each window's cotangent / (kh·kw) added at its taps inside the input."""
-    fill(out, 0.0)
+    disjoint, covering = _tiling(out.shape[2], out.shape[3], g.shape[2], g.shape[3], kh, kw, sh,
+                                 sw, ph, pw)
+    if not covering:
+        fill(out, 0.0)
     for n in range(out.shape[0]):
         for c in range(out.shape[1]):
             gp, op = g[n, c], out[n, c]
@@ -471,9 +491,9 @@ def avg_pool2d_grad(g, out, kh, kw, sh, sw, ph, pw):
                     r0, q0 = a * sh - ph, b * sw - pw
                     share = gp[a, b] / (kh * kw)
                     if _inside(op, r0, q0, kh, kw):
-                        _window_add(op, r0, q0, kh, kw, False, op, share, 0.0, False)
+                        _window_add(op, r0, q0, kh, kw, False, op, share, 0.0, False, disjoint)
                     else:
-                        _window_add(op, r0, q0, kh, kw, True, op, share, 0.0, False)
+                        _window_add(op, r0, q0, kh, kw, True, op, share, 0.0, False, disjoint)
 
 
 # im2col: the windows of a convolution as the rows of a matrix, so the convolution and its

@@ -84,3 +84,33 @@ def test_padding_never_wins_a_max_pool():
     np.testing.assert_array_equal(f(negative), sg.evaluate(sg.max_pool2d(x, 3, stride=1, padding=1),
                                                            {x: negative}))
     assert f(negative).max() == -1.0  # not the zeros of the padding
+
+
+@pytest.mark.parametrize("hw, window, stride, padding", [
+    ((4, 6), (2, 2), (2, 2), (0, 0)),   # windows tile the plane: written, nothing zeroed
+    ((5, 7), (2, 2), (2, 2), (0, 0)),   # disjoint, the last row and column in no window
+    ((6, 6), (2, 2), (3, 3), (1, 1)),   # stride beyond the window, with padding: gaps
+    ((5, 6), (3, 3), (2, 2), (1, 1)),   # overlapping: added up
+])
+def test_pooling_gradient_kernels_write_every_position_whatever_out_held(hw, window, stride,
+                                                                          padding):
+    # The gradient kernels write (not add) where windows are disjoint and zero the output
+    # only where windows leave gaps: an output that starts as NaN or garbage must not show.
+    from symgrad.core.ops import OPS
+    from symgrad.runtime import kernels
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3) + hw)
+    x[0, 0, 0, :2] = 1.0  # a tie
+    attrs = dict(window=window, stride=stride, padding=padding)
+    g = OPS["max_pool2d"].numpy([x], attrs)
+    g = rng.standard_normal(g.shape)
+    geometry = (*window, *stride, *padding)
+    for out_start in (np.nan, 7.0):
+        out = np.full(x.shape, out_start)
+        kernels.max_pool2d_grad(x, g, out, *geometry)
+        np.testing.assert_allclose(
+            out, OPS["max_pool2d_grad"].numpy([x, g], dict(attrs, in_hw=hw)), rtol=1e-12)
+        out = np.full(x.shape, out_start)
+        kernels.avg_pool2d_grad(g, out, *geometry)
+        np.testing.assert_allclose(
+            out, OPS["avg_pool2d_grad"].numpy([g], dict(attrs, in_hw=hw)), rtol=1e-12)
