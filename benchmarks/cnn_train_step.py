@@ -65,7 +65,8 @@ def data(cfg, seed=1):
     return x, y
 
 
-def symgrad_step(cfg):
+def symgrad_model(cfg):
+    """The network as a symgrad graph: (x, y, parameters, logits, loss)."""
     convs, flat = layers(cfg)
     x = sg.placeholder("x", (None,) + cfg[1], "float32")
     y = sg.placeholder("y", (None, cfg[3][-1]), "float32")
@@ -81,7 +82,11 @@ def symgrad_step(cfg):
         h = h @ params[first + 2 * l] + params[first + 2 * l + 1]
         if l < dense - 1:
             h = sg.relu(h)
-    loss = sg.nn.softmax_cross_entropy(h, y, labels_sum_to_one=True)
+    return x, y, params, h, sg.nn.softmax_cross_entropy(h, y, labels_sum_to_one=True)
+
+
+def symgrad_step(cfg):
+    x, y, params, _, loss = symgrad_model(cfg)
     return sg.function([x, y], loss, updates=[(p, p - LR * sg.grad(loss, p)) for p in params],
                        background=False)
 

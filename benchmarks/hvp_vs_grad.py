@@ -8,19 +8,25 @@ softmax cross-entropy, float32), of
     binding evaluates the forward pass and the primal backward pass once (partial.split),
     and each product computes only tangents; and the cost of binding, once per point;
   - the same for the Gauss-Newton product.
-The goal (issue 6) is HVP <= ~1.5 × gradient. By flop count the one-call HVP of this net
+`--model small` or `--model lenet` times the CNNs of cnn_train_step.py (batch 128) instead.
+The goal (issues 6 and 14) is HVP <= ~1.5 × gradient. By flop count the one-call HVP of this net
 cannot go below about 1.73 × (layer 1: x·W, x·V, xᵀ·ġ against x·W, xᵀ·g, and layer 2 costs
 8 products against 3); a bound product drops x·W and the primal products: about 1.2 ×.
 All are timed in the same process, on the same data, calls interleaved, after a warm-up.
 Under load, multi-threaded BLAS makes medians jump; OPENBLAS_NUM_THREADS=1 steadies them.
-Run: python benchmarks/hvp_vs_grad.py [--repeats N]
+Run: python benchmarks/hvp_vs_grad.py [--repeats N] [--model mlp|small|lenet]
 """
 import argparse
+import os
+import sys
 import time
 
 import numpy as np
 
 import symgrad as sg
+
+sys.path.insert(0, os.path.dirname(__file__))
+import cnn_train_step  # noqa: E402
 
 
 def mlp(sizes, rng):
@@ -52,11 +58,16 @@ def seconds(functions, repeats):
     return [(float(np.median(bucket)), float(np.min(bucket))) for bucket in times]
 
 
-def main(repeats=200, batch=128, sizes=(784, 256, 128, 10), seed=0):
+def main(repeats=200, model="mlp", batch=128, sizes=(784, 256, 128, 10), seed=0):
     rng = np.random.default_rng(seed)
-    x, y, params, logits, loss = mlp(sizes, rng)
-    xb = rng.standard_normal((batch, sizes[0])).astype(np.float32)
-    yb = np.eye(sizes[-1], dtype=np.float32)[rng.integers(0, sizes[-1], batch)]
+    if model == "mlp":
+        x, y, params, logits, loss = mlp(sizes, rng)
+        xb = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+        yb = np.eye(sizes[-1], dtype=np.float32)[rng.integers(0, sizes[-1], batch)]
+    else:
+        cfg = cnn_train_step.CONFIGS[model]
+        x, y, params, logits, loss = cnn_train_step.symgrad_model(cfg)
+        xb, yb = cnn_train_step.data(cfg)
 
     started = time.perf_counter()
     grad = sg.function([x, y], [loss] + sg.gradients(loss, params), name="loss and gradient",
@@ -110,4 +121,6 @@ def _timed(run):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=200)
-    main(parser.parse_args().repeats)
+    parser.add_argument("--model", default="mlp", choices=["mlp"] + list(cnn_train_step.CONFIGS))
+    arguments = parser.parse_args()
+    main(arguments.repeats, arguments.model)
