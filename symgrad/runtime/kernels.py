@@ -122,29 +122,38 @@ def copy(source, out):
 
 
 @jit
+def _copy_plane(source, out):
+    """out[...] = source for 2-d arrays, out C-ordered."""
+    if out.shape[1] < 16 and source.strides[0] == source.itemsize:
+        for j in range(out.shape[1]):
+            for i in range(out.shape[0]):
+                out[i, j] = source[i, j]
+    else:
+        for i in range(out.shape[0]):
+            for j in range(out.shape[1]):
+                out[i, j] = source[i, j]
+
+
+@jit
 def copy_view(source, out):
     """out[...] = source for arrays of one shape in any layout (views: a transpose, a
     slice, a window of a larger array). Nested loops up to 4 dimensions, the last one
     innermost (out is C-ordered: its writes are contiguous); np.ndindex beyond (its tuple
-    indices are ten times slower)."""
+    indices are ten times slower). A transpose onto a short last axis (a convolution's
+    (N, C, H·W) cotangent laid out as (N, H·W, C) rows, C = 6) runs the last two loops the
+    other way round, reading along the source's contiguous axis: 3× faster at C = 6."""
     if source.ndim == 1:
         for i in range(out.shape[0]):
             out[i] = source[i]
     elif source.ndim == 2:
-        for i in range(out.shape[0]):
-            for j in range(out.shape[1]):
-                out[i, j] = source[i, j]
+        _copy_plane(source, out)
     elif source.ndim == 3:
         for i in range(out.shape[0]):
-            for j in range(out.shape[1]):
-                for k in range(out.shape[2]):
-                    out[i, j, k] = source[i, j, k]
+            _copy_plane(source[i], out[i])
     elif source.ndim == 4:
         for i in range(out.shape[0]):
             for j in range(out.shape[1]):
-                for k in range(out.shape[2]):
-                    for m in range(out.shape[3]):
-                        out[i, j, k, m] = source[i, j, k, m]
+                _copy_plane(source[i, j], out[i, j])
     else:
         for index in np.ndindex(out.shape):
             out[index] = source[index]

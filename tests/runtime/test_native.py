@@ -26,8 +26,10 @@ def test_the_steps_of_a_plan_one_by_one_give_the_whole_plan():
 
 
 @pytest.mark.parametrize("perm", [(1, 0), (0, 2, 1), (2, 0, 1), (3, 1, 0, 2), (0, 1, 2, 3, 4)])
-def test_copy_view_copies_every_layout(perm):
-    shape = (2, 3, 4, 5, 2)[:len(perm)]
+@pytest.mark.parametrize("sizes", [(2, 3, 4, 5, 2), (17, 3, 18, 2, 3)])
+def test_copy_view_copies_every_layout(perm, sizes):
+    # (short last axes of out, read along the source's contiguous axis, and long ones)
+    shape = sizes[:len(perm)]
     source = np.arange(np.prod(shape), dtype=np.float32).reshape(shape).transpose(perm)
     out = np.empty(source.shape, np.float32)
     kernels.copy_view(source, out)
