@@ -378,14 +378,17 @@ def _window_add(plane, r0, q0, kh, kw, checked, out, value, m, where_max, assign
 
 
 @jit
-def _tiling(h, w, ho, wo, kh, kw, sh, sw, ph, pw):
-    """(disjoint, covering) of the windows of an h×w plane: no two share a position (a
-    gradient can be written, not added), and every position is in one (nothing to zero
-    first). 2×2 pooling with stride 2 of an even-sized plane is both."""
+def _zero_gaps(out, ho, wo, kh, kw, sh, sw, ph, pw):
+    """Ready `out` (N, C, H, W) for a pooling gradient over Ho×Wo windows: zeroed unless
+    the windows tile it (2×2 windows with stride 2 over even sizes: every position is in
+    one). Returns whether the windows are disjoint (no two share a position), so that the
+    gradient can be written, not added."""
     disjoint = sh >= kh and sw >= kw
-    covering = disjoint and sh == kh and sw == kw and ph == 0 and pw == 0 and \
-        ho * kh == h and wo * kw == w
-    return disjoint, covering
+    tiling = disjoint and sh == kh and sw == kw and ph == 0 and pw == 0 and \
+        ho * kh == out.shape[2] and wo * kw == out.shape[3]
+    if not tiling:
+        fill(out, 0.0)
+    return disjoint
 
 
 @jit
@@ -437,10 +440,7 @@ def max_pool2d(x, out, kh, kw, sh, sw, ph, pw):
 def max_pool2d_grad(x, g, out, kh, kw, sh, sw, ph, pw):
     """Each window's cotangent split evenly among the taps that attain its maximum (NaN to
     every tap of a window holding a NaN), added up where windows overlap."""
-    disjoint, covering = _tiling(x.shape[2], x.shape[3], g.shape[2], g.shape[3], kh, kw, sh, sw,
-                                 ph, pw)
-    if not covering:
-        fill(out, 0.0)
+    disjoint = _zero_gaps(out, g.shape[2], g.shape[3], kh, kw, sh, sw, ph, pw)
     for n in range(x.shape[0]):
         for c in range(x.shape[1]):
             plane, gp, op = x[n, c], g[n, c], out[n, c]
@@ -488,10 +488,7 @@ def avg_pool2d(x, out, kh, kw, sh, sw, ph, pw):
 @jit
 def avg_pool2d_grad(g, out, kh, kw, sh, sw, ph, pw):
     """Each window's cotangent / (kh·kw) added at its taps inside the input."""
-    disjoint, covering = _tiling(out.shape[2], out.shape[3], g.shape[2], g.shape[3], kh, kw, sh,
-                                 sw, ph, pw)
-    if not covering:
-        fill(out, 0.0)
+    disjoint = _zero_gaps(out, g.shape[2], g.shape[3], kh, kw, sh, sw, ph, pw)
     for n in range(out.shape[0]):
         for c in range(out.shape[1]):
             gp, op = g[n, c], out[n, c]
