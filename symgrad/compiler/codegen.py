@@ -225,6 +225,9 @@ class Code:
         self.line(f"{out} = {self.alloc(node, out, dims)}")
         flat = not spread
         rank = node.ndim
+        views = []  # the arrays as the loop reads them, where it merges axes
+        if spread and all(arg in self.broadcasts for _, arg in spread):
+            rank = self._merge_axes(node, out, names, operands, views)
         full_index = "i" if flat else ", ".join(f"i{d}" for d in range(rank))
         for key, value in names.items():
             if isinstance(value, tuple) and value[0] == "padded":
@@ -247,11 +250,51 @@ class Code:
             lines += ["    " * (d + 1) + f"for i{d} in range(o.shape[{d}]):" for d in range(rank)]
             lines += ["    " * (rank + 1) + statement]
         name = self.loop_function(flags, "\n".join(lines))
-        arrays = [out] + [source for source, _ in operands]
+        arrays = views or [out] + [source for source, _ in operands]
         if flat:
             arrays = [f"{a}.reshape(-1)" for a in arrays]
         values = [repr(n) for n in numbers] + [str(n) for n in offsets]
         self.line(f"step.loop({name}, {', '.join(arrays + values)})")
+
+    def _merge_axes(self, node, out, names, operands, views):
+        """Where a loop reads broadcasts in place, adjacent axes that every operand reads
+        alike (each indexes both, or is spread along both) are one axis of the loop, as
+        NumPy's iterator coalesces them: a bias added to (N, C, H, W) loops over (N, C, H·W)
+        reading (1, C, 1), whose innermost loop is H·W long, not W. Rewrites the operands'
+        indices in `names` and `operands`, lists the output and operands as the loop reads
+        them in `views`, and returns the loop's rank."""
+        rank = node.ndim
+
+        def reads(index):
+            """Per axis of the loop, whether the operand is indexed along it."""
+            if index is None:
+                return (True,) * rank
+            return (False,) * (rank - len(index)) + tuple(i != "0" for i in index)
+
+        patterns = [reads(index) for _, index in operands]
+        groups = []
+        for d in range(rank):
+            if groups and all(p[d] == p[groups[-1][-1]] for p in patterns):
+                groups[-1].append(d)
+            else:
+                groups.append([d])
+        if len(groups) == rank:
+            return rank
+        sizes = [" * ".join(f"{out}.shape[{d}]" for d in group) for group in groups]
+        views.append(f"{out}.reshape({', '.join(sizes)})")
+        new_indices = []
+        for (source, index), pattern in zip(operands, patterns):
+            read = [pattern[group[0]] for group in groups]
+            views.append(f"{source}.reshape({', '.join(size if r else '1' for size, r in zip(sizes, read))})")
+            new_indices.append(None if index is None else
+                               [f"i{g}" if r else "0" for g, r in enumerate(read)])
+        for key, value in names.items():
+            if isinstance(value, tuple) and not isinstance(value[0], str):
+                names[key] = (value[0], new_indices[value[0]])
+        operands[:] = [(source, index) for (source, _), index in zip(operands, new_indices)]
+        self.decide("merge_axes", out, f"loops over {len(groups)} axes, not {rank}: "
+                                       f"{' '.join(''.join(map(str, g)) for g in groups)}")
+        return len(groups)
 
     def loop_function(self, flags, text):
         """The name of the module constant holding this loop, defined once."""
