@@ -1355,11 +1355,24 @@ def dot(a, b):
 
 
 def _reduce_axes(name, x, axis, keepdims):
+    """A reduction over several axes, one op per run of adjacent axes (merged by a
+    reshape, so a conv bias's gradient, a sum over (N, H, W), is two passes, not three;
+    the first, over H·W, reads the array once)."""
     x = as_node(x)
     axes = _normalize_axes(axis, x.ndim, name)
+    runs = []
+    for a in axes:
+        if runs and runs[-1][-1] == a - 1:
+            runs[-1].append(a)
+        else:
+            runs.append([a])
     out = x
-    for a in reversed(axes):
-        out = make(name, [out], {"axis": a})
+    for run in reversed(runs):
+        if len(run) > 1:
+            shape = out.shape
+            merged = math.prod(shape[run[0]:run[-1] + 1])
+            out = reshape(out, shape[:run[0]] + (merged,) + shape[run[-1] + 1:])
+        out = make(name, [out], {"axis": run[0]})
     if keepdims:
         out = reshape(out, tuple(1 if k in axes else d for k, d in enumerate(x.shape)))
     return out
