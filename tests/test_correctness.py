@@ -458,3 +458,29 @@ def test_gradients_through_many_slices_of_one_input(windows):
     U = [rng.standard_normal(u.shape) for u in us]
     np.testing.assert_allclose(f(X, *U), sg.evaluate(g, {x: X, **dict(zip(us, U))}),
                                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch", [0, 1, 3])
+def test_loops_over_merged_axes_and_sums_over_axis_runs_equal_the_interpreter(batch):
+    # a conv-style bias (1, C, 1, 1) and a row (W,) read in place by loops over (N, C, H, W):
+    # merge_axes loops over runs of axes every operand reads alike, and a sum over (N, H, W)
+    # is one op per run of adjacent axes; both must give the interpreter's numbers
+    x = sg.placeholder("x", (None, 4, 3, 5), F64)
+    b = sg.placeholder("b", (1, 4, 1, 1), F64)
+    c = sg.placeholder("c", (5,), F64)
+    y = sg.tanh(x + b) * c
+    loss = sg.sum(sg.square(y))
+    outputs = [y, sg.sum(y, axis=(0, 2, 3)), sg.sum(y, axis=(1, 2)), *sg.gradients(loss, [b, c])]
+    f = sg.function([x, b, c], outputs, background=False)
+    merged = [d.detail for d in f.decisions if d.pass_ == "merge_axes"]
+    assert any(detail.endswith(" 0 1 23") for detail in merged), merged   # x + b
+    assert any(detail.endswith(" 012 3") for detail in merged), merged    # · c
+    rng = np.random.default_rng(batch)
+    values = [rng.standard_normal((batch, 4, 3, 5)), rng.standard_normal((1, 4, 1, 1)),
+              rng.standard_normal(5)]
+    reference = sg.evaluate(outputs, dict(zip([x, b, c], values)))
+    for got, expected in zip(f(*values), reference):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    y_np = np.tanh(values[0] + values[1]) * values[2]
+    np.testing.assert_allclose(reference[1], y_np.sum(axis=(0, 2, 3)), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(reference[2], y_np.sum(axis=(1, 2)), rtol=1e-12, atol=1e-12)
