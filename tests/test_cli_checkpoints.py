@@ -92,7 +92,12 @@ def test_good_values_parse():
                                      "--weight-decay", "0"])
     assert args.hidden == [32, 16] and args.lr == 0.01 and args.weight_decay == 0.0
     assert cli._parser().parse_args(["train", "--hidden", ""]).hidden == []
-    assert cli._parser().parse_args(["train"]).hidden == [128]
+    assert cli._parser().parse_args(["train"]).hidden is None  # filled by dataset:
+    assert cli.fill_defaults(cli._parser().parse_args(["train"])).hidden == [256]
+    spiral = cli.fill_defaults(cli._parser().parse_args(["train", "--dataset", "spiral", "--lr", "0.05"]))
+    assert (spiral.hidden, spiral.lr, spiral.epochs, spiral.augment) == ([32, 32], 0.05, 100, False)
+    cnn = cli.fill_defaults(cli._parser().parse_args(["train", "--model", "cnn", "--no-augment"]))
+    assert (cnn.hidden, cnn.augment, cnn.epochs) == ([128], False, 20)
 
 
 def test_help_shows_the_defaults(capsys):
@@ -100,8 +105,11 @@ def test_help_shows_the_defaults(capsys):
         cli.main(["train", "--help"])
     assert stop.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    for default in ("(default: 128)", "(default: 32)", "(default: 0.001)", "(default: adam)",
-                    "(default: digits)", "(default: 20)"):
+    for default in ("(default: 256 for digits, 128 for MNIST, 32,32 for 2-D sets, 128 for "
+                    "--model cnn)", "(default: 32)", "(default: 0.001 for digits, 0.001 for "
+                    "MNIST, 0.01 for 2-D sets)", "(default: adam)", "(default: digits)",
+                    "(default: 20 for digits, 20 for MNIST, 100 for 2-D sets)",
+                    "(default: on for digits, off for MNIST, off for 2-D sets, off for --model cnn)"):
         assert default in text, default
 
 

@@ -119,8 +119,24 @@ def test_initialiser_statistics():
     assert nn.initialiser("xavier_normal")(shape, rng).std() == pytest.approx(np.sqrt(2 / 700), rel=0.02)
     assert nn.gaussian(0.05)(shape, rng).std() == pytest.approx(0.05, rel=0.02)
     assert np.all(nn.initialiser(0.1)((3,), rng) == np.float32(0.1))
-    with pytest.raises(ValueError, match="unknown initialiser 'lecun'"):
-        nn.initialiser("lecun")
+    assert nn.initialiser("lecun")(shape, rng).std() == pytest.approx(np.sqrt(1 / 400), rel=0.02)
+    with pytest.raises(ValueError, match="unknown initialiser 'lecunn'"):
+        nn.initialiser("lecunn")
+
+
+def test_mlp_default_initialisation_by_layer():
+    # tanh: LeCun (fan-in) on the first layer, Xavier after it; ReLU: He, then Xavier out
+    tanh = nn.MLP([300, 200, 200, 100], activation="tanh")
+    first, second, out = (layer.W.value for layer in tanh.layers if isinstance(layer, nn.Dense))
+    assert first.std() == pytest.approx(np.sqrt(1 / 300), rel=0.03)
+    assert second.std() == pytest.approx(np.sqrt(2 / 400), rel=0.03)      # Xavier uniform
+    assert out.std() == pytest.approx(np.sqrt(2 / 300), rel=0.03)
+    relu = nn.MLP([300, 200, 100], activation="relu")
+    first, out = (layer.W.value for layer in relu.layers if isinstance(layer, nn.Dense))
+    assert first.std() == pytest.approx(np.sqrt(2 / 300), rel=0.03)
+    assert out.std() == pytest.approx(np.sqrt(2 / 300), rel=0.03)
+    chosen = nn.MLP([300, 200, 100], activation="tanh", weight_init="xavier")
+    assert chosen.layers[0].W.value.std() == pytest.approx(np.sqrt(2 / 500), rel=0.03)
 
 
 def test_softmax_cross_entropy_with_integer_labels_via_one_hot():

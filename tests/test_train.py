@@ -273,6 +273,26 @@ def test_symgrad_train_on_a_playground_set(capsys):
     assert "MLP 2-16-1 (tanh)" in printed and "test accuracy" in printed
 
 
+def _showcase_command():
+    """The `symgrad train ...` command the README shows beside the demo, as argv."""
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    command = readme.split("`symgrad train --dataset spiral")[1].split("`")[0]
+    return ["train", "--dataset", "spiral"] + command.split()
+
+
+@pytest.mark.parametrize("argv, least", [
+    (["train", "--dataset", "circle"], 0.95), (["train", "--dataset", "gaussians"], 0.95),
+    (["train", "--dataset", "xor"], 0.95), (["train", "--dataset", "spiral"], 0.95),
+    (["train"], 0.97),            # the digits
+    (_showcase_command(), 0.95),  # tanh, Nesterov: Xavier on 2 inputs sat on a plateau (0.6)
+], ids=["circle", "gaussians", "xor", "spiral", "digits", "readme-showcase"])
+def test_symgrad_train_learns_with_default_flags(argv, least, capsys):
+    assert cli.main(argv + ["--out", "", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    accuracy = float(printed.split("test accuracy ")[1].split()[0])
+    assert accuracy >= least, printed
+
+
 def test_symgrad_train_on_an_mnist_folder(tmp_path, capsys):
     rng = np.random.default_rng(0)
     for split, n in (("train", 60), ("test", 20)):
