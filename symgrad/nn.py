@@ -381,6 +381,11 @@ class Sequential(Layer):
     def biases(self):
         return [b for layer in self.layers for b in layer.biases]
 
+    @property
+    def params(self):
+        """Layer by layer (mlp/0/W, mlp/0/b, mlp/1/W...), as a checkpoint lists them."""
+        return [p for layer in self.layers for p in layer.params]
+
     def __call__(self, x):
         for layer in self.layers:
             x = layer(x)

@@ -23,6 +23,8 @@ import stat
 import sys
 import time
 
+from typing import NamedTuple
+
 import numpy as np
 
 from . import nn, optim
@@ -30,7 +32,7 @@ from .data.batching import batch_indices, check_pair, one_hot
 from .compiler.function import function
 from .core.graph import Node, Variable, placeholder
 
-__all__ = ["save_parameters", "load_parameters", "History", "Trainer", "classifier"]
+__all__ = ["save_parameters", "load_parameters", "History", "Trainer", "Evaluation", "classifier"]
 
 
 # ============================================================================ saving
@@ -279,6 +281,13 @@ def _call(compiled, *args):
         raise
 
 
+class Evaluation(NamedTuple):
+    """What `Trainer.evaluate` returns: the mean loss, and the accuracy (None for a model
+    without outputs to score). Unpacks as (loss, accuracy)."""
+    loss: float
+    accuracy: float | None
+
+
 class Trainer:
     """Trains `params` to minimise `loss`, a scalar node of the placeholders `inputs` (x) and
     `targets` (y), with `optimizer` (default SGD 0.1) and an optional learning-rate `schedule`.
@@ -362,7 +371,8 @@ class Trainer:
         return float(result[0]), (result[1] if len(result) > 1 else None)
 
     def evaluate(self, x, y, batch_size=1024, prepared=False):
-        """Mean loss and accuracy (None without outputs) over (x, y); parameters unchanged."""
+        """Evaluation(loss, accuracy): the mean loss and accuracy (None without outputs) over
+        (x, y); parameters unchanged."""
         self.compile()
         if not prepared:
             x, y = self.prepare(x, y, "evaluate")
@@ -374,7 +384,7 @@ class Trainer:
             if self.accuracy:
                 correct += nn.accuracy(result[1], yb) * len(xb)
         n = max(len(x), 1)
-        return total_loss / n, (correct / n if self.accuracy else None)
+        return Evaluation(total_loss / n, correct / n if self.accuracy else None)
 
     def predict(self, x, batch_size=1024):
         """The model's outputs (logits) for x."""
@@ -473,10 +483,15 @@ class Trainer:
         val: (x, y) evaluated after every epoch. patience: stop after that many epochs without
         a better validation loss (training loss without val); with `restore_best`, the best
         epoch's parameters are restored at the end. checkpoint: a .npz path written after every
-        epoch and on Ctrl-C; `resume=True` continues from it if it exists. progress: a tqdm bar
+        epoch and on Ctrl-C; `resume=True` continues from it if it exists (without it, an
+        existing file is refused, never overwritten). progress: a tqdm bar
         (if tqdm is installed); verbose: a line per epoch. callback(trainer, step) runs after
         every step. Ctrl-C stops between steps, with parameters intact; the History says
         `interrupted`. Returns the History (also `self.history`)."""
+        if checkpoint and not resume and os.path.exists(checkpoint):
+            raise FileExistsError(f"fit: the checkpoint {checkpoint!r} already exists; pass "
+                                  f"resume=True to continue from it, or remove it or give "
+                                  f"another path to start afresh")
         x, y = self.prepare(*train, what="train")
         if val is not None:
             val = self.prepare(*val, what="val")

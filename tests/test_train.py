@@ -44,9 +44,34 @@ def test_fit_trains_validates_and_records_history(circle):
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "step_seconds"):
         assert all(v is not None for v in history[key]), key
     assert history["loss"][-1] < 0.5 * history["loss"][0]
-    assert trainer.evaluate(*test)[1] >= 0.9
+    evaluation = trainer.evaluate(*test)
+    assert evaluation.accuracy >= 0.9 and evaluation == (evaluation.loss, evaluation.accuracy)
+    assert repr(evaluation).startswith("Evaluation(loss=")
     assert history["steps"] == [9] * 30 and int(trainer.steps_taken.value) == 270
     assert trainer.compile_seconds is not None and "History(30 epochs" in repr(history)
+
+
+def test_an_existing_checkpoint_is_never_overwritten_without_resume(circle, tmp_path):
+    train, val, _ = circle
+    path = tmp_path / "run.npz"
+    trainer, model = make_trainer()
+    trainer.fit(train, val, epochs=2, batch_size=16, checkpoint=str(path), progress=False,
+                verbose=False)
+    saved, before = path.read_bytes(), values(model.params)
+    again, again_model = make_trainer()
+    with pytest.raises(FileExistsError, match="resume=True"):
+        again.fit(train, val, epochs=2, batch_size=16, checkpoint=str(path), progress=False,
+                  verbose=False)
+    assert path.read_bytes() == saved and int(again.steps_taken.value) == 0
+    again.fit(train, val, epochs=3, batch_size=16, checkpoint=str(path), resume=True,
+              progress=False, verbose=False)
+    assert len(again.history) == 3 and int(again.steps_taken.value) == 27
+
+
+def test_params_are_listed_layer_by_layer():
+    names = [p.name for p in nn.MLP([4, 8, 8, 2], activation="prelu").params]
+    assert names == ["mlp/0/W", "mlp/0/b", "mlp/0/prelu/slope", "mlp/1/W", "mlp/1/b",
+                     "mlp/1/prelu/slope", "mlp/2/W", "mlp/2/b"]
 
 
 def test_early_stopping_restores_the_best_parameters(circle):
