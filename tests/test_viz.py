@@ -79,9 +79,13 @@ def test_node_repr_svg_is_well_formed(softmax_regression):
     assert any(t and "output" in t for t in labels)
 
 
-def test_forward_and_derivative_nodes_are_told_apart(softmax_regression):
+def test_forward_and_derivative_nodes_are_told_apart(softmax_regression, tmp_path):
     m = softmax_regression
-    svg = viz.graph([m["loss"], m["gW"], m["gb"]], forward=m["loss"]).svg
+    picture = viz.graph([m["loss"], m["gW"], m["gb"]], forward=m["loss"])
+    svg = picture.svg
+    assert ".save('graph.svg')" in repr(picture)  # what a script prints says how to see it
+    picture.save(tmp_path / "graph.svg")
+    assert (tmp_path / "graph.svg").read_text(encoding="utf-8") == svg
     root = parse_svg(svg)
     legend = " ".join(t for t in texts(root) if t)
     assert "forward op" in legend and "derivative op" in legend and "fused elementwise" in legend
@@ -232,6 +236,9 @@ def test_rewrites_table_names_each_rule(compiled):
     for rule in {r.rule for r in compiled.rewrites}:
         assert rule in table.html and rule in str(table)
     assert "sum_of_distribution" in table.html and "softmax" in table.html
+    for line in str(table).splitlines()[1:]:   # no row reads as a no-op
+        before, after = line.split(": ", 1)[1].split("  ⟶  ")
+        assert before != after, line
 
 
 def test_each_value_is_traced_to_its_lines(compiled):
@@ -286,3 +293,23 @@ def test_compiler_decisions_are_logged_by_pass_and_shown():
     shown = viz.decisions(f)
     assert str(shown).startswith(f"{len(f.decisions)} decisions: ") and "lazy_slice" in shown.html
     assert "Compiler decisions" in f._repr_html_()
+
+
+def test_float32_constants_print_as_the_float32_they_are():
+    # Adam's 0.9, 0.999 and 1e-8 are float32 here: printed with float64 digits they read as
+    # 0.899999976158142 and 9.99999993922529e-9, and cut the demo's SVG labels off
+    from symgrad import nn, optim
+    x = sg.placeholder("x", ("N", 4), "float32")
+    y = sg.placeholder("y", ("N", 3), "float32")
+    model = nn.MLP([4, 3])
+    loss = nn.softmax_cross_entropy(model(x), y, labels_sum_to_one=True)
+    f = sg.function([x, y], loss, updates=optim.Adam(1e-3).updates(loss, model.params))
+    text = viz.debugformat(f)
+    assert "0.9·" in text and "0.999·" in text and "1e-08 + sqrt" in text, text
+    assert "0.8999" not in text and "9.9999" not in text
+    assert "0.8999" not in viz.graph(f).svg
+    from symgrad.viz.describe import number_text
+    assert [number_text(v) for v in (np.float32(0.1), 0.1, 2.0, np.float32(1e-8), 1 / 3)] == \
+        ["0.1", "0.1", "2", "1e-08", "0.3333333333333333"]
+    latex = viz.derivative(sg.sum(sg.constant(np.float32(0.9)) * x * x), x).latex
+    assert latex.endswith("= 1.8 x"), latex   # 2 · 0.9, still a float32

@@ -56,7 +56,9 @@ class Graph:
             out.write(self.svg)
 
     def __repr__(self):
-        return f"<symgrad.viz.Graph {self.scene.graph.number_of_nodes()} nodes>"
+        # what a script or a terminal shows: say how to see the picture there
+        return (f"<symgrad.viz.Graph of {self.scene.graph.number_of_nodes()} nodes: a notebook "
+                f"shows it; .save('graph.svg') writes it, .svg is its text>")
 
 
 def graph(obj, forward=None, depth=None, max_nodes=120):

@@ -14,6 +14,7 @@ output as the forward root (the usual `[loss, grads...]` and train-step shapes).
 """
 from __future__ import annotations
 
+import numpy as np
 import sympy
 from sympy.printing.str import StrPrinter
 
@@ -84,6 +85,17 @@ def shape_text(shape):
     return "×".join(dim_text(d) for d in shape)
 
 
+def number_text(value):
+    """A number as its shortest text: a float32 constant as the float32 it is (0.9, 1e-08;
+    not 0.899999976158142, the float64 that holds it), any other as its shortest float64
+    round trip."""
+    value = float(value)
+    if value.is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    single = np.float32(value)
+    return str(single) if np.isfinite(single) and float(single) == value else repr(value)
+
+
 def constant_text(node):
     value = node.attrs["value"]
     if node.shape == ():
@@ -103,6 +115,9 @@ class _BodyPrinter(StrPrinter):
     def _print_select(self, e):
         c, a, b = (self._print(x) for x in e.args)
         return f"({c} ? {a} : {b})"
+
+    def _print_Float(self, e):
+        return number_text(e)
 
 
 def body_text(body, names):

@@ -100,7 +100,10 @@ def rewrites(log, limit=60):
         cells = [f"{escape(f)}<br><span style='color:#6b7280;font-size:11px'>{escape(o)}</span>"
                  for f, o in (before, after)]
         rows.append((str(k), f"<b>{rule}</b>", *cells))
-        lines.append(f"{k:3d}. {entry.rule}: {before[0]}  ⟶  {after[0]}")
+        # where the formulas read alike (a rule that changes how a value is read, not what
+        # it is), the text shows the ops instead, so no row reads as a no-op
+        shown = 1 if before[0] == after[0] else 0
+        lines.append(f"{k:3d}. {entry.rule}: {before[shown]}  ⟶  {after[shown]}")
     more = ""
     if len(merged) > limit:
         more = f'<p style="color:#6b7280">… {len(merged) - limit} more (pass limit=None)</p>'

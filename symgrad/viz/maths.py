@@ -24,7 +24,7 @@ from ..core.graph import is_named_leaf
 from ..core.ops import OPS, elementwise_body, elementwise_derivative
 from ..core.scalar import X, Y, number
 from ..core.simplify import simplify as simplify_graph
-from .describe import _BodyPrinter, operand_names, value_keys as _value_keys
+from .describe import _BodyPrinter, number_text, operand_names, value_keys as _value_keys
 
 FUNCTION_NAMES = {"log_softmax": r"\log\operatorname{softmax}", "logsumexp": r"\operatorname{logsumexp}"}
 
@@ -49,6 +49,10 @@ class Math:
 class _Printer(LatexPrinter):
     """SymPy's LaTeX, plus our scalar functions ([a > b], Iverson's bracket; cases), and sums
     written with their positive terms first (softmax(z) - p, not -p + softmax(z))."""
+
+    def _print_Float(self, e):
+        mantissa, _, exponent = number_text(e).partition("e")
+        return mantissa + (rf" \cdot 10^{{{int(exponent)}}}" if exponent else "")
 
     def _print_gt(self, e):
         return rf"\left[{self._print(e.args[0])} > {self._print(e.args[1])}\right]"
@@ -105,6 +109,7 @@ class _TextPrinter(StrPrinter):
     _print_gt = _BodyPrinter._print_gt
     _print_eq = _BodyPrinter._print_eq
     _print_select = _BodyPrinter._print_select
+    _print_Float = _BodyPrinter._print_Float
 
     def _print_Add(self, expr, order=None):
         terms = sorted(self._as_ordered_terms(expr, order=order),
