@@ -313,3 +313,33 @@ def test_float32_constants_print_as_the_float32_they_are():
         ["0.1", "0.1", "2", "1e-08", "0.3333333333333333"]
     latex = viz.derivative(sg.sum(sg.constant(np.float32(0.9)) * x * x), x).latex
     assert latex.endswith("= 1.8 x"), latex   # 2 · 0.9, still a float32
+
+
+def test_formulas_read_unambiguously():
+    # a slashed name is quoted (not a division), the batch size is N, a matrix product is
+    # parenthesised as a power's base or a factor, and a mean's 2·N count as a divisor
+    x = sg.placeholder("x", (None, 3), "float32")
+    W = sg.Variable(np.ones((3, 2), np.float32), name="logreg/W")
+    loss = sg.mean(sg.square(x @ W))
+    assert str(viz.latex(loss)) == "sum_0((x @ “logreg/W”)^2)/(2·N)"
+    derivative = viz.derivative(loss, W)
+    assert str(derivative) == "∂L/∂“logreg/W” = xᵀ @ (2·(x @ “logreg/W”)/(2·N))"
+    assert r"\partial \text{“logreg/W”}" in derivative.latex and "2 N" in derivative.latex
+    p = sg.placeholder("p", (None, 3), "float32")
+    z = x @ sg.Variable(np.ones((3, 3), np.float32), name="W")
+    cross_entropy = sg.nn.softmax_cross_entropy(z, p, labels_sum_to_one=True)
+    assert str(viz.derivative(cross_entropy, z, names={z: "z", p: "p"})) == \
+        "∂L/∂z = (softmax(z) - p)/N"
+
+
+def test_formulas_typeset_offline_as_svg():
+    # exported HTML opened without a network has no MathJax: formulas carry an SVG picture
+    # typeset by matplotlib's mathtext (dev installs matplotlib), the same on every call
+    x = sg.placeholder("x", (None, 3), "float64")
+    formula = viz.derivative(sg.sum(sg.tanh(x) * x), x)
+    html = formula._repr_html_()
+    assert "<svg" in html and "<metadata>" not in html and html == viz.derivative(
+        sg.sum(sg.tanh(x) * x), x)._repr_html_()
+    assert "Cmr10" in html  # Computer Modern glyphs, drawn as paths: no font needed
+    assert viz.Math(r"\begin{cases} x & x > 0 \\ 0 & \text{otherwise} \end{cases}")._repr_html_() is None
+    assert formula._repr_latex_().startswith("$\\displaystyle")  # still there for MathJax

@@ -368,18 +368,32 @@ def _compose_deep(node, depth):
     return body, inputs
 
 
+def _spread_scalar(i):
+    """The scalar constant that operand `i` spreads, if it is one: a constant of one element
+    under ops that pass their input's values on (transparent: broadcasts, reshapes, casts;
+    an L2 term's coefficient reaches its gradient as reshape(broadcast_to(constant (1,))));
+    else None."""
+    source = i
+    while OPS[source.op].transparent:
+        source = source.inputs[0]
+    if source is i or source.op != "constant" or math.prod(source.shape) != 1:
+        return None
+    if source.shape == () and source.dtype == i.dtype:
+        return source
+    return constant(source.attrs["value"].reshape(()), dtype=i.dtype)
+
+
 @rule("scalar_operands", ops="elementwise")
 def _scalar_operands(node):
     """An elementwise operand that is a scalar constant spread to a shape is read as the
     scalar itself (elementwise ops take scalar constants), so fusion writes it into the body
     and x * 1 disappears. At least one operand must keep the node's shape."""
-    def spread_constant(i):
-        return i.op == "broadcast_to" and i.inputs[0].op == "constant" and i.inputs[0].shape == ()
-    if not any(spread_constant(i) for i in node.inputs):
+    scalars = [_spread_scalar(i) for i in node.inputs]
+    if not any(s is not None for s in scalars):
         return None
-    if not any(compatible(i.shape, node.shape) and not spread_constant(i) for i in node.inputs):
+    if not any(compatible(i.shape, node.shape) and s is None for i, s in zip(node.inputs, scalars)):
         return None
-    inputs = [i.inputs[0] if spread_constant(i) else i for i in node.inputs]
+    inputs = [i if s is None else s for i, s in zip(node.inputs, scalars)]
     return make(node.op, inputs, node.attrs)
 
 

@@ -13,13 +13,17 @@ batch axis prints as N. SymPy only ever sees scalar symbols.
 """
 from __future__ import annotations
 
+import io
+import math
+import re
+
 import sympy
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 from ..core.autodiff import gradients
-from ..core.dims import text as dim_text
+from ..core.dims import is_known, text as dim_text
 from ..core.graph import is_named_leaf
 from ..core.ops import OPS, elementwise_body, elementwise_derivative
 from ..core.scalar import X, Y, number
@@ -30,20 +34,60 @@ FUNCTION_NAMES = {"log_softmax": r"\log\operatorname{softmax}", "logsumexp": r"\
 
 
 class Math:
-    """A formula: LaTeX for notebooks, `text` for terminals."""
+    """A formula: LaTeX for notebooks, `text` for terminals, and (with matplotlib) an SVG
+    picture typeset by matplotlib's mathtext, so that it shows in exported HTML opened
+    without a network (which has no MathJax to typeset LaTeX)."""
 
     def __init__(self, latex, text=None):
         self.latex = latex
         self.text = text or latex
+        self._svg = None
 
     def _repr_latex_(self):
         return f"$\\displaystyle {self.latex}$"
+
+    def _repr_html_(self):
+        """The formula as inline SVG; None (the notebook then typesets the LaTeX) without
+        matplotlib, or for LaTeX mathtext does not know (cases)."""
+        if self._svg is None:
+            self._svg = _mathtext_svg(self.latex) or ""
+        return f'<div style="margin:4px 0">{self._svg}</div>' if self._svg else None
+
+    def save(self, path):
+        """Write the formula as an SVG file (needs matplotlib)."""
+        svg = _mathtext_svg(self.latex)
+        if not svg:
+            raise ValueError("Math.save: matplotlib is not installed, or its mathtext cannot "
+                             "typeset this formula; .latex holds the LaTeX")
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(svg)
 
     def __str__(self):
         return self.text
 
     def __repr__(self):
         return f"Math({self.text})"
+
+
+def _mathtext_svg(latex):
+    """`latex` typeset by matplotlib's mathtext as an SVG document (text drawn as paths, so
+    no font is needed to view it), or None."""
+    try:  # an optional extra (plot, notebooks): formulas fall back to LaTeX without it
+        import matplotlib
+        from matplotlib import mathtext
+        from matplotlib.font_manager import FontProperties
+    except ImportError:
+        return None
+    out = io.BytesIO()
+    try:
+        with matplotlib.rc_context({"mathtext.fontset": "cm", "svg.fonttype": "path",
+                                    "savefig.transparent": True}):
+            mathtext.math_to_image(f"${latex}$", out, prop=FontProperties(size=13), format="svg")
+    except ValueError:  # LaTeX that mathtext cannot parse
+        return None
+    text = out.getvalue().decode("utf-8")
+    # without the metadata (it holds the time of drawing): the same formula, the same picture
+    return re.sub(r"\s*<metadata>.*?</metadata>", "", text[text.index("<svg"):], flags=re.S)
 
 
 class _Printer(LatexPrinter):
@@ -75,6 +119,17 @@ class _Printer(LatexPrinter):
     def _print_Mul(self, expr):
         return _hadamard(self, expr, r" \odot ", super()._print_Mul)
 
+    def parenthesize(self, item, level, *args, **kwargs):
+        if _wraps(self, item, level):  # x W as a factor or a power's base: (x W)^2
+            return rf"\left({self._print(item)}\right)"
+        return super().parenthesize(item, level, *args, **kwargs)
+
+
+def _wraps(printer, item, level):
+    """Whether `item` is a matrix product (printed as several terms) where it binds as one
+    operand of a product, a quotient or a power, which must then be parenthesised."""
+    return item in getattr(printer, "compound", ()) and level >= PRECEDENCE["Mul"]
+
 
 def _hadamard(printer, expr, symbol, plain_mul):
     """A product of two or more tensors is elementwise: written with ⊙, so that it is not
@@ -85,13 +140,9 @@ def _hadamard(printer, expr, symbol, plain_mul):
     if len(tensor_factors) < 2:
         return plain_mul(expr)
     scalar = sympy.Mul(*[f for f in factors if not f.free_symbols & tensors])
-    compound = getattr(printer, "compound", ())
 
     def factor(f):
-        text = printer.parenthesize(f, PRECEDENCE["Mul"], strict=True)
-        if f in compound:  # a matrix product inside an elementwise one
-            return r"\left(" + text + r"\right)" if "odot" in symbol else f"({text})"
-        return text
+        return printer.parenthesize(f, PRECEDENCE["Mul"], strict=True)
     text = symbol.join(factor(f) for f in tensor_factors)
     if scalar == 1:
         return text
@@ -105,6 +156,11 @@ class _TextPrinter(StrPrinter):
 
     def _print_Symbol(self, e):
         return self._settings.get("atoms", {}).get(e, e.name)
+
+    def parenthesize(self, item, level, *args, **kwargs):
+        if _wraps(self, item, level):  # x @ W as a factor or a power's base: (x @ W)^2
+            return f"({self._print(item)})"
+        return super().parenthesize(item, level, *args, **kwargs)
 
     _print_gt = _BodyPrinter._print_gt
     _print_eq = _BodyPrinter._print_eq
@@ -148,6 +204,16 @@ class _Formulas:
         self.tensors = set()     # the atoms that are not scalars
         self.compound = set()    # atoms printed as several terms (matrix products)
         self.cache = {}
+        self.sizes = {}          # a call-time size's text -> the letter it is written as
+
+    def size_letter(self, dim):
+        """N for the first size known only at call time (a batch size), then M, K, J; the
+        size's own name (x.0: axis 0 of x) beyond those."""
+        key = dim_text(dim)
+        if key not in self.sizes:
+            letters = "NMKJ"
+            self.sizes[key] = letters[len(self.sizes)] if len(self.sizes) < len(letters) else key
+        return self.sizes[key]
 
     def atom(self, node, tex, text):
         symbol = sympy.Symbol(f"n{node.serial}", real=True)
@@ -174,8 +240,7 @@ class _Formulas:
         if name is not None:
             return self.atom(node, name, _plain_name(name))
         if is_named_leaf(node):
-            name = node.name or node.op
-            return self.atom(node, sympy.latex(sympy.Symbol(name)), name)
+            return self.atom(node, *_leaf_name(node.name or node.op))
         if node.op == "constant":
             value = node.attrs["value"]
             if node.shape == () or (value.size and (value == value.flat[0]).all()):
@@ -188,8 +253,10 @@ class _Formulas:
         if OPS[node.op].body is not None:
             body = elementwise_body(node)
             return body.xreplace({X[k]: self.expr(i, depth - 1) for k, i in enumerate(node.inputs)})
-        atom = self.atom(node, *self._function(node, depth))
-        if node.op == "matmul":
+        tex, text = self._function(node, depth)
+        atom = self.atom(node, tex, text)
+        # printed as several terms: parenthesised as an operand, x/(2·N), (x @ W)^2
+        if node.op == "matmul" or (node.op == "size" and "·" in text):
             self.compound.add(atom)
         return atom
 
@@ -206,9 +273,10 @@ class _Formulas:
         """(LaTeX, text) of an op that is not elementwise, as a function of its inputs."""
         op = node.op
         if op == "size":  # the count of a mean over sizes known only at call time
-            names = [dim_text(d) for d in node.attrs["sizes"]]
-            tex = " ".join(n if len(n) == 1 else rf"\mathrm{{{n}}}" for n in names)
-            return tex, " ".join(names)
+            known = math.prod(int(d) for d in node.attrs["sizes"] if is_known(d))
+            letters = [self.size_letter(d) for d in node.attrs["sizes"] if not is_known(d)]
+            factors = ([str(known)] if known != 1 or not letters else []) + letters
+            return " ".join(factors), "·".join(factors)
         if op == "matmul":
             (ta, xa), (tb, xb) = (self._argument(i, depth) for i in node.inputs)
             return f"{ta} {tb}", f"{xa} @ {xb}"
@@ -300,8 +368,18 @@ def derivative(y, x, names=None, simplify=True, depth=10):
 def _name_tex(node, names, default):
     if node in names:
         return names[node]
-    return sympy.latex(sympy.Symbol(node.name)) if node.name else default
+    return _leaf_name(node.name)[0] if node.name else default
+
+
+def _leaf_name(name):
+    """(LaTeX, text) of a Variable's or placeholder's name; a name with a slash (a layer's
+    scope, mlp/0/W) in quotes, so that it does not read as a division."""
+    if "/" in name:
+        return rf"\text{{“{name}”}}", f"“{name}”"
+    return sympy.latex(sympy.Symbol(name)), name
 
 
 def _plain_name(tex):
+    if tex.startswith(r"\text{"):
+        tex = tex[len(r"\text{"):-1]
     return tex.replace("{", "").replace("}", "").replace("\\", "")

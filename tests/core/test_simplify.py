@@ -348,3 +348,18 @@ def test_simplify_on_and_off_agree_compiled(classifier):
     xb, pb = RNG.standard_normal((5, 5)), np.eye(4)[RNG.integers(0, 4, 5)]
     for a, c in zip(on(xb, pb), off(xb, pb)):
         np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-14)
+
+
+def test_a_constant_spread_through_reshapes_is_read_as_a_scalar():
+    # the L2 term's coefficient reaches its gradient as reshape(broadcast_to(constant (1,))):
+    # read as the scalar, it is written into the fused body; no spread array is left
+    W = sg.Variable(np.arange(6.0).reshape(3, 2), name="W")
+    spread = sg.reshape(sg.broadcast_to(sg.constant(np.array([0.5])), (6,)), (3, 2))
+    (g,), log = simplify([W * spread])
+    assert "scalar_operands" in fired(log)
+    assert not any(n.op in ("broadcast_to", "reshape") for n in topological_order([g]))
+    np.testing.assert_array_equal(sg.evaluate(g), 0.5 * W.value)
+    grad = sg.grad(sg.nn.l2_weight_decay([W], 1e-4), W)
+    f = sg.function([], grad)
+    assert not any(s.node.op == "broadcast_to" for s in f.program.steps) and not f.program.constants
+    np.testing.assert_allclose(f(), 1e-4 * W.value, rtol=1e-12)
