@@ -50,12 +50,12 @@ class Math:
         """The formula as inline SVG; None (the notebook then typesets the LaTeX) without
         matplotlib, or for LaTeX mathtext does not know (cases)."""
         if self._svg is None:
-            self._svg = _mathtext_svg(self.latex) or ""
+            self._svg = mathtext_svg(self.latex) or ""
         return f'<div style="margin:4px 0">{self._svg}</div>' if self._svg else None
 
     def save(self, path):
         """Write the formula as an SVG file (needs matplotlib)."""
-        svg = _mathtext_svg(self.latex)
+        svg = mathtext_svg(self.latex)
         if not svg:
             raise ValueError("Math.save: matplotlib is not installed, or its mathtext cannot "
                              "typeset this formula; .latex holds the LaTeX")
@@ -69,7 +69,7 @@ class Math:
         return f"Math({self.text})"
 
 
-def _mathtext_svg(latex):
+def mathtext_svg(latex):
     """`latex` typeset by matplotlib's mathtext as an SVG document (text drawn as paths, so
     no font is needed to view it), or None."""
     try:  # an optional extra (plot, notebooks): formulas fall back to LaTeX without it
