@@ -343,3 +343,21 @@ def test_formulas_typeset_offline_as_svg():
     assert "Cmr10" in html  # Computer Modern glyphs, drawn as paths: no font needed
     assert viz.Math(r"\begin{cases} x & x > 0 \\ 0 & \text{otherwise} \end{cases}")._repr_html_() is None
     assert formula._repr_latex_().startswith("$\\displaystyle")  # still there for MathJax
+
+
+def test_broadcasts_and_reshapes_fold_into_dashed_edges(softmax_regression):
+    # plumbing (ops that only spread or reshape a value) crowds real graphs: by default it is
+    # an edge, dashed, from the value it carries; plumbing=True draws every box
+    m = softmax_regression
+    roots = [m["loss"], m["gW"], m["gb"]]
+    folded = viz.graph(roots, forward=m["loss"])
+    drawn = viz.graph(roots, forward=m["loss"], plumbing=True)
+    ops = lambda picture: [n.op for n in picture.scene.graph]  # noqa: E731
+    assert "broadcast_to" in ops(drawn) and "reshape" in ops(drawn)
+    assert "broadcast_to" not in ops(folded) and "reshape" not in ops(folded)
+    assert len(ops(folded)) < len(ops(drawn))
+    assert 'stroke-dasharray="5 3"' in folded.svg and 'stroke-dasharray="5 3"' not in drawn.svg
+    assert "dashed: through broadcasts and reshapes" in folded.svg
+    # the bias reaches the add it is broadcast into, as an edge
+    add = next(n for n in folded.scene.graph if n.op == "add")
+    assert folded.scene.graph.has_edge(m["b"], add) and folded.scene.graph.edges[m["b"], add]["folded"]

@@ -12,7 +12,8 @@ are everything symgrad knows about that op, declared by keyword where the op is 
   not computed: "input", "state" or "constant"), `view` (the output may be input 0's memory),
   `writes_output` (the lowering writes into memory it is given, so the value can live in the
   workspace), `free` (no work: partial evaluation rebuilds it rather than storing it; every
-  view is free), `transparent` (formulas show it as its input),
+  view is free), `transparent` (formulas show it as its input), `plumbing` (it only
+  reshapes or spreads its input's values: pictures fold it into an edge),
   `sums_to_one` (the output sums to 1 along its `axis` attribute: a fact rewrites may use),
   `lazy_read` (codegen may leave the value to the loops that use it, which then read input 0:
   that input must live as long as they do).
@@ -70,6 +71,7 @@ class Op:
     writes_output: bool = False
     free: bool = False
     transparent: bool = False
+    plumbing: bool = False                # only reshapes or spreads input 0 (pictures fold it)
     sums_to_one: bool = False             # the output sums to 1 along attrs["axis"]
     lazy_read: bool = False               # codegen may leave it to its loops, which read input 0
 
@@ -101,6 +103,8 @@ class Op:
                    "or neither for an op nothing differentiates through")
         if self.view and self.writes_output:
             yield "a view shares its input's memory, so it cannot also write its own output"
+        if self.plumbing and not (self.view and self.transparent):
+            yield "plumbing only reshapes or spreads its input: it must be a transparent view"
         if self.sums_to_one and self.body is not None:
             yield "sums_to_one is a fact along an `axis` attribute; an elementwise op has none"
         if self.derivatives is not None and self.body is None:
@@ -431,7 +435,8 @@ def _emit_broadcast(code, node, out, args):
 
 register(Op("broadcast_to", infer=_infer_broadcast,
             numpy=lambda arrays, attrs: np.broadcast_to(arrays[0], attrs["shape"]),
-            vjp=_vjp_broadcast, linear=True, emit=_emit_broadcast, view=True, transparent=True))
+            vjp=_vjp_broadcast, linear=True, emit=_emit_broadcast, view=True, transparent=True,
+            plumbing=True))
 
 
 def _infer_reshape(inputs, attrs):
@@ -454,7 +459,7 @@ def _emit_reshape(code, node, out, args):
 register(Op("reshape", infer=_infer_reshape,
             numpy=lambda arrays, attrs: arrays[0].reshape(attrs["shape"]),
             vjp=lambda node, g, wanted: [reshape(g, node.inputs[0].shape)],
-            linear=True, emit=_emit_reshape, view=True, transparent=True))
+            linear=True, emit=_emit_reshape, view=True, transparent=True, plumbing=True))
 
 
 def _inverse_permutation(perm):

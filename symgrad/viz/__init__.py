@@ -61,17 +61,19 @@ class Graph:
                 f"shows it; .save('graph.svg') writes it, .svg is its text>")
 
 
-def graph(obj, forward=None, depth=None, max_nodes=120):
+def graph(obj, forward=None, depth=None, max_nodes=120, plumbing=False):
     """The graph of a node, a list of nodes or a compiled Function, as a picture.
 
     forward: the forward graph's roots (e.g. the loss): nodes they depend on are forward
     nodes, the other operations derivative nodes. For a Function, output indices or the
     nodes given as its outputs; by default its first output when it has several outputs or
     updates. depth: levels of inputs shown above the outputs (by default as many as fit in
-    max_nodes boxes; max_nodes=None draws everything)."""
+    max_nodes boxes; max_nodes=None draws everything). plumbing: draw broadcasts and
+    reshapes as boxes (by default they are folded into dashed edges)."""
     if isinstance(obj, Function):
-        return Graph(function_scene(obj, "auto" if forward is None else forward, depth, max_nodes))
-    return Graph(build_scene(obj, forward, depth=depth, max_nodes=max_nodes))
+        return Graph(function_scene(obj, "auto" if forward is None else forward, depth, max_nodes,
+                                    plumbing))
+    return Graph(build_scene(obj, forward, depth=depth, max_nodes=max_nodes, plumbing=plumbing))
 
 
 def source(function, forward="auto"):

@@ -6,8 +6,10 @@ node, its kind, pass, label, sub-label, tooltip, output tags, and whether it is 
 as a stub because the depth limit cut off what lies above it).
 
 Readability choices: scalar constants feeding elementwise ops are not drawn as nodes (their
-value is in the op's label); large graphs are cut at a depth from the outputs so that at most
-`max_nodes` boxes are drawn, and the caption says so.
+value is in the op's label); plumbing (broadcasts and reshapes: ops that only spread or
+reshape a value) is folded into the edges it lies on, drawn dashed, unless `plumbing=True`;
+large graphs are cut at a depth from the outputs so that at most `max_nodes` boxes are drawn,
+and the caption says so.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from ..core.graph import Node, topological_order
+from ..core.ops import OPS
 from . import describe
 
 MAX_LABEL = 34
@@ -82,8 +85,21 @@ def _choose_depth(dist, max_nodes):
     return None
 
 
+def _folded(order, roots, plumbing):
+    """node -> the value it carries, for the plumbing nodes folded into edges (none if
+    `plumbing`: then every node is drawn)."""
+    through = {}
+    if plumbing:
+        return through
+    for node in order:  # inputs first: a chain of plumbing folds to its first real value
+        if OPS[node.op].plumbing and node not in roots:
+            source = node.inputs[0]
+            through[node] = through.get(source, source)
+    return through
+
+
 def build_scene(roots, forward=None, value_names=None, tags=None, depth=None,
-                max_nodes=120, title=""):
+                max_nodes=120, title="", plumbing=False):
     """The Scene for `roots` (see the module doc). `tags`: node -> list of output tags."""
     roots = [roots] if isinstance(roots, Node) else list(roots)
     value_names = value_names or {}
@@ -91,11 +107,12 @@ def build_scene(roots, forward=None, value_names=None, tags=None, depth=None,
         tags = {r: [f"out {k}" if len(roots) > 1 else "output"] for k, r in enumerate(roots)}
     forward_nodes = describe.forward_set(forward, roots)
     order = topological_order(roots)
+    through = _folded(order, roots, plumbing)
     users = {}
     for node in order:
         for i in node.inputs:
-            users.setdefault(i, []).append(node)
-    shown = [n for n in order if _drawn(n, users) or n in roots]
+            users.setdefault(through.get(i, i), []).append(node)
+    shown = [n for n in order if n not in through and (_drawn(n, users) or n in roots)]
     dist = _distances(roots)
     if depth is None and max_nodes and len(shown) > max_nodes:
         depth = _choose_depth({n: dist[n] for n in shown}, max_nodes)
@@ -117,13 +134,14 @@ def build_scene(roots, forward=None, value_names=None, tags=None, depth=None,
         # the letters a, b, ... of a fused body's label, written on its input edges
         operands = describe.operand_names(node) if node.op == "elementwise" else []
         for k, i in enumerate(node.inputs):
-            if i in graph and not (describe.is_scalar_constant(i) and describe.is_elementwise(node)):
+            source = through.get(i, i)
+            if source in graph and not (describe.is_scalar_constant(source) and describe.is_elementwise(node)):
                 operand = operands[k] if operands and len(operands[k]) == 1 and operands[k] != i.name else ""
-                graph.add_edge(i, node, index=k, operand=operand)
+                graph.add_edge(source, node, index=k, operand=operand, folded=source is not i)
     return Scene(graph, len(shown), depth, forward_nodes, title)
 
 
-def function_scene(function, forward="auto", depth=None, max_nodes=120):
+def function_scene(function, forward="auto", depth=None, max_nodes=120, plumbing=False):
     """The Scene of a compiled Function: its scheduled (simplified) graph, values named as in
     its source, outputs and updates tagged. forward="auto": the first output when the
     function has several outputs or updates (else none); or give output indices or nodes."""
@@ -140,7 +158,8 @@ def function_scene(function, forward="auto", depth=None, max_nodes=120):
     elif forward is not None:
         forward = [forward] if not isinstance(forward, (list, tuple)) else list(forward)
         forward = [_scheduled(function, f) for f in forward]
-    return build_scene(roots, forward, dict(program.names), tags, depth, max_nodes)
+    return build_scene(roots, forward, dict(program.names), tags, depth, max_nodes,
+                       plumbing=plumbing)
 
 
 def _scheduled(function, which):

@@ -126,6 +126,8 @@ def _legend(scene):
         parts.append(f'<text x="{x + 36:.1f}" y="18" font-size="11" fill="{TEXT}">{escape(text)}</text>')
         x += 36 + len(text) * 6.7 + 16
     notes = ["edges: value shapes (names: sizes known at call time)"]
+    if any(folded for _, _, folded in scene.graph.edges(data="folded")):
+        notes.append("dashed: through broadcasts and reshapes (plumbing=True draws them)")
     if scene.depth is not None:
         notes.append(f"showing {scene.graph.number_of_nodes()} of {scene.total} nodes, "
                      f"{scene.depth} steps up from the outputs (dashed boxes: inputs not shown)")
@@ -161,8 +163,9 @@ def render(scene, links=None, anchors=None):
     out.append(legend)
     out.append(f'<g transform="translate(0,{top})">')
     for (u, v), points in sorted(edges.items(), key=lambda e: (e[0][0].serial, e[0][1].serial)):
-        out.append(f'<path d="{_path(points)}" fill="none" stroke="{EDGE}" stroke-width="1.3" '
-                   f'marker-end="url(#{uid}-arrow)"/>')
+        dashes = ' stroke-dasharray="5 3"' if graph.edges[u, v].get("folded") else ""
+        out.append(f'<path d="{_path(points)}" fill="none" stroke="{EDGE}" stroke-width="1.3"'
+                   f'{dashes} marker-end="url(#{uid}-arrow)"/>')
     for node in graph:
         item = items[node]
         if graph.out_degree(node) and not item.tags:
