@@ -537,7 +537,8 @@ class Trainer:
             if checkpoint:
                 self.save_checkpoint(checkpoint, meta)
             where = f"; resume from {checkpoint}" if checkpoint else ""
-            if bar is not None:
+            if bar is not None:  # the interrupted step happened: the bar counts it too
+                bar.update(int(self.steps_taken.value) - bar.n)
                 bar.close()
                 bar = None
             print(f"\ninterrupted after step {int(self.steps_taken.value)}: parameters are intact"

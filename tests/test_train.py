@@ -259,6 +259,20 @@ def test_progress_bar_with_tqdm(circle, capsys):
     assert "18/18" in capsys.readouterr().err
 
 
+def test_after_ctrl_c_the_bar_and_the_message_count_the_same_steps(circle, capsys):
+    pytest.importorskip("tqdm")
+    trainer, _ = make_trainer()
+
+    def interrupt(trainer, step):
+        if step == 5:
+            raise KeyboardInterrupt
+    history = trainer.fit(circle[0], circle[1], epochs=2, batch_size=16, progress=True,
+                          verbose=False, callback=interrupt)
+    err = capsys.readouterr().err
+    assert history.interrupted and int(trainer.steps_taken.value) == 5
+    assert "interrupted after step 5" in err and "5/18" in err and "4/18" not in err.split("\r")[-2]
+
+
 def test_history_json_round_trip():
     history = History([{"epoch": 1, "loss": 0.5, "val_loss": None}])
     again = History.from_json(history.to_json())
