@@ -361,3 +361,30 @@ def test_broadcasts_and_reshapes_fold_into_dashed_edges(softmax_regression):
     # the bias reaches the add it is broadcast into, as an edge
     add = next(n for n in folded.scene.graph if n.op == "add")
     assert folded.scene.graph.has_edge(m["b"], add) and folded.scene.graph.edges[m["b"], add]["folded"]
+
+
+def test_an_optimizers_state_is_one_box_per_name_scope():
+    # a train step's picture: Adam's moments, their updates and its step count are one
+    # `adam` box; the backward pass and the parameters' own updates stay drawn
+    from symgrad import nn, optim
+    from symgrad.viz.select import Scope
+    x = sg.placeholder("x", ("N", 4), "float32")
+    y = sg.placeholder("y", ("N", 3), "float32")
+    model = nn.MLP([4, 5, 3])
+    loss = nn.softmax_cross_entropy(model(x), y, labels_sum_to_one=True)
+    step = sg.function([x, y], loss, updates=optim.Adam(1e-3).updates(loss, model.params))
+    collapsed, full = viz.graph(step, scopes=True), viz.graph(step, scopes=False)
+    boxes = [n for n in collapsed.scene.graph if isinstance(n, Scope)]
+    assert [b.name for b in boxes] == ["adam"] and not any(isinstance(n, Scope) for n in full.scene.graph)
+    members = boxes[0].members
+    names = {m.name for m in members if m.name}
+    assert {f"adam/{kind}/{p.name}" for kind in ("first_moment", "second_moment")
+            for p in model.params} <= names and "adam/step" in names
+    assert not any(m.op == "matmul" for m in members)          # gradients stay outside
+    assert not members & collapsed.scene.forward_nodes
+    updated = {n for n in collapsed.scene.graph
+               if any(t.startswith("→ mlp/") for t in collapsed.scene.graph.nodes[n]["item"].tags)}
+    assert len(updated) == len(model.params)                   # each parameter's update drawn
+    assert collapsed.scene.graph.number_of_nodes() + len(members) - 1 == full.scene.graph.number_of_nodes()
+    assert "adam  (" in collapsed.svg and "name scope" in collapsed.svg
+    assert any(collapsed.scene.graph.has_edge(b, n) for b in boxes for n in updated)

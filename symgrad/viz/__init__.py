@@ -61,7 +61,7 @@ class Graph:
                 f"shows it; .save('graph.svg') writes it, .svg is its text>")
 
 
-def graph(obj, forward=None, depth=None, max_nodes=120, plumbing=False):
+def graph(obj, forward=None, depth=None, max_nodes=120, plumbing=False, scopes="auto"):
     """The graph of a node, a list of nodes or a compiled Function, as a picture.
 
     forward: the forward graph's roots (e.g. the loss): nodes they depend on are forward
@@ -69,10 +69,11 @@ def graph(obj, forward=None, depth=None, max_nodes=120, plumbing=False):
     nodes given as its outputs; by default its first output when it has several outputs or
     updates. depth: levels of inputs shown above the outputs (by default as many as fit in
     max_nodes boxes; max_nodes=None draws everything). plumbing: draw broadcasts and
-    reshapes as boxes (by default they are folded into dashed edges)."""
+    reshapes as boxes (by default they are folded into dashed edges). scopes: for a Function,
+    draw an optimizer's state as one box per name scope ("auto": above 40 boxes; True; False)."""
     if isinstance(obj, Function):
         return Graph(function_scene(obj, "auto" if forward is None else forward, depth, max_nodes,
-                                    plumbing))
+                                    plumbing, scopes))
     return Graph(build_scene(obj, forward, depth=depth, max_nodes=max_nodes, plumbing=plumbing))
 
 

@@ -25,6 +25,7 @@ from ..core.ops import is_elementwise
 # Kinds of node, each drawn differently (colour for the pass, shape for the kind).
 INPUT, VARIABLE, CONSTANT = "input", "variable", "constant"
 FORWARD, DERIVATIVE, OPERATION, FUSED = "forward", "derivative", "operation", "fused"
+SCOPE = "scope"  # a name scope's nodes drawn as one box (select.py)
 
 _ATTR_NAMES = {"axis": "axis", "axes": "axes", "perm": "perm", "dtype": "", "alpha": "α"}
 _LETTERS = "abcdefghijklmnopqrstuvw"

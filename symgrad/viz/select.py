@@ -8,8 +8,10 @@ as a stub because the depth limit cut off what lies above it).
 Readability choices: scalar constants feeding elementwise ops are not drawn as nodes (their
 value is in the op's label); plumbing (broadcasts and reshapes: ops that only spread or
 reshape a value) is folded into the edges it lies on, drawn dashed, unless `plumbing=True`;
-large graphs are cut at a depth from the outputs so that at most `max_nodes` boxes are drawn,
-and the caption says so.
+in a compiled Function's picture of more than SCOPES_ABOVE boxes, an optimizer's (or a
+trainer's) state is one box per name scope (`adam`: its moment Variables, their updates, its
+step count; see `_collapse_scopes`), unless `scopes=False`; large graphs are cut at a depth
+from the outputs so that at most `max_nodes` boxes are drawn, and the caption says so.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from ..core.ops import OPS
 from . import describe
 
 MAX_LABEL = 34
+SCOPES_ABOVE = 40   # boxes: a Function's picture with more draws its state scopes collapsed
 
 
 @dataclass
@@ -33,6 +36,17 @@ class Item:
     tooltip: str
     tags: list = field(default_factory=list)   # "out 0", "→ W"
     elided: bool = False   # its inputs are not drawn
+
+
+class Scope:
+    """A name scope drawn as one box in place of its `members` (nodes of the graph)."""
+
+    def __init__(self, name, members):
+        self.name, self.members = name, members
+        self.serial = min(m.serial for m in members)  # (layout and drawing order)
+
+    def __repr__(self):
+        return f"Scope({self.name!r}, {len(self.members)} nodes)"
 
 
 @dataclass
@@ -141,7 +155,75 @@ def build_scene(roots, forward=None, value_names=None, tags=None, depth=None,
     return Scene(graph, len(shown), depth, forward_nodes, title)
 
 
-def function_scene(function, forward="auto", depth=None, max_nodes=120, plumbing=False):
+def _state_scopes(program, forward_nodes):
+    """scope name -> the nodes of a Function's state outside the forward graph, by the name
+    scope of its Variables (adam/first_moment/mlp/0/W is in `adam`): those Variables, the
+    values written into them, and the nodes computed from the scope's Variables whose every
+    user is in the scope (the step count's increment); never a forward node, and never the
+    gradients the updates read (they do not read the scope's state)."""
+    forward_nodes = forward_nodes or set()
+    scope_of = {}
+    for variable, value in program.updates:
+        if variable in forward_nodes or "/" not in (variable.name or ""):
+            continue
+        scope = variable.name.split("/")[0]
+        scope_of[variable] = scope
+        if value not in forward_nodes and not OPS[value.op].leaf:
+            scope_of[value] = scope
+    roots = list(program.outputs) + [value for _, value in program.updates]
+    order = topological_order(roots)
+    users, reads = {}, {}  # reads: node -> the scopes whose Variables it is computed from
+    for node in order:
+        reads[node] = {scope_of[node]} if OPS[node.op].leaf and node in scope_of else set()
+        for i in node.inputs:
+            users.setdefault(i, set()).add(node)
+            reads[node] |= reads[i]
+    for node in reversed(order):  # users before their inputs
+        if node in scope_of or node in forward_nodes or node in roots or not users.get(node):
+            continue
+        scopes = {scope_of.get(u) for u in users[node]}
+        if len(scopes) == 1 and None not in scopes and scopes <= reads[node]:
+            scope_of[node] = scopes.pop()
+    scopes = {}
+    for node, scope in scope_of.items():
+        scopes.setdefault(scope, set()).add(node)
+    return scopes
+
+
+def _count(n, noun):
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _collapse_scopes(scene, scopes):
+    """`scene` with each scope's drawn nodes replaced by one Scope box, edges to and from
+    the rest kept (one per neighbour)."""
+    graph = scene.graph
+    for name, members in sorted(scopes.items()):
+        members = {m for m in members if m in graph}
+        if len(members) < 2:
+            continue
+        box = Scope(name, members)
+        variables = sum(1 for m in members if describe.leaf_kind(m) == describe.VARIABLE)
+        tags = [t for m in members for t in graph.nodes[m]["item"].tags]
+        item = Item(describe.SCOPE, describe.SCOPE, f"{name}  ({len(members)} nodes)",
+                    _count(variables, "Variable") + (f", {len(tags)} updated" if tags else ""),
+                    f"name scope {name}: " + ", ".join(sorted(m.name or f"#{m.serial}" for m in members
+                                                             if m.name)),
+                    [f"→ {_count(len(tags), 'Variable')}"] if tags else [])
+        graph.add_node(box, item=item)
+        for m in members:
+            for u, _, data in list(graph.in_edges(m, data=True)):
+                if u not in members:
+                    graph.add_edge(u, box, **dict(data, operand=""))
+            for _, v, data in list(graph.out_edges(m, data=True)):
+                if v not in members:
+                    graph.add_edge(box, v, **dict(data, operand=""))
+        graph.remove_nodes_from(members)
+    return scene
+
+
+def function_scene(function, forward="auto", depth=None, max_nodes=120, plumbing=False,
+                   scopes="auto"):
     """The Scene of a compiled Function: its scheduled (simplified) graph, values named as in
     its source, outputs and updates tagged. forward="auto": the first output when the
     function has several outputs or updates (else none); or give output indices or nodes."""
@@ -158,8 +240,11 @@ def function_scene(function, forward="auto", depth=None, max_nodes=120, plumbing
     elif forward is not None:
         forward = [forward] if not isinstance(forward, (list, tuple)) else list(forward)
         forward = [_scheduled(function, f) for f in forward]
-    return build_scene(roots, forward, dict(program.names), tags, depth, max_nodes,
-                       plumbing=plumbing)
+    scene = build_scene(roots, forward, dict(program.names), tags, depth, max_nodes,
+                        plumbing=plumbing)
+    if scopes is True or (scopes == "auto" and scene.graph.number_of_nodes() > SCOPES_ABOVE):
+        _collapse_scopes(scene, _state_scopes(program, scene.forward_nodes))
+    return scene
 
 
 def _scheduled(function, which):

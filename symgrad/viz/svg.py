@@ -29,6 +29,7 @@ COLOURS = {
     describe.INPUT: ("#dcfce7", "#16a34a"),
     describe.VARIABLE: ("#fef3c7", "#b45309"),
     describe.CONSTANT: ("#f3f4f6", "#6b7280"),
+    describe.SCOPE: ("#ede9fe", "#7c3aed"),
     "neutral": ("#ffffff", "#374151"),
 }
 TEXT = "#111827"
@@ -116,6 +117,8 @@ def _legend(scene):
     # shapes and borders say what a node is, whatever its pass: their samples are uncoloured
     if describe.FUSED in items:
         entries.append((describe.FUSED, "neutral", "fused elementwise"))
+    if describe.SCOPE in items:
+        entries.append((describe.SCOPE, describe.SCOPE, "name scope (scopes=False draws it)"))
     if any(scene.graph.nodes[n]["item"].tags for n in scene.graph):
         entries.append(("output", "neutral", "output (bold)"))
     parts, x = [], 12.0
@@ -168,7 +171,7 @@ def render(scene, links=None, anchors=None):
                    f'{dashes} marker-end="url(#{uid}-arrow)"/>')
     for node in graph:
         item = items[node]
-        if graph.out_degree(node) and not item.tags:
+        if graph.out_degree(node) and not item.tags and item.kind != describe.SCOPE:
             x, y = layout.centers[node]
             y += sizes[node][1] / 2
             out.append(f'<text x="{x + 6:.1f}" y="{y + 12:.1f}" font-size="10" fill="{MUTED}">'
@@ -199,7 +202,8 @@ def _node_svg(node, item, center, size, link, anchor, inside=False):
              f'<text x="{x:.1f}" y="{y + 11:.1f}" text-anchor="middle" font-size="10" '
              f'fill="{MUTED}">{escape(_sub_text(item, inside) + (" …" if item.elided else ""))}</text>']
     if item.tags and not inside:
-        tag = escape(" · ".join(item.tags) + "  " + describe.shape_text(node.shape))
+        shape = "" if item.kind == describe.SCOPE else "  " + describe.shape_text(node.shape)
+        tag = escape(" · ".join(item.tags) + shape)
         parts.append(f'<text x="{x:.1f}" y="{y + h / 2 + 13:.1f}" text-anchor="middle" '
                      f'font-size="10.5" font-weight="bold" fill="{TEXT}">{tag}</text>')
     parts.append("</g>")
