@@ -388,3 +388,5 @@ def test_an_optimizers_state_is_one_box_per_name_scope():
     assert collapsed.scene.graph.number_of_nodes() + len(members) - 1 == full.scene.graph.number_of_nodes()
     assert "adam  (" in collapsed.svg and "name scope" in collapsed.svg
     assert any(collapsed.scene.graph.has_edge(b, n) for b in boxes for n in updated)
+    card = viz.inspect(step).html  # the notebook view: collapsed, and opened beneath
+    assert "Graph with every scope drawn" in card and card.count("<svg") == 2

@@ -18,7 +18,7 @@ from ..core.interpreter import evaluate
 from . import describe
 from .codeview import source_html, source_lines
 from .maths import formula
-from .select import function_scene
+from .select import Scope, function_scene
 from .svg import render
 from .text import format_function
 
@@ -192,8 +192,12 @@ def function_card(function, forward="auto", depth=None, max_nodes=120):
                f"outputs, {len(function.updates)} updates · {steps} steps · "
                f"{len(function.rewrites)} rewrites · compiled in {function.compile_seconds:.2f} s · "
                f"peak temporaries {program.peak_bytes(batch=1)} bytes at batch size 1")
-    sections = [
-        ("Graph", svg, True),
+    sections = [("Graph", svg, True)]
+    if any(isinstance(n, Scope) for n in scene.graph):  # the collapsed scopes, opened
+        full = function_scene(function, forward, depth, max_nodes, scopes=False)
+        sections.append(("Graph with every scope drawn", render(full, links=links, anchors={}),
+                         False))
+    sections += [
         ("Program", f'<pre style="{MONO}">{escape(format_function(function, forward))}</pre>', False),
         ("Rewrites", rewrites(function).html, False),
         ("Compiler decisions", decisions(function).html, False),
