@@ -8,9 +8,10 @@ as a stub because the depth limit cut off what lies above it).
 Readability choices: scalar constants feeding elementwise ops are not drawn as nodes (their
 value is in the op's label); plumbing (broadcasts and reshapes: ops that only spread or
 reshape a value) is folded into the edges it lies on, drawn dashed, unless `plumbing=True`;
-in a compiled Function's picture of more than SCOPES_ABOVE boxes, an optimizer's (or a
-trainer's) state is one box per name scope (`adam`: its moment Variables, their updates, its
-step count; see `_collapse_scopes`), unless `scopes=False`; large graphs are cut at a depth
+in a compiled Function's picture of more than SCOPES_ABOVE boxes, an optimizer (or a
+trainer) is one box per name scope (`adam`: its moment Variables, their updates, its step
+count, and the parameters' new values it computes; see `_state_scopes`), unless
+`scopes=False`; large graphs are cut at a depth
 from the outputs so that at most `max_nodes` boxes are drawn, and the caption says so.
 """
 from __future__ import annotations
@@ -156,28 +157,33 @@ def build_scene(roots, forward=None, value_names=None, tags=None, depth=None,
 
 
 def _state_scopes(program, forward_nodes):
-    """scope name -> the nodes of a Function's state outside the forward graph, by the name
-    scope of its Variables (adam/first_moment/mlp/0/W is in `adam`): those Variables, the
-    values written into them, and the nodes computed from the scope's Variables whose every
-    user is in the scope (the step count's increment); never a forward node, and never the
-    gradients the updates read (they do not read the scope's state)."""
+    """scope name -> the nodes of a train step's optimizer (or trainer) by the name scope of
+    its Variables outside the forward graph (adam/first_moment/mlp/0/W, adam/learning_rate
+    are in `adam`): those Variables, the values written into them, each parameter's new value
+    when it is computed from one scope's Variables (Adam's step: the update rule, drawn once
+    for all parameters), and the nodes computed from the scope's Variables whose every user
+    is in the scope (the bias corrections). Never a forward node, and never the gradients
+    (they read no state)."""
     forward_nodes = forward_nodes or set()
-    scope_of = {}
-    for variable, value in program.updates:
-        if variable in forward_nodes or "/" not in (variable.name or ""):
-            continue
-        scope = variable.name.split("/")[0]
-        scope_of[variable] = scope
-        if value not in forward_nodes and not OPS[value.op].leaf:
-            scope_of[value] = scope
     roots = list(program.outputs) + [value for _, value in program.updates]
     order = topological_order(roots)
+    scope_of = {}
+    for node in order:
+        if OPS[node.op].leaf == "state" and node not in forward_nodes and "/" in (node.name or ""):
+            scope_of[node] = node.name.split("/")[0]
     users, reads = {}, {}  # reads: node -> the scopes whose Variables it is computed from
     for node in order:
-        reads[node] = {scope_of[node]} if OPS[node.op].leaf and node in scope_of else set()
+        reads[node] = {scope_of[node]} if node in scope_of else set()
         for i in node.inputs:
             users.setdefault(i, set()).add(node)
             reads[node] |= reads[i]
+    for variable, value in program.updates:
+        if value in forward_nodes or OPS[value.op].leaf:
+            continue
+        if variable in scope_of:
+            scope_of[value] = scope_of[variable]
+        elif len(reads[value]) == 1:  # a parameter's step, computed by one optimizer
+            scope_of[value] = next(iter(reads[value]))
     for node in reversed(order):  # users before their inputs
         if node in scope_of or node in forward_nodes or node in roots or not users.get(node):
             continue
