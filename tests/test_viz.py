@@ -308,6 +308,7 @@ def test_float32_constants_print_as_the_float32_they_are():
     assert "0.9·" in text and "0.999·" in text and "1e-08 + sqrt" in text, text
     assert "0.8999" not in text and "9.9999" not in text
     assert "0.8999" not in viz.graph(f).svg
+    assert "“mlp/0/W” - " in viz.graph(f, scopes=False).svg  # a slashed name in a label, quoted
     from symgrad.viz.describe import number_text
     assert [number_text(v) for v in (np.float32(0.1), 0.1, 2.0, np.float32(1e-8), 1 / 3)] == \
         ["0.1", "0.1", "2", "1e-08", "0.3333333333333333"]
@@ -392,3 +393,20 @@ def test_an_optimizers_state_is_one_box_per_name_scope():
                for n in collapsed.scene.graph if not isinstance(n, Scope))  # gradients flow in
     card = viz.inspect(step).html  # the notebook view: collapsed, and opened beneath
     assert "Graph with every scope drawn" in card and card.count("<svg") == 2
+
+
+def test_scopes_collapse_before_the_picture_is_cut():
+    # a five-layer train step has 135 boxes: with Adam as one box it fits whole in 120,
+    # where drawing every box would cut it two levels above the outputs
+    from symgrad import nn, optim
+    x = sg.placeholder("x", ("N", 16), "float32")
+    y = sg.placeholder("y", ("N", 10), "float32")
+    model = nn.MLP([16, 16, 16, 16, 16, 10])
+    loss = nn.softmax_cross_entropy(model(x), y, labels_sum_to_one=True) + \
+        nn.l2_weight_decay(model, 1e-4)
+    step = sg.function([x, y], loss, updates=optim.Adam(1e-3).updates(loss, model.params))
+    whole, cut = viz.graph(step), viz.graph(step, scopes=False)
+    assert whole.scene.depth is None and whole.scene.graph.number_of_nodes() <= 120
+    assert cut.scene.depth is not None and "showing" in cut.svg
+    assert {n.name for n in whole.scene.graph if getattr(n, "op", None) == "variable"} >= \
+        {p.name for p in model.weights}  # every layer's weights drawn

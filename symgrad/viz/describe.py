@@ -130,11 +130,12 @@ def body_text(body, names):
 
 
 def operand_names(node):
-    """Names for an elementwise node's operands: a named leaf's name, else a, b, c..."""
+    """Names for an elementwise node's operands: a named leaf's name (quoted if it has a
+    slash, so mlp/0/W does not read as a division), else a, b, c..."""
     names, letters = [], iter(_LETTERS)
     for i in node.inputs:
         if is_named_leaf(i) and i.name:
-            names.append(i.name)
+            names.append(f"“{i.name}”" if "/" in i.name else i.name)
         elif is_scalar_constant(i):
             names.append(constant_text(i))
         else:

@@ -246,10 +246,18 @@ def function_scene(function, forward="auto", depth=None, max_nodes=120, plumbing
     elif forward is not None:
         forward = [forward] if not isinstance(forward, (list, tuple)) else list(forward)
         forward = [_scheduled(function, f) for f in forward]
-    scene = build_scene(roots, forward, dict(program.names), tags, depth, max_nodes,
-                        plumbing=plumbing)
-    if scopes is True or (scopes == "auto" and scene.graph.number_of_nodes() > SCOPES_ABOVE):
-        _collapse_scopes(scene, _state_scopes(program, scene.forward_nodes))
+    def scene_of(limit):
+        return build_scene(roots, forward, dict(program.names), tags, depth, limit,
+                           plumbing=plumbing)
+    if scopes is False:
+        return scene_of(max_nodes)
+    scene = scene_of(None)  # every box: whether to collapse, and what is left after it
+    if scopes == "auto" and scene.graph.number_of_nodes() <= SCOPES_ABOVE:
+        return scene_of(max_nodes)
+    state = _state_scopes(program, scene.forward_nodes)
+    _collapse_scopes(scene, state)
+    if depth is None and max_nodes and scene.graph.number_of_nodes() > max_nodes:
+        scene = _collapse_scopes(scene_of(max_nodes), state)  # still too many: cut too
     return scene
 
 
