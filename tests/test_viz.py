@@ -410,3 +410,24 @@ def test_scopes_collapse_before_the_picture_is_cut():
     assert cut.scene.depth is not None and "showing" in cut.svg
     assert {n.name for n in whole.scene.graph if getattr(n, "op", None) == "variable"} >= \
         {p.name for p in model.weights}  # every layer's weights drawn
+
+
+def test_layers_collapse_when_the_optimizer_alone_is_not_enough():
+    # nine layers: 231 boxes, still over 120 with Adam as one box, so each layer's forward
+    # nodes (its Variables, its product, its bias add, its activation) are one box too
+    from symgrad import nn, optim
+    from symgrad.viz.select import Scope
+    x = sg.placeholder("x", ("N", 16), "float32")
+    y = sg.placeholder("y", ("N", 10), "float32")
+    model = nn.MLP([16] * 9 + [10])
+    loss = nn.softmax_cross_entropy(model(x), y, labels_sum_to_one=True) + \
+        nn.l2_weight_decay(model, 1e-4)
+    step = sg.function([x, y], loss, updates=optim.Adam(1e-3).updates(loss, model.params))
+    picture = viz.graph(step)
+    assert picture.scene.depth is None and picture.scene.graph.number_of_nodes() <= 120
+    layers = {n.name: n for n in picture.scene.graph if isinstance(n, Scope) and n.name != "adam"}
+    assert sorted(layers) == [f"mlp/{k}" for k in range(9)]
+    for k in range(8):  # hidden layers: W, b, matmul, add, relu (and W's weight-decay terms)
+        ops = sorted(m.op for m in layers[f"mlp/{k}"].members)
+        assert {"matmul", "add", "relu"} <= set(ops) and ops.count("variable") == 2, ops
+    assert not any(isinstance(n, Scope) for n in viz.graph(step, scopes=False).scene.graph)

@@ -10,8 +10,9 @@ value is in the op's label); plumbing (broadcasts and reshapes: ops that only sp
 reshape a value) is folded into the edges it lies on, drawn dashed, unless `plumbing=True`;
 in a compiled Function's picture of more than SCOPES_ABOVE boxes, an optimizer (or a
 trainer) is one box per name scope (`adam`: its moment Variables, their updates, its step
-count, and the parameters' new values it computes; see `_state_scopes`), unless
-`scopes=False`; large graphs are cut at a depth
+count, and the parameters' new values it computes; see `_state_scopes`), and if that leaves
+more than `max_nodes`, each layer's forward nodes are one box too (`mlp/0`: its Variables,
+product, bias add and activation; `_layer_scopes`), unless `scopes=False`; large graphs are cut at a depth
 from the outputs so that at most `max_nodes` boxes are drawn, and the caption says so.
 """
 from __future__ import annotations
@@ -196,6 +197,37 @@ def _state_scopes(program, forward_nodes):
     return scopes
 
 
+def _carried(node):
+    """The value a chain of plumbing (broadcasts, reshapes) carries."""
+    while OPS[node.op].plumbing:
+        node = node.inputs[0]
+    return node
+
+
+def _layer_scopes(scene):
+    """scope name -> the forward nodes of each layer, by the name scope of the Variables it
+    reads (mlp/0/W and mlp/0/b are in `mlp/0`): those Variables, the ops that read them,
+    and the ops after them that read only that layer's values (its activation)."""
+    forward_nodes = scene.forward_nodes or set()
+    scope_of = {}
+    for node in topological_order([n for n in scene.graph if isinstance(n, Node)]):
+        if node not in scene.graph or node not in forward_nodes:
+            continue
+        if OPS[node.op].leaf == "state" and "/" in (node.name or ""):
+            scope_of[node] = node.name.rsplit("/", 1)[0]
+        elif not OPS[node.op].leaf:
+            inputs = [_carried(i) for i in node.inputs]  # a bias through its broadcast
+            direct = {scope_of.get(i) for i in inputs if OPS[i.op].leaf == "state"}
+            if not direct:  # an activation: the layer of everything it reads
+                direct = {scope_of.get(i) for i in inputs if not OPS[i.op].leaf}
+            if len(direct) == 1 and None not in direct:
+                scope_of[node] = direct.pop()
+    scopes = {}
+    for node, scope in scope_of.items():
+        scopes.setdefault(scope, set()).add(node)
+    return scopes
+
+
 def _count(n, noun):
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
@@ -257,7 +289,9 @@ def function_scene(function, forward="auto", depth=None, max_nodes=120, plumbing
     state = _state_scopes(program, scene.forward_nodes)
     _collapse_scopes(scene, state)
     if depth is None and max_nodes and scene.graph.number_of_nodes() > max_nodes:
-        scene = _collapse_scopes(scene_of(max_nodes), state)  # still too many: cut too
+        _collapse_scopes(scene, _layer_scopes(scene))  # still too many: the layers too
+    if depth is None and max_nodes and scene.graph.number_of_nodes() > max_nodes:
+        scene = _collapse_scopes(scene_of(max_nodes), state)  # and still: cut
     return scene
 
 
