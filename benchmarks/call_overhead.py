@@ -27,6 +27,8 @@ def main():
     plan, _ = f._plans[(xb.shape, yb.shape)]  # made by the calls above
     outputs = [np.empty(shape, dtype) for shape, dtype in plan.outputs]
     t_run = timeit(f._runner, (plan.table, xb, yb, *outputs), reps=20000, min_time=0.5) * 1e6
+    if not np.array_equal(np.asarray(outputs[0]).reshape(()), np.asarray(f(xb, yb)).reshape(())):
+        raise SystemExit("the plan run directly and the function call give different results")
     print("what,us")
     print(f"symgrad function call,{t_fn:.2f}")
     print(f"its compiled plan run directly,{t_run:.2f}")

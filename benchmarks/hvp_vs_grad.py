@@ -84,6 +84,7 @@ def main(repeats=200, model="mlp", batch=128, sizes=(784, 256, 128, 10), seed=0)
         print(f"compiled the {label} (one call and two stages) in {time.perf_counter() - started:.1f} s")
 
     vs = [rng.standard_normal(p.shape).astype(np.float32) for p in params]
+    check_products_agree(operators, vs, xb, yb)
     labels, timed = [], [(grad, (xb, yb))]
     for label, op in operators.items():
         bound = op.bind(xb, yb)
@@ -110,6 +111,31 @@ def main(repeats=200, model="mlp", batch=128, sizes=(784, 256, 128, 10), seed=0)
     product = seconds([(matvec, (vs,))], repeats)[0][1]
     print(f"one CG iteration {cg * 1e3:.3f} ms, one Lanczos iteration (20 kept) {lanczos * 1e3:.3f} ms, "
           f"against {product * 1e3:.3f} ms for the Gauss-Newton product they call (minima)")
+
+
+def check_products_agree(operators, vs, xb, yb):
+    """What is timed computes one thing: both HVP modes, in one call and bound, give the same
+    product, and so do the Gauss-Newton product's two forms (float32, relative to the norm)."""
+    def products(op):
+        one_call = op.function(*vs, xb, yb)
+        return [np.asarray(a, np.float64) for a in (one_call if isinstance(one_call, (list, tuple))
+                                                    else [one_call])], \
+            [np.asarray(a, np.float64) for a in op.bind(xb, yb)(vs)]
+
+    def close(a, b, what):
+        if not len(a) == len(b) == len(vs):
+            raise SystemExit(f"{what}: {len(a)} and {len(b)} arrays for {len(vs)} parameters")
+        scale = max(np.sqrt(sum(float(np.sum(u * u)) for u in a)), 1e-30)
+        error = np.sqrt(sum(float(np.sum((u - w) ** 2)) for u, w in zip(a, b)))
+        if not error <= 1e-4 * scale:
+            raise SystemExit(f"{what}: the products differ (relative error {error / scale:.2e})")
+    reference = None
+    for label, op in operators.items():
+        one_call, bound = products(op)
+        close(one_call, bound, f"{label}: one call against bound")
+        if label.startswith("HVP"):
+            reference = reference or one_call
+            close(reference, one_call, f"{label} against forward-over-reverse")
 
 
 def _timed(run):
