@@ -18,6 +18,10 @@ Update rules follow Goodfellow, Bengio & Courville, Deep Learning, ch. 8 (ε the
     Adam       t ← t + 1;  s ← ρ₁ s + (1 - ρ₁) g;  r ← ρ₂ r + (1 - ρ₂) g²;
                θ ← θ - ε ŝ / (sqrt(r̂) + δ),  ŝ = s / (1 - ρ₁ᵗ), r̂ = r / (1 - ρ₂ᵗ)  (Alg. 8.7)
 
+Gradients can be clipped inside the compiled step, before the rule sees them: by value
+(each entry to [-c, c]) or by global norm (all gradients scaled by min(1, c / ‖g‖), ‖g‖ over
+every parameter), as `clip_value=` and `clip_norm=` of any optimizer.
+
 Schedules are called once per epoch as `schedule(epoch, history) -> learning rate`; they are
 pure functions of the run's history, so a resumed run picks up the same rate.
 """
@@ -36,9 +40,14 @@ class Optimizer:
 
     name = "optimizer"
 
-    def __init__(self, learning_rate=0.01):
+    def __init__(self, learning_rate=0.01, *, clip_value=None, clip_norm=None):
+        for what, limit in (("clip_value", clip_value), ("clip_norm", clip_norm)):
+            if limit is not None and not (np.isfinite(limit) and limit > 0):
+                raise ValueError(f"{type(self).__name__}: {what} must be a finite number > 0, "
+                                 f"got {limit!r}")
         self.learning_rate = Variable(np.float32(learning_rate), name=f"{self.name}/learning_rate")
         self.step = Variable(np.float32(0), name=f"{self.name}/step")
+        self.clip_value, self.clip_norm = clip_value, clip_norm
         self.slots = []
 
     @property
@@ -57,6 +66,10 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}: a parameter is listed twice")
         if grads is None:
             grads = gradients(loss, params)
+        if self.clip_value is not None:
+            grads = clip_by_value(grads, self.clip_value)
+        if self.clip_norm is not None:
+            grads = clip_by_global_norm(grads, self.clip_norm)
         self.slots = []
         t = self.step + 1.0
         result = [(self.step, t)]
@@ -94,8 +107,8 @@ class Momentum(Optimizer):
 
     name = "momentum"
 
-    def __init__(self, learning_rate=0.01, momentum=0.9):
-        super().__init__(learning_rate)
+    def __init__(self, learning_rate=0.01, momentum=0.9, **clipping):
+        super().__init__(learning_rate, **clipping)
         self.momentum = float(momentum)
 
     def _update(self, p, g, rate, t):
@@ -121,8 +134,8 @@ class RMSprop(Optimizer):
 
     name = "rmsprop"
 
-    def __init__(self, learning_rate=0.001, decay=0.9, epsilon=1e-6):
-        super().__init__(learning_rate)
+    def __init__(self, learning_rate=0.001, decay=0.9, epsilon=1e-6, **clipping):
+        super().__init__(learning_rate, **clipping)
         self.decay, self.epsilon = float(decay), float(epsilon)
 
     def _update(self, p, g, rate, t):
@@ -136,8 +149,8 @@ class Adam(Optimizer):
 
     name = "adam"
 
-    def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8):
-        super().__init__(learning_rate)
+    def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8, **clipping):
+        super().__init__(learning_rate, **clipping)
         self.beta1, self.beta2, self.epsilon = float(beta1), float(beta2), float(epsilon)
 
     def _update(self, p, g, rate, t):
@@ -149,6 +162,33 @@ class Adam(Optimizer):
         r_hat = r_new / (1.0 - _power(self.beta2, t))
         step = rate * s_hat / (ops.sqrt(r_hat) + self.epsilon)
         return [(s, s_new), (r, r_new), (p, p - step)]
+
+
+def clip_by_value(grads, limit):
+    """Each gradient entry clipped to [-limit, limit] (NaN stays NaN)."""
+    return [ops.minimum(ops.maximum(g, -float(limit)), float(limit)) for g in grads]
+
+
+def global_norm(tensors):
+    """‖(t₁, t₂, ...)‖₂ over every entry of every tensor, summed in float64: the squares of
+    float32 entries cannot overflow there (1e20² is inf in float32, 1e40 in float64). (A
+    rescaled sum, m·sqrt(Σ (t/m)²), would not survive the simplifier, which writes (t/m)² as
+    t²/m².)"""
+    total = None
+    for t in tensors:
+        square = ops.square(t if t.dtype == "float64" else ops.cast(t, "float64"))
+        term = ops.sum(square) if t.ndim else square
+        total = term if total is None else total + term
+    return ops.sqrt(total)
+
+
+def clip_by_global_norm(grads, max_norm):
+    """The gradients scaled by min(1, max_norm / ‖g‖), ‖g‖ their global norm: the step's
+    direction kept, its length capped (Pascanu et al. 2013). A NaN anywhere gives NaN."""
+    grads = list(grads)
+    norm = global_norm(grads)
+    scale = float(max_norm) / ops.maximum(norm, float(max_norm))
+    return [g * (scale if scale.dtype == g.dtype else ops.cast(scale, g.dtype)) for g in grads]
 
 
 def _power(base, t):
@@ -213,6 +253,54 @@ class InverseTime:
         return self.a / (self.b + epoch)
 
 
+class CosineDecay:
+    """From `initial` down to `floor` along half a cosine over `epochs` epochs, then `floor`
+    (Loshchilov & Hutter 2017, without restarts)."""
+
+    def __init__(self, initial, epochs, floor=0.0):
+        self.initial, self.epochs, self.floor = float(initial), int(epochs), float(floor)
+
+    def __call__(self, epoch, history=None):
+        done = min(epoch, self.epochs) / max(self.epochs, 1)
+        return self.floor + (self.initial - self.floor) * 0.5 * (1.0 + np.cos(np.pi * done))
+
+
+class LinearWarmup:
+    """Up from target/warmup to `target` over the first `warmup` epochs (epoch k: target ·
+    (k + 1)/warmup), then `after` (a schedule, called with the epochs since the warm-up
+    ended), or `target`."""
+
+    def __init__(self, target, warmup, after=None):
+        self.target, self.warmup, self.after = float(target), int(warmup), after
+
+    def __call__(self, epoch, history=None):
+        if epoch < self.warmup:
+            return self.target * (epoch + 1) / self.warmup
+        return self.after(epoch - self.warmup, history) if self.after else self.target
+
+
+class LinearDecay:
+    """The course's schedule: ε_k = (1 - α) ε₀ + α ε_τ with α = k/τ, from ε₀ = `initial` to
+    ε_τ = `final` at epoch τ = `epochs`, then constant (Goodfellow et al., §8.3.1)."""
+
+    def __init__(self, initial, final, epochs):
+        self.initial, self.final, self.epochs = float(initial), float(final), int(epochs)
+
+    def __call__(self, epoch, history=None):
+        alpha = min(epoch, self.epochs) / max(self.epochs, 1)
+        return (1.0 - alpha) * self.initial + alpha * self.final
+
+
+class ExponentialDecay:
+    """ε = initial · decay^epoch."""
+
+    def __init__(self, initial, decay):
+        self.initial, self.decay = float(initial), float(decay)
+
+    def __call__(self, epoch, history=None):
+        return self.initial * self.decay ** epoch
+
+
 def _monitored(history, key):
     if history is None:
         return []
@@ -228,4 +316,6 @@ def schedule(spec):
 
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "RMSprop", "Adam", "get", "OPTIMIZERS",
-           "Constant", "StepHalving", "InverseTime", "schedule"]
+           "clip_by_value", "clip_by_global_norm", "global_norm",
+           "Constant", "StepHalving", "InverseTime", "CosineDecay", "LinearWarmup", "LinearDecay",
+           "ExponentialDecay", "schedule"]

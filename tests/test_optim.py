@@ -140,3 +140,71 @@ def test_schedules():
     assert [halving(e, history) for e in range(12)] == [0.4] * 5 + [0.2] * 4 + [0.1] * 3
     assert optim.StepHalving(0.4, patience=1, minimum=0.3)(5, history) == 0.3
     assert optim.StepHalving(0.4)(0, History()) == 0.4
+
+
+def test_more_schedules():
+    cosine = optim.CosineDecay(1.0, epochs=10, floor=0.1)
+    assert cosine(0) == pytest.approx(1.0) and cosine(5) == pytest.approx(0.55)
+    assert cosine(10) == pytest.approx(0.1) and cosine(50) == pytest.approx(0.1)
+    warm = optim.LinearWarmup(0.4, warmup=4, after=optim.ExponentialDecay(0.4, 0.5))
+    assert [warm(k) for k in range(7)] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.2, 0.1])
+    tau = optim.LinearDecay(0.1, 0.001, epochs=100)  # ε_k = (1 - k/τ) ε₀ + (k/τ) ε_τ
+    assert [tau(k) for k in (0, 50, 100, 200)] == pytest.approx([0.1, 0.0505, 0.001, 0.001])
+    assert optim.LinearWarmup(0.3, warmup=2)(9) == pytest.approx(0.3)
+
+
+@pytest.fixture(scope="module")
+def clipped_steps():
+    """SGD steps (lr 0.5) on L = Σ c·p² with clipping by value (1) and by global norm (1)."""
+    p = sg.Variable(np.zeros(3, np.float32), name="p")
+    q = sg.Variable(np.zeros((2, 2), np.float32), name="q")
+    c = sg.placeholder("c", (), "float32")
+    loss = c * (sg.sum(sg.square(p)) + sg.sum(sg.square(q)))
+    steps = {}
+    for kind in ("clip_value", "clip_norm"):
+        opt = optim.SGD(0.5, **{kind: 1.0})
+        steps[kind] = sg.function([c], loss, updates=opt.updates(loss, [p, q]), background=False)
+    return p, q, steps
+
+
+@pytest.mark.parametrize("scale", [0.1, 3.0, 1e30])
+def test_gradient_clipping_inside_the_compiled_step(clipped_steps, scale):
+    p, q, steps = clipped_steps
+    start_p, start_q = np.array([1.0, -2.0, 0.5], np.float32), np.full((2, 2), 0.25, np.float32)
+    grads = [2 * np.float64(scale) * start_p, 2 * np.float64(scale) * start_q]  # ∂L/∂p = 2cp
+    norm = np.sqrt(sum(np.sum(g * g) for g in grads))
+    expected = {"clip_value": [np.clip(g, -1, 1) for g in grads],
+                "clip_norm": [g * min(1.0, 1.0 / norm) for g in grads]}
+    for kind, step in steps.items():
+        p.value, q.value = start_p, start_q
+        step(np.float32(scale))
+        for variable, start, g in zip((p, q), (start_p, start_q), expected[kind]):
+            assert np.all(np.isfinite(variable.value)), (kind, variable.value)  # 1e30: no overflow
+            np.testing.assert_allclose(variable.value, start - 0.5 * g, rtol=1e-5, atol=1e-6)
+    moved = np.sqrt(np.sum((p.value - start_p) ** 2) + np.sum((q.value - start_q) ** 2))
+    assert moved <= 0.5 * 1.0 * (1 + 1e-6)  # the global-norm step: at most lr · max_norm
+
+
+def test_global_norm_and_clipping_agree_with_the_interpreter():
+    a = sg.placeholder("a", (3,), "float32")
+    b = sg.placeholder("b", (2, 2), "float32")
+    outputs = [optim.global_norm([a, b])] + optim.clip_by_global_norm([a, b], 1.0) + \
+        optim.clip_by_value([a, b], 0.5)
+    f = sg.function([a, b], outputs, background=False)
+    for av, bv in [(np.array([3, 4, 0], np.float32), np.zeros((2, 2), np.float32)),
+                   (np.full(3, 1e30, np.float32), np.full((2, 2), -1e30, np.float32)),
+                   (np.zeros(3, np.float32), np.zeros((2, 2), np.float32)),
+                   (np.array([np.nan, 1, 1], np.float32), np.ones((2, 2), np.float32))]:
+        got, reference = f(av, bv), sg.evaluate(outputs, {a: av, b: bv})
+        for g, r in zip(got, reference):
+            np.testing.assert_allclose(g, r, rtol=1e-6, equal_nan=True)
+    assert f(np.array([3, 4, 0], np.float32), np.zeros((2, 2), np.float32))[0] == 5.0
+    assert np.all(f(np.zeros(3, np.float32), np.zeros((2, 2), np.float32))[1] == 0)  # 0, not 0/0
+
+
+def test_bad_clipping_limits_are_refused():
+    for bad in (0.0, -1.0, np.inf, np.nan):
+        with pytest.raises(ValueError, match="clip_norm must be a finite number > 0"):
+            optim.Adam(1e-3, clip_norm=bad)
+    with pytest.raises(ValueError, match="clip_value must be a finite number > 0"):
+        optim.Momentum(0.1, clip_value=0)
