@@ -158,8 +158,12 @@ def run(args):
         description = f"MLP {'-'.join(map(str, sizes))} ({args.activation})"
     schedules = {"constant": None,
                  "halving": optim.StepHalving(args.lr, patience=2),
-                 "inverse": optim.InverseTime(args.lr * 10, 10)}
-    trainer = classifier(model, features, optim.get(args.optimizer, args.lr),
+                 "inverse": optim.InverseTime(args.lr * 10, 10),
+                 "cosine": optim.CosineDecay(args.lr, args.epochs),
+                 "warmup-cosine": optim.LinearWarmup(
+                     args.lr, min(5, args.epochs), optim.CosineDecay(args.lr, max(args.epochs - 5, 1)))}
+    clipping = {"clip_norm": args.clip_norm} if getattr(args, "clip_norm", None) else {}
+    trainer = classifier(model, features, optim.get(args.optimizer, args.lr, **clipping),
                          weight_decay=args.weight_decay, schedule=schedules[args.schedule])
     print(f"{args.dataset}: {len(train[0])} train, {len(val[0])} validation, {len(test[0])} test "
           f"examples; {description}, {args.optimizer} "
@@ -294,8 +298,13 @@ def _parser():
                        help="update rule")
     train.add_argument("--lr", type=_real(0.0, inclusive=False), default=None,
                        help=f"learning rate (> 0) {_by_kind('lr')}")
-    train.add_argument("--schedule", default="constant", choices=("constant", "halving", "inverse"),
-                       help="learning-rate schedule")
+    train.add_argument("--schedule", default="constant",
+                       choices=("constant", "halving", "inverse", "cosine", "warmup-cosine"),
+                       help="learning-rate schedule per epoch: halving when the validation loss "
+                            "stalls, lr·10/(10 + epoch), a cosine to 0 over the epochs, or 5 "
+                            "epochs of linear warm-up before the cosine")
+    train.add_argument("--clip-norm", type=_real(0.0, inclusive=False), default=None,
+                       help="clip the gradients' global norm to this (> 0), inside the step")
     train.add_argument("--batch-size", type=_whole(1), default=32, help="examples per step (>= 1)")
     train.add_argument("--weight-decay", type=_real(0.0, inclusive=True), default=0.0,
                        help="L2 on weights, not biases (>= 0)")

@@ -312,6 +312,17 @@ def test_symgrad_train_on_a_playground_set(capsys):
     assert "MLP 2-16-1 (tanh)" in printed and "test accuracy" in printed
 
 
+def test_symgrad_train_with_a_warm_up_cosine_schedule_and_clipping(capsys):
+    code = cli.main(["train", "--dataset", "circle", "--epochs", "8", "--lr", "0.02",
+                     "--schedule", "warmup-cosine", "--clip-norm", "0.5", "--out", "",
+                     "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    rates = [float(line.split("lr ")[-1]) for line in printed.splitlines() if line.startswith("epoch")]
+    # five warm-up epochs up to 0.02, then a cosine over the three left
+    assert rates == pytest.approx([0.004, 0.008, 0.012, 0.016, 0.02, 0.02, 0.015, 0.005], rel=1e-5)
+
+
 def _showcase_command():
     """The `symgrad train ...` command the README shows beside the demo, as argv."""
     readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
