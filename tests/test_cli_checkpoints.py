@@ -51,7 +51,7 @@ def fails(argv, capsys):
     ("--rank", "0", "whole number >= 1"),
     ("--activation", "swish", "choose from"),
     ("--optimizer", "lbfgs", "choose from"),
-    ("--schedule", "cosine", "choose from"),
+    ("--schedule", "sawtooth", "choose from"),
     ("--checkpoint", "", "file path"),
 ])
 def test_each_bad_flag_is_one_line_naming_it(flag, value, accepted, capsys):
