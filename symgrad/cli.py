@@ -162,8 +162,8 @@ def run(args):
                  "cosine": optim.CosineDecay(args.lr, args.epochs),
                  "warmup-cosine": optim.LinearWarmup(
                      args.lr, min(5, args.epochs), optim.CosineDecay(args.lr, max(args.epochs - 5, 1)))}
-    clipping = {"clip_norm": args.clip_norm} if getattr(args, "clip_norm", None) else {}
-    trainer = classifier(model, features, optim.get(args.optimizer, args.lr, **clipping),
+    optimizer = optim.get(args.optimizer, args.lr, clip_norm=args.clip_norm)
+    trainer = classifier(model, features, optimizer,
                          weight_decay=args.weight_decay, schedule=schedules[args.schedule])
     print(f"{args.dataset}: {len(train[0])} train, {len(val[0])} validation, {len(test[0])} test "
           f"examples; {description}, {args.optimizer} "
@@ -386,7 +386,7 @@ def _demo_args(args):
     for key, value in dict(dataset="digits", hidden=[256], activation="relu", optimizer="adam",
                            lr=1e-3, schedule="halving", batch_size=32, weight_decay=1e-4,
                            rank=None, patience=10, augment=True, checkpoint=None,
-                           resume=False).items():
+                           resume=False, clip_norm=None).items():
         setattr(args, key, value)
     return args
 

@@ -22,7 +22,6 @@ import secrets
 import stat
 import sys
 import time
-
 from typing import NamedTuple
 
 import numpy as np

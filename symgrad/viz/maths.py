@@ -46,21 +46,26 @@ class Math:
     def _repr_latex_(self):
         return f"$\\displaystyle {self.latex}$"
 
-    def _repr_html_(self):
-        """The formula as inline SVG; None (the notebook then typesets the LaTeX) without
-        matplotlib, or for LaTeX mathtext does not know (cases)."""
+    @property
+    def svg(self):
+        """The formula typeset by mathtext as an SVG document; "" without matplotlib, or for
+        LaTeX mathtext does not know (cases). Drawn once."""
         if self._svg is None:
             self._svg = mathtext_svg(self.latex) or ""
-        return f'<div style="margin:4px 0">{self._svg}</div>' if self._svg else None
+        return self._svg
+
+    def _repr_html_(self):
+        """The formula as inline SVG; None (the notebook then typesets the LaTeX) where there
+        is no picture."""
+        return f'<div style="margin:4px 0">{self.svg}</div>' if self.svg else None
 
     def save(self, path):
         """Write the formula as an SVG file (needs matplotlib)."""
-        svg = mathtext_svg(self.latex)
-        if not svg:
+        if not self.svg:
             raise ValueError("Math.save: matplotlib is not installed, or its mathtext cannot "
                              "typeset this formula; .latex holds the LaTeX")
         with open(path, "w", encoding="utf-8") as out:
-            out.write(svg)
+            out.write(self.svg)
 
     def __str__(self):
         return self.text

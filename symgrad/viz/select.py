@@ -12,8 +12,9 @@ in a compiled Function's picture of more than SCOPES_ABOVE boxes, an optimizer (
 trainer) is one box per name scope (`adam`: its moment Variables, their updates, its step
 count, and the parameters' new values it computes; see `_state_scopes`), and if that leaves
 more than `max_nodes`, each layer's forward nodes are one box too (`mlp/0`: its Variables,
-product, bias add and activation; `_layer_scopes`), unless `scopes=False`; large graphs are cut at a depth
-from the outputs so that at most `max_nodes` boxes are drawn, and the caption says so.
+product, bias add and activation; `_layer_scopes`), unless `scopes=False`; large graphs are
+cut at a depth from the outputs so that at most `max_nodes` boxes are drawn, and the caption
+says so.
 """
 from __future__ import annotations
 
@@ -191,6 +192,11 @@ def _state_scopes(program, forward_nodes):
         scopes = {scope_of.get(u) for u in users[node]}
         if len(scopes) == 1 and None not in scopes and scopes <= reads[node]:
             scope_of[node] = scopes.pop()
+    return _grouped(scope_of)
+
+
+def _grouped(scope_of):
+    """node -> scope name, as scope name -> its set of nodes."""
     scopes = {}
     for node, scope in scope_of.items():
         scopes.setdefault(scope, set()).add(node)
@@ -222,10 +228,7 @@ def _layer_scopes(scene):
                 direct = {scope_of.get(i) for i in inputs if not OPS[i.op].leaf}
             if len(direct) == 1 and None not in direct:
                 scope_of[node] = direct.pop()
-    scopes = {}
-    for node, scope in scope_of.items():
-        scopes.setdefault(scope, set()).add(node)
-    return scopes
+    return _grouped(scope_of)
 
 
 def _count(n, noun):
@@ -245,8 +248,7 @@ def _collapse_scopes(scene, scopes):
         tags = [t for m in members for t in graph.nodes[m]["item"].tags]
         item = Item(describe.SCOPE, describe.SCOPE, f"{name}  ({len(members)} nodes)",
                     _count(variables, "Variable") + (f", {len(tags)} updated" if tags else ""),
-                    f"name scope {name}: " + ", ".join(sorted(m.name or f"#{m.serial}" for m in members
-                                                             if m.name)),
+                    f"name scope {name}: " + ", ".join(sorted(m.name for m in members if m.name)),
                     [f"→ {_count(len(tags), 'Variable')}"] if tags else [])
         graph.add_node(box, item=item)
         for m in members:
