@@ -5,7 +5,7 @@ and compile forward, backward and train-step functions with Numba. The packages 
 pipeline, and imports point one way: the compiler uses the core (and loads the runtime when
 it first compiles); the core uses neither:
 
-    core/       graph, ops, autodiff, simplify, interpreter, extend: NumPy and SymPy only
+    core/       graph, ops, random, autodiff, simplify, interpreter, extend: NumPy and SymPy only
     compiler/   schedule, codegen, plan, jit, function: graphs to compiled plans
     runtime/    kernels, fastmath, blas, native: the Numba code compiled steps call
     nn, optim, train, data, cli       models and training on top
@@ -24,7 +24,7 @@ from .compiler.function import Function, function
 from .compiler.jit import clear_cache
 from .viz import debugprint
 from . import data, nn, optim, train
-from .core import extend, scalar
+from .core import extend, random, scalar
 
 
 def __getattr__(name):

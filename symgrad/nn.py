@@ -5,9 +5,16 @@ Out: symbolic tensors. Losses are means over the batch (axis 0). Layers are smal
 objects that own their Variables (`params`, split into `weights` and `biases`, so weight decay
 can skip biases) and, when called on a node, return the node of their output.
 
-Integer class labels: the graph has no gather op, so softmax cross-entropy takes one-hot (or
-probability) rows. `one_hot(labels, num_classes)` makes them from integer labels outside the
-graph, checking every label is in range; the training loop (train.py) calls it for you.
+Integer class labels: softmax cross-entropy takes them as an int64 tensor (one-hot rows are
+built in the graph, every label checked in range), or one-hot/probability rows.
+`one_hot(labels, num_classes)` makes rows from labels: outside the graph for a NumPy array
+(the training loop does this for you), in the graph for an int64 node.
+
+Training and evaluation: `Dropout` and `BatchNorm` compute differently in the two, so a model
+holding them is called with `training=True` (the train step's graph: dropout masks, batch
+statistics, and `state_updates` for the running statistics) or `training=False` (the
+evaluation graph). Their non-trained Variables (running statistics, a generator's counter)
+are the layers' `state`.
 """
 from __future__ import annotations
 
@@ -15,10 +22,12 @@ import numpy as np
 
 from .core import ops
 from .core.graph import Node, Variable
-from .data.batching import one_hot  # noqa: F401 - re-exported: integer labels -> one-hot rows
+from .core.random import Generator
+from .data import batching
 
 __all__ = ["softmax_cross_entropy", "sigmoid_binary_cross_entropy", "mean_squared_error",
            "gaussian_negative_log_likelihood", "gaussian_nll", "l2_weight_decay", "accuracy", "one_hot",
+           "Dropout", "BatchNorm", "LayerNorm", "Embedding", "lecun_normal",
            "identity", "absolute_value_rectification", "activation", "gaussian",
            "xavier_uniform", "xavier_normal", "he_normal", "zeros", "constant", "initialiser",
            "Layer", "Dense", "LowRankDense", "PReLU", "Maxout", "Conv2d", "MaxPool2d",
@@ -26,6 +35,14 @@ __all__ = ["softmax_cross_entropy", "sigmoid_binary_cross_entropy", "mean_square
 
 
 # ============================================================================ losses
+
+def one_hot(labels, num_classes, dtype="float32"):
+    """Rows of `num_classes` zeros with a 1 at each label: a NumPy array for NumPy labels
+    (checked in range here), an `sg.one_hot` node for an int64 node (checked on each call)."""
+    if isinstance(labels, Node):
+        return ops.one_hot(labels, num_classes, dtype)
+    return batching.one_hot(labels, num_classes, dtype)
+
 
 def softmax_cross_entropy(logits, labels, axis=-1, labels_sum_to_one=False):
     """Mean over the batch of -sum(labels * log_softmax(logits)), for any label rows: one-hot,
@@ -35,8 +52,16 @@ def softmax_cross_entropy(logits, labels, axis=-1, labels_sum_to_one=False):
     `labels_sum_to_one=True` declares that every row sums to 1 (one-hot or probability rows);
     the gradient then simplifies to softmax(logits) - labels, and every call checks the
     declaration (a row that breaks it raises ValueError instead of giving a wrong gradient).
-    For integer labels, feed `one_hot(labels, k)`."""
-    if labels_sum_to_one:
+
+    `labels` may also be int64 class indices, one per row (shape of logits without `axis`,
+    which must be the last): their one-hot rows are built in the graph (each label checked in
+    range on every call), and they are known to sum to 1, so the gradient is softmax - p."""
+    if isinstance(labels, Node) and labels.dtype == "int64":
+        if axis not in (-1, logits.ndim - 1):
+            raise ValueError("softmax_cross_entropy: integer labels index the last axis; "
+                             "move the classes last")
+        labels = ops.one_hot(labels, logits.shape[-1], logits.dtype)
+    elif labels_sum_to_one:
         labels = ops.distribution(labels, axis)
     per_example = -ops.sum(labels * ops.log_softmax(logits, axis), axis=axis)
     return ops.mean(per_example)
@@ -224,11 +249,17 @@ def _rng(rng):
 # ============================================================================ layers
 
 class Layer:
-    """Base of the layers: `params` are its Variables; `weights` get weight decay, `biases`
-    (and other vectors such as PReLU slopes) do not by default."""
+    """Base of the layers: `params` are its trained Variables; `weights` get weight decay,
+    `biases` (and other vectors such as PReLU slopes) do not by default. `state` are Variables
+    it keeps but does not train (running statistics, a generator's counter); `state_updates`,
+    the (Variable, new value) pairs its last call with training=True asks the train step to
+    make. A layer that computes differently in training (`mode_dependent`) takes `training`."""
 
     weights: list
     biases: list
+    state: list = []
+    state_updates: list = []
+    mode_dependent = False
 
     @property
     def params(self):
@@ -236,6 +267,116 @@ class Layer:
 
     def __call__(self, x):
         raise NotImplementedError
+
+
+def _training(layer, training):
+    if training is None:
+        raise ValueError(f"{type(layer).__name__} computes differently in training and in "
+                         f"evaluation: call the model with training=True (the train step's "
+                         f"graph) or training=False (the evaluation graph)")
+    return bool(training)
+
+
+class Dropout(Layer):
+    """Inverted dropout (Srivastava et al., 2014): in training, each unit is kept with
+    probability 1 - rate and scaled by 1/(1 - rate), so evaluation (training=False) is the
+    identity. The masks come from a `Generator(seed)` in the graph: a fresh mask every step,
+    reproducible from the seed, and the whole step one compiled call."""
+
+    mode_dependent = True
+    weights, biases = (), ()
+
+    def __init__(self, rate=0.5, seed=0, name="dropout"):
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"Dropout: rate must be in [0, 1), got {rate!r}")
+        self.rate, self.name = float(rate), name
+        self.generator = Generator(seed, name=name)
+        self.state = [self.generator.state]
+
+    def __call__(self, x, training=None):
+        if not _training(self, training) or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        return x * self.generator.bernoulli(x.shape, keep, x.dtype) * (1.0 / keep)
+
+
+class _Normalization(Layer):
+    """A learned scale `gamma` (ones) and shift `beta` (zeros) per feature; no weight decay."""
+
+    def __init__(self, features, name, dtype):
+        self.name = name
+        self.gamma = Variable(np.ones(features, dtype), name=f"{name}/gamma")
+        self.beta = Variable(np.zeros(features, dtype), name=f"{name}/beta")
+        self.weights, self.biases = [], [self.gamma, self.beta]
+
+    def _affine(self, x_hat, shape):
+        return x_hat * ops.reshape(self.gamma, shape) + ops.reshape(self.beta, shape)
+
+
+class BatchNorm(_Normalization):
+    """Batch normalisation (Ioffe & Szegedy, 2015) of feature axis `axis` (1: the features of
+    (N, F) rows, the channels of (N, C, H, W) images), over every other axis. In training it
+    uses the batch's mean and (biased) variance, and `state_updates` move the running
+    statistics towards them: running ← (1 - momentum)·running + momentum·batch. Evaluation
+    (training=False) uses the running statistics."""
+
+    mode_dependent = True
+
+    def __init__(self, features, axis=1, momentum=0.1, eps=1e-5, name="batchnorm", dtype="float32"):
+        super().__init__(features, name, dtype)
+        self.axis, self.momentum, self.eps = axis, float(momentum), float(eps)
+        self.running_mean = Variable(np.zeros(features, dtype), name=f"{name}/running_mean")
+        self.running_var = Variable(np.ones(features, dtype), name=f"{name}/running_var")
+        self.state = [self.running_mean, self.running_var]
+        self.state_updates = []
+
+    def __call__(self, x, training=None):
+        axis = self.axis % x.ndim
+        shape = tuple(-1 if k == axis else 1 for k in range(x.ndim))
+        if _training(self, training):
+            others = tuple(k for k in range(x.ndim) if k != axis)
+            mean = ops.mean(x, axis=others, keepdims=True)
+            centred = x - mean
+            var = ops.mean(ops.square(centred), axis=others, keepdims=True)
+            m = self.momentum
+            self.state_updates = [
+                (r, (1.0 - m) * r + m * ops.reshape(batch, r.shape))
+                for r, batch in ((self.running_mean, mean), (self.running_var, var))]
+        else:
+            centred = x - ops.reshape(self.running_mean, shape)
+            var = ops.reshape(self.running_var, shape)
+        return self._affine(centred / ops.sqrt(var + self.eps), shape)
+
+
+class LayerNorm(_Normalization):
+    """Layer normalisation (Ba et al., 2016): each example normalised over its last axis (the
+    features), then scaled and shifted per feature. The same in training and evaluation."""
+
+    def __init__(self, features, eps=1e-5, name="layernorm", dtype="float32"):
+        super().__init__(features, name, dtype)
+        self.eps = float(eps)
+
+    def __call__(self, x):
+        mean = ops.mean(x, axis=-1, keepdims=True)
+        centred = x - mean
+        var = ops.mean(ops.square(centred), axis=-1, keepdims=True)
+        shape = (1,) * (x.ndim - 1) + (-1,)
+        return self._affine(centred / ops.sqrt(var + self.eps), shape)
+
+
+class Embedding(Layer):
+    """A table of `num` vectors of size `dim`, looked up by int64 ids of any shape (output:
+    ids.shape + (dim,)). The gradient adds into the rows looked up (sg.take's scatter-add).
+    Initialised N(0, 1) by default; the table is a weight. Variable '<name>/W'."""
+
+    def __init__(self, num, dim, weight_init=None, rng=None, name="embedding", dtype="float32"):
+        rng = _rng(rng)
+        init = initialiser(weight_init) if weight_init is not None else gaussian(1.0)
+        self.W = Variable(init((num, dim), rng, dtype), name=f"{name}/W")
+        self.weights, self.biases = [self.W], []
+
+    def __call__(self, ids):
+        return ops.take(self.W, ids, axis=0)
 
 
 class Dense(Layer):
@@ -368,10 +509,23 @@ class Reshape(_Parameterless):
 
 
 class Sequential(Layer):
-    """Layers applied one after another."""
+    """Layers applied one after another. Call it with `training=True` or `False` when a layer
+    computes differently in the two (Dropout, BatchNorm: `mode_dependent`)."""
 
     def __init__(self, layers):
         self.layers = list(layers)
+
+    @property
+    def mode_dependent(self):
+        return any(layer.mode_dependent for layer in self.layers)
+
+    @property
+    def state(self):
+        return [v for layer in self.layers for v in layer.state]
+
+    @property
+    def state_updates(self):
+        return [pair for layer in self.layers for pair in layer.state_updates]
 
     @property
     def weights(self):
@@ -386,9 +540,9 @@ class Sequential(Layer):
         """Layer by layer (mlp/0/W, mlp/0/b, mlp/1/W...), as a checkpoint lists them."""
         return [p for layer in self.layers for p in layer.params]
 
-    def __call__(self, x):
+    def __call__(self, x, training=None):
         for layer in self.layers:
-            x = layer(x)
+            x = layer(x, training=training) if layer.mode_dependent else layer(x)
         return x
 
 
@@ -432,12 +586,21 @@ class MLP(Sequential):
     and fan-out, so 2 inputs to 32 tanh units start with weights of std 0.24, units nearly
     linear, and the spiral stayed at 60 % test accuracy for 100 epochs in 4 seeds of 5; LeCun's
     0.71 reached 97-98 %). Hidden ReLU biases start at 0.1 so units begin active, other biases
-    at 0. `rank` makes the hidden layers low-rank (W = U V)."""
+    at 0. `rank` makes the hidden layers low-rank (W = U V).
+
+    `batch_norm=True` normalises each hidden layer's pre-activations (BatchNorm, before the
+    activation, as Ioffe & Szegedy place it); `dropout` > 0 drops that fraction of each hidden
+    layer's outputs in training. Either makes the model `mode_dependent`: call it with
+    `training=True` or `False`."""
 
     def __init__(self, sizes, activation="relu", output_activation=None, weight_init=None,
-                 bias_init=None, seed=0, rank=None, pieces=2, name="mlp", dtype="float32"):
+                 bias_init=None, seed=0, rank=None, pieces=2, name="mlp", dtype="float32",
+                 batch_norm=False, dropout=0.0):
         if len(sizes) < 2:
             raise ValueError(f"MLP: sizes must list at least the input and output sizes, got {sizes}")
+        if batch_norm and activation == "maxout":
+            raise ValueError("MLP: batch_norm normalises pre-activations, which a maxout layer "
+                             "does not expose; use another activation")
         rng = _rng(seed)
         self.sizes, self.activation_name = list(sizes), activation
         relu_like = activation in RELU_LIKE
@@ -462,6 +625,10 @@ class MLP(Sequential):
             else:
                 layers.append(Dense(n_in, n_out, None, init, hidden_bias, rng, lname, dtype))
                 layers.append(self._nonlinearity(activation, n_out, lname, dtype))
+            if k != last and batch_norm:  # between the affine map and its activation
+                layers.insert(len(layers) - 1, BatchNorm(n_out, name=f"{lname}/batchnorm", dtype=dtype))
+            if k != last and dropout:
+                layers.append(Dropout(dropout, seed=int(rng.integers(2 ** 31)), name=f"{lname}/dropout"))
         super().__init__(layers)
 
     @staticmethod

@@ -294,18 +294,29 @@ class Trainer:
     pass `accuracy=False` for regression.
 
     `fit` runs epochs; `train_step`, `evaluate` and `predict` are the pieces. The compiled
-    functions are `step_function` and `eval_function`; `compile_seconds` is their compile time."""
+    functions are `step_function` and `eval_function`; `compile_seconds` is their compile time.
+
+    A model that computes differently in training (dropout, batch normalisation) gives its
+    evaluation graph as `eval_loss` and `eval_outputs` (built with training=False; default:
+    the training graph), the updates of its running statistics as `state_updates` (made by
+    the train step with the optimizer's), and the Variables it keeps untrained as `state`
+    (saved in checkpoints; default: those `state_updates` update)."""
 
     def __init__(self, inputs, targets, loss, params, optimizer=None, outputs=None, *,
-                 schedule=None, accuracy=True, name="train step"):
+                 schedule=None, accuracy=True, name="train step", eval_loss=None,
+                 eval_outputs=None, state_updates=(), state=None):
         for node, what in ((inputs, "inputs"), (targets, "targets")):
             if not isinstance(node, Node) or node.op != "placeholder":
                 raise TypeError(f"Trainer: {what} must be a placeholder, got {node!r}")
         if not isinstance(loss, Node) or loss.shape != ():
             raise ValueError(f"Trainer: loss must be a scalar node, got {loss!r}")
         self.inputs, self.targets, self.loss, self.outputs = inputs, targets, loss, outputs
+        self.eval_loss = eval_loss if eval_loss is not None else loss
+        self.eval_outputs = eval_outputs if eval_outputs is not None else outputs
         self.params = list(params)
         _by_name(self.params, "Trainer")
+        self.state_updates = list(state_updates)
+        self.state = list(state) if state is not None else [v for v, _ in self.state_updates]
         self.optimizer = optimizer or optim.SGD(0.1)
         self.schedule = optim.schedule(schedule)
         self.accuracy = bool(accuracy and outputs is not None)
@@ -322,12 +333,13 @@ class Trainer:
         """Build and compile the train step and the evaluation function (once)."""
         if self.step_function is None:
             started = time.perf_counter()
-            updates = self.optimizer.updates(self.loss, self.params)
+            updates = self.optimizer.updates(self.loss, self.params) + self.state_updates
             updates.append((self.steps_taken, self.steps_taken + 1.0))
             outs = [self.loss] + ([self.outputs] if self.outputs is not None else [])
+            eval_outs = [self.eval_loss] + ([self.eval_outputs] if self.outputs is not None else [])
             xy = [self.inputs, self.targets]
             self.step_function = function(xy, outs, updates=updates, name=self.name)
-            self.eval_function = function(xy, outs, name=f"{self.name} (evaluation)")
+            self.eval_function = function(xy, eval_outs, name=f"{self.name} (evaluation)")
             self.step_function.wait()  # both compile at once; training starts compiled
             self.eval_function.wait()
             self.compile_seconds = time.perf_counter() - started
@@ -403,7 +415,8 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def _state(self):
-        return _by_name(self.params + self.optimizer.variables + [self.steps_taken], "checkpoint")
+        return _by_name(self.params + self.state + self.optimizer.variables + [self.steps_taken],
+                        "checkpoint")
 
     def save_checkpoint(self, path, meta=None):
         """Parameters, optimizer state, step count, history (and the best parameters so far,
@@ -594,15 +607,25 @@ def classifier(model, num_features, optimizer=None, weight_decay=0.0, schedule=N
     the loss is sigmoid binary cross-entropy, otherwise softmax cross-entropy whose label rows
     are declared to sum to 1 (checked on every call; the gradient is then softmax - labels);
     integer labels are one-hot encoded by the Trainer. `weight_decay` adds L2 on the weights
-    (not biases)."""
+    (not biases). A `mode_dependent` model (dropout, batch normalisation) is built twice: with
+    training=True for the train step, training=False for evaluation."""
     x = placeholder("x", (None, num_features), dtype)
-    logits = model(x)
+    mode_dependent = getattr(model, "mode_dependent", False)
+    logits = model(x, training=True) if mode_dependent else model(x)
     classes = logits.shape[-1]
     y = placeholder("y", (None, classes), dtype)
-    if classes == 1:
-        loss = nn.sigmoid_binary_cross_entropy(logits, y)
-    else:
-        loss = nn.softmax_cross_entropy(logits, y, labels_sum_to_one=True)
-    if weight_decay:
-        loss = loss + nn.l2_weight_decay(model, weight_decay)
-    return Trainer(x, y, loss, model.params, optimizer, logits, schedule=schedule, name=name)
+
+    def loss_of(outputs):
+        if classes == 1:
+            loss = nn.sigmoid_binary_cross_entropy(outputs, y)
+        else:
+            loss = nn.softmax_cross_entropy(outputs, y, labels_sum_to_one=True)
+        return loss + nn.l2_weight_decay(model, weight_decay) if weight_decay else loss
+
+    evaluation = {}
+    if mode_dependent:
+        eval_logits = model(x, training=False)
+        evaluation = dict(eval_loss=loss_of(eval_logits), eval_outputs=eval_logits)
+    return Trainer(x, y, loss_of(logits), model.params, optimizer, logits, schedule=schedule,
+                   name=name, state_updates=getattr(model, "state_updates", ()),
+                   state=getattr(model, "state", None), **evaluation)

@@ -24,7 +24,8 @@ from . import codegen, jit, plan
 from ..core import dims
 from ..core.graph import Node, Variable, is_named_leaf, topological_order
 from ..core.interpreter import check_value, evaluate
-from ..core.ops import fmt
+from ..core.ops import OPS, fmt
+from ..core.random import advance
 from .schedule import schedule
 from ..core.sizes import concrete_shapes, introduced_sizes, unbound_symbols
 from ..core.simplify import simplify as simplify_graph
@@ -36,6 +37,15 @@ __all__ = ["Function", "function", "BACKGROUND_AFTER"]
 # interpreter until the compiled steps are ready, then they take over (`background=False`, or
 # the environment variable SYMGRAD_BACKGROUND_COMPILE=0, waits instead).
 BACKGROUND_AFTER = 0.25
+
+
+def _advances(nodes, updates, inputs):
+    """An update advancing each generator state that `nodes` draw from (unless `updates`
+    already update it, or it is given as an input): every call of a function that draws,
+    draws afresh."""
+    updated = {variable for variable, _ in updates} | set(inputs)
+    states = {n.inputs[0] for n in topological_order(nodes) if OPS[n.op].draws}
+    return [(state, advance(state)) for state in sorted(states - updated, key=lambda v: v.serial)]
 
 
 class Function:
@@ -62,6 +72,8 @@ class Function:
         self.outputs = [outputs] if self._single else list(outputs or [])
         self.updates = list(updates or [])
         self._check_definition()
+        self.updates += _advances(self.outputs + [v for _, v in self.updates], self.updates,
+                                  self.inputs)
         started = time.perf_counter()
         outputs, updates, self.rewrites = self.outputs, self.updates, []
         given = self.outputs + [v for _, v in self.updates]

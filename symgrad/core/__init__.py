@@ -6,6 +6,7 @@ graphs, and their values by the NumPy interpreter.
     dims.py         sizes: an int, or a SymPy expression over size symbols (call-time sizes)
     graph.py        nodes, leaves, interning, the op table
     ops.py          every op, one record each: shape rule, NumPy, vjp, jvp, lowering, traits
+    random.py       random draws (Philox) whose key and counter live in a Variable
     scalar.py       the SymPy scalar vocabulary of elementwise bodies, and their printers
     extend.py       ops and derivatives defined by users
     autodiff.py     gradients, jvp, Hessian-vector products (symbol to symbol)

@@ -148,8 +148,8 @@ def jvp(ys, xs, tangents):
             continue
         op = OPS[node.op]
         tangents_in = tuple(table.get(i) for i in node.inputs)
-        if all(t is None for t in tangents_in):
-            continue
+        if all(t is None for t in tangents_in) or op.jvp is None:  # (no jvp: piecewise
+            continue                                                  # constant, as argmax)
         tangent = ops._linear_jvp(node, tangents_in) if op.linear else op.jvp(node, tangents_in)
         if tangent is not None:
             table[node] = tangent

@@ -19,9 +19,13 @@ import numpy as np
 from . import dims
 
 __all__ = ["ShapeError", "Node", "OPS", "make", "forget", "placeholder", "Variable",
-           "constant", "is_named_leaf", "topological_order", "as_node", "FLOAT_DTYPES"]
+           "constant", "is_named_leaf", "topological_order", "as_node", "FLOAT_DTYPES",
+           "INT_DTYPES", "is_integer"]
 
 FLOAT_DTYPES = ("float32", "float64")
+# Integers are data, not values to differentiate: class labels, token ids, a generator's key
+# and counter. Only the ops that declare `integer_inputs` (ops.py) read them.
+INT_DTYPES = ("int64",)
 
 _serials = itertools.count()
 _interned: "weakref.WeakValueDictionary[tuple, Node]" = weakref.WeakValueDictionary()
@@ -93,6 +97,10 @@ def make(op_name, inputs, attrs=None, *, name=None):
     op = OPS[op_name]
     attrs = {k: _freeze(v) for k, v in (attrs or {}).items()}
     inputs = tuple(inputs)
+    for k, node in enumerate(inputs):
+        if node.dtype in INT_DTYPES and k not in op.integer_inputs:
+            raise ShapeError(f"{op_name}: input {k} is an {node.dtype} tensor; this op takes "
+                             f"floats", "convert it with sg.cast(x, 'float32')")
     shape, dtype = op.infer(inputs, attrs)
     # None (an extension op's rule may give it): a fresh size, bound when the value is computed
     shape = tuple(d if type(d) is int else dims.as_dim(d, hint=f"{op_name}.{axis}")
@@ -118,9 +126,14 @@ def forget(op_name):
 
 def _check_dtype(dtype):
     dtype = np.dtype(dtype).name
-    if dtype not in FLOAT_DTYPES:
-        raise TypeError(f"dtype {dtype!r} is not supported; use one of {FLOAT_DTYPES}")
+    if dtype not in FLOAT_DTYPES + INT_DTYPES:
+        raise TypeError(f"dtype {dtype!r} is not supported; use one of "
+                        f"{FLOAT_DTYPES + INT_DTYPES} (int64 for labels and indices)")
     return dtype
+
+
+def is_integer(node):
+    return node.dtype in INT_DTYPES
 
 
 def placeholder(name, shape, dtype="float32"):

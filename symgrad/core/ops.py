@@ -16,7 +16,9 @@ are everything symgrad knows about that op, declared by keyword where the op is 
   reshapes or spreads its input's values: pictures fold it into an edge),
   `sums_to_one` (the output sums to 1 along its `axis` attribute: a fact rewrites may use),
   `lazy_read` (codegen may leave the value to the loops that use it, which then read input 0:
-  that input must live as long as they do).
+  that input must live as long as they do), `integer_inputs` (the positions of inputs that may
+  be int64: labels, indices; every other op refuses integers), `draws` (a random draw: input 0
+  is a generator's state, which each compiled call advances: random.py).
 
 Every op is checked when it is registered (`register`): a traits combination that cannot hold
 is a `TypeError` at import, not a wrong number later.
@@ -44,12 +46,12 @@ from .scalar import X, Y
 
 # The builders users call as sg.<name> (symgrad/__init__.py exports these): a new op is
 # defined, and made public, in this file alone.
-__all__ = ["abs", "add", "avg_pool2d", "broadcast_to", "cast", "concatenate", "conv1d",
+__all__ = ["abs", "add", "argmax", "argmin", "avg_pool2d", "broadcast_to", "cast", "concatenate", "conv1d",
            "conv2d", "cos", "distribution", "divide", "dot", "equal", "exp", "greater",
            "greater_equal", "hard_tanh", "leaky_relu", "log", "log_softmax", "logsumexp",
            "matmul", "max", "max_pool2d", "maximum", "mean", "minimum", "multiply", "negative",
-           "ones_like", "power", "relu", "reshape", "sigmoid", "sin", "size", "softmax", "softplus",
-           "softsign", "sqrt", "square", "stop_gradient", "subtract", "sum", "tanh",
+           "one_hot", "ones_like", "power", "relu", "reshape", "sigmoid", "sin", "size", "softmax", "softplus",
+           "softsign", "sqrt", "square", "stop_gradient", "subtract", "sum", "take", "tanh",
            "transpose", "where", "zeros_like"]
 
 LEAF_KINDS = ("input", "state", "constant")
@@ -74,6 +76,9 @@ class Op:
     plumbing: bool = False                # only reshapes or spreads input 0 (pictures fold it)
     sums_to_one: bool = False             # the output sums to 1 along attrs["axis"]
     lazy_read: bool = False               # codegen may leave it to its loops, which read input 0
+    integer_inputs: tuple = ()            # the inputs that may be int64 (labels, indices, keys)
+    draws: bool = False                   # input 0 is a generator's state (random.py): every
+                                          # compiled call advances it
 
     def __post_init__(self):
         if self.linear and self.jvp is None:
@@ -640,10 +645,14 @@ def _infer_cast(inputs, attrs):
 
 register(Op("cast", infer=_infer_cast,
             numpy=lambda arrays, attrs: arrays[0].astype(attrs["dtype"]),
-            vjp=lambda node, g, wanted: [cast(g, node.inputs[0].dtype)], linear=True,
+            # (an integer input gets no cotangent: labels and indices are not differentiated)
+            vjp=lambda node, g, wanted: [None if node.inputs[0].dtype == "int64" or node.dtype == "int64"
+                                         else cast(g, node.inputs[0].dtype)],
+            jvp=lambda node, tangents: None if tangents[0] is None or node.dtype == "int64"
+            else cast(tangents[0], node.dtype),
             emit=lambda code, node, out, args: code.compute(node, out, _runtime_dims(node, args[0]),
                                                             "kernels.copy({0}, {1})", args[0]),
-            transparent=True))
+            transparent=True, integer_inputs=(0,)))
 
 register(Op("stop_gradient", infer=lambda inputs, attrs: (inputs[0].shape, inputs[0].dtype),
             numpy=lambda arrays, attrs: arrays[0], vjp=lambda node, g, wanted: [None],
@@ -1216,6 +1225,170 @@ register(Op("max_pool2d_select", infer=_infer_max_pool2d_select,
             jvp=_jvp_routing, emit=_emit_pool("max_pool2d_select", 2), writes_output=True))
 
 
+# ============================================================================ indexing
+
+# Integer tensors (int64: class labels, token ids) select; they are never differentiated.
+# Every index is checked against the size it indexes on every call, compiled and interpreted
+# alike, so generated code never reads or writes outside an array, whatever the caller passes.
+
+def _index_message(op, size):
+    last = size - 1 if is_known(size) else f"{dim_text(size)} - 1"
+    return (f"{op}: an index is outside 0..{last}; indices count from 0 (negative ones are "
+            f"refused) and stay below {dim_text(size)}")
+
+
+def _np_check_indices(op, indices, size):
+    if indices.size and not (indices.min() >= 0 and indices.max() < size):
+        raise ValueError(_index_message(op, size))
+
+
+def _check_indices(code, op, arg, size):
+    code.check("kernels.index_violation({0}, {1}) < 0", [f"{arg}.reshape(-1)", code.size(size)],
+               _index_message(op, size))
+
+
+def _integers(op, node, what):
+    if node.dtype != "int64":
+        raise ShapeError(f"{op}: {what} must be an int64 tensor, got {node.dtype}",
+                         "give labels and indices as int64 arrays")
+
+
+def _infer_take(inputs, attrs):
+    x, indices = inputs
+    _integers("take", indices, "indices")
+    axis = attrs["axis"]
+    return x.shape[:axis] + indices.shape + x.shape[axis + 1:], x.dtype
+
+
+def _infer_take_add(inputs, attrs):
+    g, indices = inputs
+    _integers("take_add", indices, "indices")
+    axis = attrs["axis"]
+    return g.shape[:axis] + (attrs["size"],) + g.shape[axis + indices.ndim:], g.dtype
+
+
+def _np_take(arrays, attrs):
+    x, indices = arrays
+    _np_check_indices("take", indices, x.shape[attrs["axis"]])
+    return np.take(x, indices, axis=attrs["axis"])
+
+
+def _np_take_add(arrays, attrs):
+    g, indices = arrays
+    axis, size = attrs["axis"], attrs["size"]
+    _np_check_indices("take_add", indices, size)
+    rows = g.reshape(g.shape[:axis] + (indices.size,) + g.shape[axis + indices.ndim:])
+    out = np.zeros(rows.shape[:axis] + (size,) + rows.shape[axis + 1:], g.dtype)
+    np.add.at(out, (slice(None),) * axis + (indices.reshape(-1),), rows)
+    return out
+
+
+def _gather_call(code, kernel, source, indices, out, before, rows_in, rows_out, after):
+    code.call(f"kernels.{kernel}({{0}}, {{1}}, {{2}})",
+              f"{source}.reshape(({before}, {rows_in}, {after}))", f"{indices}.reshape(-1)",
+              f"{out}.reshape(({before}, {rows_out}, {after}))")
+
+
+def _emit_take(code, node, out, args):
+    x, indices = node.inputs
+    axis = node.attrs["axis"]
+    _check_indices(code, "take", args[1], x.shape[axis])
+    xd, nd = _runtime_dims(x, args[0]), _runtime_dims(indices, args[1])
+    code.line(f"{out} = {code.alloc(node, out, xd[:axis] + nd + xd[axis + 1:])}")
+    _gather_call(code, "take_rows", args[0], args[1], out, _product(xd[:axis]), xd[axis],
+                 _product(nd), _product(xd[axis + 1:]))
+
+
+def _emit_take_add(code, node, out, args):
+    g, indices = node.inputs
+    axis, size = node.attrs["axis"], code.size(node.attrs["size"])
+    _check_indices(code, "take_add", args[1], node.attrs["size"])
+    gd, nd = _runtime_dims(g, args[0]), _runtime_dims(indices, args[1])
+    tail = gd[axis + indices.ndim:]
+    code.line(f"{out} = {code.alloc(node, out, gd[:axis] + [size] + tail)}")
+    _gather_call(code, "add_rows", args[0], args[1], out, _product(gd[:axis]), _product(nd),
+                 size, _product(tail))
+
+
+# take: rows of x (along `axis`) picked by int64 indices, any shape of them (an embedding
+# lookup). Linear in x: its cotangent is added back into the rows it came from (take_add, a
+# scatter-add, so rows picked twice get both), and take_add's is read back by take.
+register(Op("take", infer=_infer_take, numpy=_np_take,
+            vjp=lambda node, g, wanted: [make("take_add", [g, node.inputs[1]],
+                                              {"axis": node.attrs["axis"],
+                                               "size": node.inputs[0].shape[node.attrs["axis"]]}),
+                                         None],
+            jvp=lambda node, tangents: None if tangents[0] is None else
+            make("take", [tangents[0], node.inputs[1]], node.attrs),
+            emit=_emit_take, writes_output=True, integer_inputs=(1,)))
+register(Op("take_add", infer=_infer_take_add, numpy=_np_take_add,
+            vjp=lambda node, c, wanted: [make("take", [c, node.inputs[1]],
+                                              {"axis": node.attrs["axis"]}), None],
+            jvp=lambda node, tangents: None if tangents[0] is None else
+            make("take_add", [tangents[0], node.inputs[1]], node.attrs),
+            emit=_emit_take_add, writes_output=True, integer_inputs=(1,)))
+
+
+def _infer_one_hot(inputs, attrs):
+    _integers("one_hot", inputs[0], "labels")
+    return inputs[0].shape + (attrs["depth"],), attrs["dtype"]
+
+
+def _np_one_hot(arrays, attrs):
+    labels, depth = arrays[0], attrs["depth"]
+    _np_check_indices("one_hot", labels, depth)
+    return (labels[..., None] == np.arange(depth)).astype(attrs["dtype"])
+
+
+def _emit_one_hot(code, node, out, args):
+    depth = node.attrs["depth"]
+    _check_indices(code, "one_hot", args[0], depth)
+    nd = _runtime_dims(node.inputs[0], args[0])
+    code.line(f"{out} = {code.alloc(node, out, nd + [depth])}")
+    code.call("kernels.one_hot({0}, {1})", f"{args[0]}.reshape(-1)",
+              f"{out}.reshape(({_product(nd)}, {depth}))")
+
+
+# Rows of 0s with a 1 at each label: they sum to 1 along the last axis (every label is checked
+# to be in range), so softmax cross-entropy of integer labels gets the gradient q - p.
+register(Op("one_hot", infer=_infer_one_hot, numpy=_np_one_hot, emit=_emit_one_hot,
+            writes_output=True, sums_to_one=True, integer_inputs=(0,)))
+
+
+def _argmax_message(axis):
+    return f"argmax: axis {axis} has no elements, so there is no largest one"
+
+
+def _np_argmax(arrays, attrs):
+    x, axis = arrays[0], attrs["axis"]
+    if x.shape[axis] == 0:
+        raise ValueError(_argmax_message(axis))
+    return np.argmax(x, axis=axis)
+
+
+def _emit_argmax(code, node, out, args):
+    x, axis = node.inputs[0], node.attrs["axis"]
+    a, r, b = _axis_split(x, args[0], axis)
+    code.check("{0} > 0", [r], _argmax_message(axis))
+    out_dims = [d for k, d in enumerate(_runtime_dims(x, args[0])) if k != axis]
+    code.line(f"{out} = {code.alloc(node, out, out_dims)}")
+    code.call("kernels.argmax_axis({0}, {1}, {2}, {3}, {4})", f"{args[0]}.reshape(-1)", a, r, b,
+              f"{out}.reshape(({a}, {b}))")
+
+
+def _infer_argmax(inputs, attrs):
+    shape, _ = _infer_reduce("argmax")(inputs, attrs)
+    if is_known(inputs[0].shape[attrs["axis"]]) and inputs[0].shape[attrs["axis"]] == 0:
+        raise ShapeError(_argmax_message(attrs["axis"]))
+    return shape, "int64"
+
+
+# The index of the largest value along `axis` (the first, among ties; a NaN counts as
+# largest, as in NumPy). Piecewise constant: nothing differentiates through it.
+register(Op("argmax", infer=_infer_argmax, numpy=_np_argmax, emit=_emit_argmax,
+            writes_output=True))
+
+
 # ============================================================================ builders
 
 def _broadcast_shapes(shapes, op):
@@ -1316,6 +1489,51 @@ def where(condition, a, b):
 def cast(x, dtype):
     dtype = np.dtype(dtype).name
     return x if x.dtype == dtype else make("cast", [x], {"dtype": dtype})
+
+
+def _indices(value):
+    """An int64 node for indices or labels given as a node, an array or a list."""
+    if isinstance(value, Node):
+        return value
+    array = np.asarray(value)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"indices must be integers, got {array.dtype}")
+    return constant(array, "int64")
+
+
+def take(x, indices, axis=0):
+    """The slices of `x` along `axis` at int64 `indices` (any shape), as NumPy's take: an
+    embedding lookup is take(table, token_ids). Indices out of 0..n-1 raise ValueError on the
+    call. The gradient adds the cotangent back into the rows taken (twice for a row taken
+    twice)."""
+    x = as_node(x)
+    if x.ndim == 0:
+        raise ShapeError("take: needs an array of at least one dimension to take from")
+    axis = _normalize_axis(axis, x.ndim, "take")
+    return make("take", [x, _indices(indices)], {"axis": axis})
+
+
+def one_hot(labels, depth, dtype="float32"):
+    """Rows of `depth` zeros with a 1 at each int64 label (a new last axis). A label outside
+    0..depth-1 raises ValueError on the call. The rows are known to sum to 1, so softmax
+    cross-entropy of them has the gradient softmax - labels."""
+    if not isinstance(depth, (int, np.integer)) or depth < 1:
+        raise ShapeError(f"one_hot: depth must be an int >= 1, got {depth!r}")
+    return make("one_hot", [_indices(labels)], {"depth": int(depth), "dtype": np.dtype(dtype).name})
+
+
+def argmax(x, axis=-1):
+    """The int64 index of the largest value along `axis` (the first among ties; NaN counts
+    as the largest, as in NumPy)."""
+    x = as_node(x)
+    if x.ndim == 0:
+        raise ShapeError("argmax: needs at least one dimension")
+    return make("argmax", [x], {"axis": _normalize_axis(axis, x.ndim, "argmax")})
+
+
+def argmin(x, axis=-1):
+    """The int64 index of the smallest value along `axis` (the first among ties)."""
+    return argmax(negative(as_node(x)), axis)
 
 
 def stop_gradient(x):

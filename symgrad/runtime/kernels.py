@@ -570,3 +570,138 @@ def col2im(cols, out, kh, kw, sh, sw, ph, pw, dh, dw):
                                 q = b * sw - pw + j * dw
                                 if 0 <= q < w_:
                                     out[n, c, r, q] += cols[row, base + j]
+
+
+# ------------------------------------------------------------------------------ indexing
+# Every index has been checked (index_violation) before these run.
+
+@jit
+def index_violation(indices, size):
+    """-1 if every index is in 0..size-1, else the position of the first that is not."""
+    for k in range(indices.size):
+        if not 0 <= indices[k] < size:
+            return k
+    return -1
+
+
+@jit
+def take_rows(x, indices, out):
+    """out[i, k, j] = x[i, indices[k], j]: x is (before, n, after), out (before, m, after)."""
+    for i in range(out.shape[0]):
+        for k in range(indices.size):
+            row = indices[k]
+            for j in range(out.shape[2]):
+                out[i, k, j] = x[i, row, j]
+
+
+@jit
+def add_rows(g, indices, out):
+    """out[i, indices[k], j] += g[i, k, j] from zeros: g is (before, m, after), out
+    (before, n, after). The transpose of take_rows."""
+    flat = out.reshape(-1)
+    for t in range(flat.size):
+        flat[t] = 0
+    for i in range(g.shape[0]):
+        for k in range(indices.size):
+            row = indices[k]
+            for j in range(g.shape[2]):
+                out[i, row, j] += g[i, k, j]
+
+
+@jit
+def one_hot(labels, out):
+    """Row k of out: zeros, and 1 at labels[k]."""
+    for k in range(out.shape[0]):
+        for c in range(out.shape[1]):
+            out[k, c] = 0
+        out[k, labels[k]] = 1
+
+
+@jit
+def argmax_axis(x, a, r, b, out):
+    """The index of the first largest value (or first NaN) along the middle axis of x viewed
+    as (a, r, b), r >= 1, as NumPy's argmax."""
+    v = x.reshape((a, r, b))
+    for i in range(a):
+        for j in range(b):
+            best, at = v[i, 0, j], 0
+            if best == best:
+                for k in range(1, r):
+                    value = v[i, k, j]
+                    if value != value:
+                        at = k
+                        break
+                    if value > best:
+                        best, at = value, k
+            out[i, j] = at
+
+
+# ------------------------------------------------------------------------------ random
+# Philox4x32-10, as core/random.py (the reference) describes it: element e of a draw takes
+# 32-bit words e·w .. e·w + w - 1 of the stream, word t being lane t % 4 of block t // 4.
+
+@jit
+def _philox_block(c0, c1, c2, c3, k0, k1):
+    mask = np.uint64(0xFFFFFFFF)
+    for r in range(10):
+        if r:
+            k0 = (k0 + np.uint64(0x9E3779B9)) & mask
+            k1 = (k1 + np.uint64(0xBB67AE85)) & mask
+        p0 = c0 * np.uint64(0xD2511F53)
+        p1 = c2 * np.uint64(0xCD9E8D57)
+        c0, c1, c2, c3 = (p1 >> np.uint64(32)) ^ c1 ^ k0, p1 & mask, (p0 >> np.uint64(32)) ^ c3 ^ k1, p0 & mask
+    return c0, c1, c2, c3
+
+
+@jit
+def _random_words(state, salt, count):
+    """The first `count` words of draw `salt` at `state` (key, step), as uint64."""
+    mask = np.uint64(0xFFFFFFFF)
+    key, step = np.uint64(state[0]), np.uint64(state[1])
+    k0, k1 = key & mask, (key >> np.uint64(32)) & mask
+    s0, s1 = step & mask, (step >> np.uint64(32)) & mask
+    blocks = (count + 3) // 4
+    words = np.empty(blocks * 4, np.uint64)
+    for b in range(blocks):
+        w0, w1, w2, w3 = _philox_block(np.uint64(b), np.uint64(salt), s0, s1, k0, k1)
+        words[4 * b] = w0
+        words[4 * b + 1] = w1
+        words[4 * b + 2] = w2
+        words[4 * b + 3] = w3
+    return words
+
+
+@jit
+def _unit(words, t, single):
+    """A uniform float64 on [0, 1) from word t (float32: its top 24 bits) or words t, t+1
+    (float64: 53 bits)."""
+    if single:
+        return np.float64(words[t] >> np.uint64(8)) * 2.0 ** -24
+    high = np.float64(words[t] >> np.uint64(5))
+    return (high * 2.0 ** 26 + np.float64(words[t + 1] >> np.uint64(6))) * 2.0 ** -53
+
+
+@jit
+def random_uniform(state, salt, out):
+    single = out.itemsize == 4
+    w = 1 if single else 2
+    words = _random_words(state, salt, out.size * w)
+    for e in range(out.size):
+        out[e] = _unit(words, e * w, single)
+
+
+@jit
+def random_normal(state, salt, out):
+    single = out.itemsize == 4
+    half = 1 if single else 2
+    words = _random_words(state, salt, out.size * 2 * half)
+    for e in range(out.size):
+        u1 = _unit(words, 2 * half * e, single)
+        u2 = _unit(words, 2 * half * e + half, single)
+        out[e] = np.sqrt(-2.0 * np.log(1.0 - u1)) * np.cos(2.0 * np.pi * u2)
+
+
+@jit
+def advance_counter(state, out):
+    out[0] = state[0]
+    out[1] = state[1] + 1

@@ -428,6 +428,22 @@ TABLE = [
       ((3, 4),), dtypes=(F32,), eps=1e-3, rtol=1e-3),
     E("cast-down", lambda a: sg.square(sg.cast(a, F32)),
       lambda a: np.square(a.astype(F32)), ((3, 4),), dtypes=(F64,), eps=1e-2, rtol=1e-3),
+    # --- indexing by int64 tensors (constants here: the table's inputs are floats): take and
+    # its scatter-add gradient (take_add; a row taken twice gets both cotangents), one_hot,
+    # argmax/argmin (piecewise constant: the gradient flows through the other factor only)
+    E("take-axis1-repeats", lambda a: sg.take(a, [2, 0, 2], axis=1),
+      lambda a: a[:, [2, 0, 2]], ((None, 4),), hessian="zero", compile32=True),
+    E("take-rows-2d-indices", lambda a: sg.tanh(sg.take(a, [[0, 2], [2, 2]])),
+      lambda a: np.tanh(a[[[0, 2], [2, 2]]]), ((3, 2, 2),)),
+    E("take-scalar-index", lambda a: sg.take(a, np.int64(1), axis=-1), lambda a: a[..., 1],
+      ((None, 3),), hessian="zero"),
+    E("one_hot", lambda a: a * sg.one_hot([1, 3, 0], 4, a.dtype),
+      lambda a: a * np.eye(4)[[1, 3, 0]], ((3, 4),), hessian="zero"),
+    E("argmax-one_hot", lambda a: a * sg.one_hot(sg.argmax(a, axis=1), 4, a.dtype),
+      lambda a: a * np.eye(4)[np.argmax(a, axis=1)], ((None, 4),), each(_distinct),
+      hessian="zero"),
+    E("argmin-axis0", lambda a: sg.take(a, sg.argmin(a, axis=0), axis=0),
+      lambda a: a[np.argmin(a, axis=0)], ((3, 2),), each(_distinct), hessian="zero"),
     # --- convolution and pooling (NCHW); odd sizes, stride > kernel, padding, batch unknown
     E("conv2d", lambda x, w: sg.conv2d(x, w, stride=(2, 1), padding=1),
       lambda x, w: _ref_conv2d(x, w, (2, 1), (1, 1)), ((None, 2, 5, 4), (3, 2, 3, 2)),
@@ -810,7 +826,9 @@ STOP_GRADIENT_GRAPHS = [lambda x: sg.stop_gradient(x) * 2.0]  # also covered: th
 # ================================================================================ coverage
 
 NOT_TABLE_OPS = {"placeholder", "variable", "constant",  # leaves
-                 "elementwise", "unslice", "size"}       # internal: built by rules, not users
+                 "elementwise", "unslice", "size",       # internal: built by rules, not users
+                 "take_add",                             # take's gradient (checked through it)
+                 "random", "advance"}                    # no derivative: tests/core/test_random.py
 
 
 def test_every_op_is_in_the_table():
