@@ -1519,7 +1519,10 @@ def one_hot(labels, depth, dtype="float32"):
     cross-entropy of them has the gradient softmax - labels."""
     if not isinstance(depth, (int, np.integer)) or depth < 1:
         raise ShapeError(f"one_hot: depth must be an int >= 1, got {depth!r}")
-    return make("one_hot", [_indices(labels)], {"depth": int(depth), "dtype": np.dtype(dtype).name})
+    labels = _indices(labels)
+    # `axis`: the new last axis, along which the rows sum to 1 (the trait sums_to_one's fact)
+    return make("one_hot", [labels], {"depth": int(depth), "dtype": np.dtype(dtype).name,
+                                      "axis": labels.ndim})
 
 
 def argmax(x, axis=-1):

@@ -641,33 +641,32 @@ def argmax_axis(x, a, r, b, out):
 # 32-bit words e·w .. e·w + w - 1 of the stream, word t being lane t % 4 of block t // 4.
 
 @jit
-def _philox_block(c0, c1, c2, c3, k0, k1):
-    mask = np.uint64(0xFFFFFFFF)
-    for r in range(10):
-        if r:
-            k0 = (k0 + np.uint64(0x9E3779B9)) & mask
-            k1 = (k1 + np.uint64(0xBB67AE85)) & mask
-        p0 = c0 * np.uint64(0xD2511F53)
-        p1 = c2 * np.uint64(0xCD9E8D57)
-        c0, c1, c2, c3 = (p1 >> np.uint64(32)) ^ c1 ^ k0, p1 & mask, (p0 >> np.uint64(32)) ^ c3 ^ k1, p0 & mask
-    return c0, c1, c2, c3
-
-
-@jit
 def _random_words(state, salt, count):
-    """The first `count` words of draw `salt` at `state` (key, step), as uint64."""
+    """The first `count` words (at least; whole blocks) of draw `salt` at `state` (key,
+    step), as uint32. Everything in 32-bit lanes but the products, and the round keys worked
+    out once: the block loop vectorises (4.5 µs for 8192 words, against 35 µs with 64-bit
+    lanes)."""
     mask = np.uint64(0xFFFFFFFF)
     key, step = np.uint64(state[0]), np.uint64(state[1])
-    k0, k1 = key & mask, (key >> np.uint64(32)) & mask
-    s0, s1 = step & mask, (step >> np.uint64(32)) & mask
+    keys = np.empty(20, np.uint32)
+    for r in range(10):
+        keys[2 * r] = np.uint32(((key & mask) + np.uint64(r) * np.uint64(0x9E3779B9)) & mask)
+        keys[2 * r + 1] = np.uint32((((key >> np.uint64(32)) & mask) +
+                                     np.uint64(r) * np.uint64(0xBB67AE85)) & mask)
+    s0, s1 = np.uint32(step & mask), np.uint32((step >> np.uint64(32)) & mask)
     blocks = (count + 3) // 4
-    words = np.empty(blocks * 4, np.uint64)
+    words = np.empty(blocks * 4, np.uint32)
     for b in range(blocks):
-        w0, w1, w2, w3 = _philox_block(np.uint64(b), np.uint64(salt), s0, s1, k0, k1)
-        words[4 * b] = w0
-        words[4 * b + 1] = w1
-        words[4 * b + 2] = w2
-        words[4 * b + 3] = w3
+        c0, c1, c2, c3 = np.uint32(b), np.uint32(salt), s0, s1
+        for r in range(10):
+            p0 = np.uint64(c0) * np.uint64(0xD2511F53)
+            p1 = np.uint64(c2) * np.uint64(0xCD9E8D57)
+            c0, c1, c2, c3 = (np.uint32(p1 >> np.uint64(32)) ^ c1 ^ keys[2 * r], np.uint32(p1 & mask),
+                              np.uint32(p0 >> np.uint64(32)) ^ c3 ^ keys[2 * r + 1], np.uint32(p0 & mask))
+        words[4 * b] = c0
+        words[4 * b + 1] = c1
+        words[4 * b + 2] = c2
+        words[4 * b + 3] = c3
     return words
 
 
@@ -676,9 +675,9 @@ def _unit(words, t, single):
     """A uniform float64 on [0, 1) from word t (float32: its top 24 bits) or words t, t+1
     (float64: 53 bits)."""
     if single:
-        return np.float64(words[t] >> np.uint64(8)) * 2.0 ** -24
-    high = np.float64(words[t] >> np.uint64(5))
-    return (high * 2.0 ** 26 + np.float64(words[t + 1] >> np.uint64(6))) * 2.0 ** -53
+        return np.float64(words[t] >> np.uint32(8)) * 2.0 ** -24
+    high = np.float64(words[t] >> np.uint32(5))
+    return (high * 2.0 ** 26 + np.float64(words[t + 1] >> np.uint32(6))) * 2.0 ** -53
 
 
 @jit
@@ -686,8 +685,12 @@ def random_uniform(state, salt, out):
     single = out.itemsize == 4
     w = 1 if single else 2
     words = _random_words(state, salt, out.size * w)
+    if single:  # (its own loop: one that branches per element does not vectorise)
+        for e in range(out.size):
+            out[e] = _unit(words, e, True)
+        return
     for e in range(out.size):
-        out[e] = _unit(words, e * w, single)
+        out[e] = _unit(words, e * w, False)
 
 
 @jit
