@@ -96,3 +96,16 @@ def test_cnn_on_digits(capsys):
     accuracy, history, trainer = load("cnn_digits").main()
     assert accuracy >= 0.985  # the MLP of `symgrad demo` reaches 0.98
     assert "digits CNN: test accuracy" in capsys.readouterr().out
+
+
+def test_dropout_and_batch_norm_on_digits():
+    accuracy, trainer = load("dropout_batchnorm_digits").main(verbose=False)
+    assert accuracy >= 0.98  # the goal, on the bundled split
+    assert trainer.state and trainer.eval_outputs is not trainer.outputs
+
+
+def test_char_bigram_approaches_the_counted_bigrams():
+    initial, final, best, sample = load("char_bigram").main(steps=800, sample_length=40,
+                                                            verbose=False)
+    assert final < initial - 1.5 and final < best + 0.15
+    assert len(sample) == 40 and sample[0] == "t"

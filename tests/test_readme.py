@@ -16,7 +16,7 @@ def python_blocks():
 
 def test_the_readme_snippets_run_in_order_and_print_what_it_says(tmp_path):
     blocks = python_blocks()
-    assert len(blocks) == 5
+    assert len(blocks) == 6
     marks = [f"print('=== block {k}')\n" for k in range(len(blocks))]
     script = "".join(mark + block for mark, block in zip(marks, blocks))
     (tmp_path / "readme.py").write_text(script, encoding="utf-8")
@@ -36,10 +36,12 @@ def test_the_readme_snippets_run_in_order_and_print_what_it_says(tmp_path):
     evaluation = re.search(r"Evaluation\(loss=([0-9.]+), accuracy=([0-9.]+)\)", outputs[2])
     assert evaluation and float(evaluation.group(2)) > 0.95, outputs[2][:500]
     assert (tmp_path / "run.npz").exists() and (tmp_path / "digits-mlp.npz").exists()
+    # random numbers, indexing, normalisation: the embedding's gradient, one-hot rows
+    assert outputs[3].splitlines()[0] == "(100, 8) [1. 1. 1.]", outputs[3]
     # second order: five eigenvalues, largest first, a CG solve and a trace estimate
-    numbers = outputs[3].replace("[", " ").replace("]", " ").split()
+    numbers = outputs[4].replace("[", " ").replace("]", " ").split()
     eigenvalues = [float(v) for v in numbers[:5]]
     assert eigenvalues == sorted(eigenvalues, reverse=True) and eigenvalues[0] > 0
     assert int(numbers[5]) >= 1 and float(numbers[6]) > 0
     # extending: a (value, gradient) pair for two rows
-    assert outputs[4].count("array(") == 2, outputs[4]
+    assert outputs[5].count("array(") == 2, outputs[5]
