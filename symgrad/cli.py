@@ -10,6 +10,7 @@ gradient_graph.svg when symgrad.viz can draw it).
     symgrad demo                     an MLP on the bundled 8×8 digits (≥ 97% test accuracy)
     symgrad train --dataset spiral --hidden 32,32 --activation tanh --optimizer adam
     symgrad train --dataset mnist:/path/to/mnist --hidden 256 --epochs 5
+    symgrad train --dataset digits --batch-norm --dropout 0.2 --lr 3e-3 --epochs 40
 """
 from __future__ import annotations
 
@@ -154,8 +155,11 @@ def run(args):
         model = nn.CNN(side, outputs, hidden=hidden[0] if hidden else 64, seed=args.seed)
         description = f"CNN {side}×{side} conv 16, 32 -> {hidden[0] if hidden else 64} -> {outputs}"
     else:
-        model = nn.MLP(sizes, activation=args.activation, seed=args.seed, rank=args.rank)
-        description = f"MLP {'-'.join(map(str, sizes))} ({args.activation})"
+        batch_norm, dropout = getattr(args, "batch_norm", False), getattr(args, "dropout", 0.0)
+        model = nn.MLP(sizes, activation=args.activation, seed=args.seed, rank=args.rank,
+                       batch_norm=batch_norm, dropout=dropout)
+        extras = (["batch norm"] if batch_norm else []) + ([f"dropout {dropout:g}"] if dropout else [])
+        description = f"MLP {'-'.join(map(str, sizes))} ({', '.join([args.activation] + extras)})"
     schedules = {"constant": None,
                  "halving": optim.StepHalving(args.lr, patience=2),
                  "inverse": optim.InverseTime(args.lr * 10, 10),
@@ -208,6 +212,16 @@ def _whole(low, what="a whole number"):
         return value
     parse.__name__ = "whole number"
     return parse
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate in [0, 1)")
+    return value
 
 
 def _real(low, inclusive):
@@ -308,6 +322,11 @@ def _parser():
     train.add_argument("--batch-size", type=_whole(1), default=32, help="examples per step (>= 1)")
     train.add_argument("--weight-decay", type=_real(0.0, inclusive=True), default=0.0,
                        help="L2 on weights, not biases (>= 0)")
+    train.add_argument("--dropout", type=_fraction, default=0.0,
+                       help="drop this fraction of each hidden layer's units in training "
+                            "(0 <= rate < 1; MLP)")
+    train.add_argument("--batch-norm", action="store_true",
+                       help="batch normalisation before each hidden activation (MLP)")
     train.add_argument("--rank", type=_whole(1), default=None,
                        help="low-rank hidden layers W = U V of this rank (>= 1)")
     train.add_argument("--patience", type=_whole(1), default=None,
@@ -331,6 +350,9 @@ def _check(parser, args):
     train = parser.subparsers["train"]
     if args.resume and not args.checkpoint:
         train.error("argument --resume: needs --checkpoint PATH (the .npz file to continue from)")
+    if args.model == "cnn" and (args.dropout or args.batch_norm):
+        train.error("argument --dropout/--batch-norm: these shape the MLP's hidden layers; "
+                    "leave them out with --model cnn")
     if args.checkpoint and not args.resume and os.path.exists(args.checkpoint):
         train.error(f"argument --checkpoint: {args.checkpoint!r} already exists; add --resume to "
                     f"continue from it, or remove it or give another path to start afresh")
@@ -386,7 +408,7 @@ def _demo_args(args):
     for key, value in dict(dataset="digits", hidden=[256], activation="relu", optimizer="adam",
                            lr=1e-3, schedule="halving", batch_size=32, weight_decay=1e-4,
                            rank=None, patience=10, augment=True, checkpoint=None,
-                           resume=False, clip_norm=None).items():
+                           resume=False, clip_norm=None, dropout=0.0, batch_norm=False).items():
         setattr(args, key, value)
     return args
 

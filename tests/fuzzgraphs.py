@@ -309,9 +309,9 @@ class Generator:
         if depth <= 0:
             return {"leaf": 1}
         if p in ("structure", "mixed", "empty"):
-            w.update(slice=2, index=1, reshape=1.5, transpose=1, concat=1, matmul=1.5)
+            w.update(slice=2, index=1, reshape=1.5, transpose=1, concat=1, matmul=1.5, take=1)
         if p in ("reduce", "mixed", "empty", "ties"):
-            w.update(reduce=3, softmax=1.5, distribution=0.7)
+            w.update(reduce=3, softmax=1.5, distribution=0.7, argmax=0.7)
         if p == "ties":
             # no sum(distribution(p) * s): its rewrite to s is exact in real numbers but not in
             # rounding (Σp is 1 within an ulp), so it can make or break a tie that a max or
@@ -835,6 +835,39 @@ class Generator:
         rx = x.ref
         return Expr(x.node[index], cls, lambda env: rx(env)[index], f"{x.src}[{text_index}]",
                     x.mag, x.low)
+
+    def gen_take(self, cls, depth):
+        """sg.take along a static axis, by constant int64 indices (repeats, any order, none
+        for an empty axis): the gradient is a scatter-add."""
+        axes = [k for k, c in enumerate(cls) if not is_runtime(c)]
+        if not axes:
+            return None
+        k = self.choice(axes)
+        n = self.choice([1, 2, 3, 4])
+        indices = self.rng.integers(0, n, cls[k])
+        in_cls = list(cls)
+        in_cls[k] = n
+        x = self.gen(tuple(in_cls), depth)
+        rx = x.ref
+        return Expr(sg.take(x.node, indices, axis=k), cls,
+                    lambda env: np.take(rx(env), indices, axis=k),
+                    f"sg.take({x.src}, {indices.tolist()}, axis={k})", x.mag, x.low)
+
+    def gen_argmax(self, cls, depth):
+        """e · one_hot(argmax(x, last axis)): the factor picks, per row, the column where x is
+        largest (piecewise constant in x: a kink wherever two columns tie)."""
+        if not cls or is_runtime(cls[-1]) or cls[-1] < 1:
+            return None
+        e, x = self.gen(cls, depth), self.gen(cls, depth)
+        node = e.node * sg.one_hot(sg.argmax(x.node, axis=-1), cls[-1], F64)
+        re, rx, n = e.ref, x.ref, cls[-1]
+
+        def r(env):
+            v = rx(env)
+            env.margin(top2_gap(v, (v.ndim - 1,)))
+            return re(env) * np.eye(n)[np.argmax(v, axis=-1)]
+        return Expr(node, cls, r, f"{e.src} * sg.one_hot(sg.argmax({x.src}, axis=-1), {n}, 'float64')",
+                    e.mag, 0.0)
 
     def gen_transpose(self, cls, depth):
         if len(cls) < 2:

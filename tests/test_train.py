@@ -323,6 +323,20 @@ def test_symgrad_train_with_a_warm_up_cosine_schedule_and_clipping(capsys):
     assert rates == pytest.approx([0.004, 0.008, 0.012, 0.016, 0.02, 0.02, 0.015, 0.005], rel=1e-5)
 
 
+def test_symgrad_train_with_batch_norm_and_dropout(capsys):
+    code = cli.main(["train", "--dataset", "circle", "--hidden", "16", "--epochs", "6",
+                     "--batch-norm", "--dropout", "0.1", "--lr", "0.02", "--out", "", "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "MLP 2-16-1 (relu, batch norm, dropout 0.1)" in printed
+    accuracy = float(printed.split("test accuracy ")[1].split()[0])
+    assert accuracy > 0.9
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--model", "cnn", "--dropout", "0.2"])
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--dropout", "1.5"])
+
+
 def _showcase_command():
     """The `symgrad train ...` command the README shows beside the demo, as argv."""
     readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()

@@ -45,7 +45,8 @@ from .graph import OPS, Node, ShapeError, as_node, constant, make
 from .scalar import X, Y
 
 # The builders users call as sg.<name> (symgrad/__init__.py exports these): a new op is
-# defined, and made public, in this file alone.
+# defined, and made public, in this file alone (random draws, which users call as
+# sg.random.<name>, are defined in random.py, beside their generator).
 __all__ = ["abs", "add", "argmax", "argmin", "avg_pool2d", "broadcast_to", "cast", "concatenate", "conv1d",
            "conv2d", "cos", "distribution", "divide", "dot", "equal", "exp", "greater",
            "greater_equal", "hard_tanh", "leaky_relu", "log", "log_softmax", "logsumexp",
@@ -1261,10 +1262,16 @@ def _infer_take(inputs, attrs):
 
 
 def _infer_take_add(inputs, attrs):
+    """The shape of the array taken from (attribute `shape`, as a broadcast's target)."""
     g, indices = inputs
     _integers("take_add", indices, "indices")
-    axis = attrs["axis"]
-    return g.shape[:axis] + (attrs["size"],) + g.shape[axis + indices.ndim:], g.dtype
+    axis, shape = attrs["axis"], tuple(attrs["shape"])
+    around = shape[:axis] + shape[axis + 1:]
+    given = g.shape[:axis] + g.shape[axis + indices.ndim:]
+    if len(around) != len(given) or any(_merge_dim(a, b) is False for a, b in zip(around, given)):
+        raise ShapeError(f"take_add: a cotangent {fmt(g.shape)} of indices {fmt(indices.shape)} "
+                         f"does not fit an array {fmt(shape)} along axis {axis}")
+    return shape, g.dtype
 
 
 def _np_take(arrays, attrs):
@@ -1275,7 +1282,7 @@ def _np_take(arrays, attrs):
 
 def _np_take_add(arrays, attrs):
     g, indices = arrays
-    axis, size = attrs["axis"], attrs["size"]
+    axis, size = attrs["axis"], attrs["shape"][attrs["axis"]]
     _np_check_indices("take_add", indices, size)
     rows = g.reshape(g.shape[:axis] + (indices.size,) + g.shape[axis + indices.ndim:])
     out = np.zeros(rows.shape[:axis] + (size,) + rows.shape[axis + 1:], g.dtype)
@@ -1301,8 +1308,9 @@ def _emit_take(code, node, out, args):
 
 def _emit_take_add(code, node, out, args):
     g, indices = node.inputs
-    axis, size = node.attrs["axis"], code.size(node.attrs["size"])
-    _check_indices(code, "take_add", args[1], node.attrs["size"])
+    axis = node.attrs["axis"]
+    size = code.size(node.shape[axis])
+    _check_indices(code, "take_add", args[1], node.shape[axis])
     gd, nd = _runtime_dims(g, args[0]), _runtime_dims(indices, args[1])
     tail = gd[axis + indices.ndim:]
     code.line(f"{out} = {code.alloc(node, out, gd[:axis] + [size] + tail)}")
@@ -1316,7 +1324,7 @@ def _emit_take_add(code, node, out, args):
 register(Op("take", infer=_infer_take, numpy=_np_take,
             vjp=lambda node, g, wanted: [make("take_add", [g, node.inputs[1]],
                                               {"axis": node.attrs["axis"],
-                                               "size": node.inputs[0].shape[node.attrs["axis"]]}),
+                                               "shape": node.inputs[0].shape}),
                                          None],
             jvp=lambda node, tangents: None if tangents[0] is None else
             make("take", [tangents[0], node.inputs[1]], node.attrs),
