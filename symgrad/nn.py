@@ -519,21 +519,13 @@ class Sequential(Layer):
     def mode_dependent(self):
         return any(layer.mode_dependent for layer in self.layers)
 
-    @property
-    def state(self):
-        return [v for layer in self.layers for v in layer.state]
+    def _joined(self, field):
+        return [item for layer in self.layers for item in getattr(layer, field)]
 
-    @property
-    def state_updates(self):
-        return [pair for layer in self.layers for pair in layer.state_updates]
-
-    @property
-    def weights(self):
-        return [w for layer in self.layers for w in layer.weights]
-
-    @property
-    def biases(self):
-        return [b for layer in self.layers for b in layer.biases]
+    state = property(lambda self: self._joined("state"))
+    state_updates = property(lambda self: self._joined("state_updates"))
+    weights = property(lambda self: self._joined("weights"))
+    biases = property(lambda self: self._joined("biases"))
 
     @property
     def params(self):
