@@ -10,7 +10,7 @@ export SYMGRAD_CACHE_DIR ?= $(CURDIR)/.symgrad-cache
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,plot,progress]'
+	$(BIN)/pip install --quiet -e '.[dev,plot,progress,distributed]'
 	touch $(STAMP)
 
 install: $(STAMP)

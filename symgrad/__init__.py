@@ -10,6 +10,7 @@ it first compiles); the core uses neither:
     runtime/    kernels, fastmath, blas, native: the Numba code compiled steps call
     nn, optim, train, data, cli       models and training on top
     linalg, optim_hf                  Krylov methods and Hessian-free on compiled HVPs
+    distributed                       data-parallel training and sharded curvature on Dask
     viz/                              pictures, formulas, rewrites and decisions
 """
 from .version import __version__
@@ -30,7 +31,8 @@ from .core import extend, random, scalar
 def __getattr__(name):
     # symgrad.linalg (and optim_hf, which uses it) compile Numba loops when imported: they
     # load on first use, so `import symgrad` never starts Numba (compiling does, once).
-    if name in ("linalg", "optim_hf"):
+    # symgrad.distributed needs Dask (the optional `distributed` extra): also on first use.
+    if name in ("linalg", "optim_hf", "distributed"):
         import importlib
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'symgrad' has no attribute {name!r}")

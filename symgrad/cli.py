@@ -11,6 +11,7 @@ gradient_graph.svg when symgrad.viz can draw it).
     symgrad train --dataset spiral --hidden 32,32 --activation tanh --optimizer adam
     symgrad train --dataset mnist:/path/to/mnist --hidden 256 --epochs 5
     symgrad train --dataset digits --batch-norm --dropout 0.2 --lr 3e-3 --epochs 40
+    symgrad train --dataset digits --workers 2 --batch-size 64     data-parallel on Dask
 """
 from __future__ import annotations
 
@@ -29,36 +30,7 @@ from .data.idx import IDXFormatError
 from .core.ops import fmt
 from .train import classifier, save_parameters
 
-DATASETS = ("digits",) + data.PLAYGROUND + ("mnist:PATH",)
-
-
-# ============================================================================ data
-
-def load_dataset(spec, seed=0, augment=False, n=2000, noise=0.05):
-    """(train, val, test) (x, y) pairs for a dataset name: "digits", a playground set, or
-    "mnist:FOLDER" (MNIST's IDX files; its test files become the test split)."""
-    if spec == "digits":
-        x, y = data.load_digits()
-        train, val, test = data.split(x, y, val=0.15, test=0.2, seed=seed)
-        if augment:
-            train = data.shifted_copies(*train, image_shape=(8, 8))
-        return train, val, test
-    if spec in data.PLAYGROUND:
-        x, y = data.playground(spec, n=n, noise=noise, seed=seed)
-        return data.split(x, y, val=0.2, test=0.2, seed=seed)
-    if spec.startswith("mnist:") or os.path.isdir(spec):
-        folder = spec[len("mnist:"):] if spec.startswith("mnist:") else spec
-        x, y = data.load_mnist(folder, "train")
-        train, val, _ = data.split(x, y, val=0.1, test=0.0, seed=seed)
-        try:
-            test = data.load_mnist(folder, "test")
-        except FileNotFoundError:
-            train, val, test = data.split(x, y, val=0.1, test=0.1, seed=seed)
-        if augment:
-            side = int(round(np.sqrt(train[0].shape[1])))
-            train = data.shifted_copies(*train, image_shape=(side, side))
-        return train, val, test
-    raise ValueError(f"unknown dataset {spec!r}; choose one of {', '.join(DATASETS)}")
+DATASETS = data.DATASETS
 
 
 # ============================================================================ outputs
@@ -139,9 +111,23 @@ def _write_outputs(trainer, history, folder, summary):
 
 # ============================================================================ commands
 
+def _fit_on_workers(trainer, train, val, args):
+    """Data-parallel training on a LocalCluster of `args.workers` processes (Dask: the
+    `distributed` extra), closed afterwards."""
+    from . import distributed  # (here: Dask is optional, and loads in a second or two)
+    client = distributed.local_client(args.workers)
+    try:
+        parallel = distributed.DataParallel(trainer, client, args.sync_every)
+        return parallel.fit(train, val, epochs=args.epochs, batch_size=args.batch_size,
+                            seed=args.seed, verbose=args.verbose)
+    finally:
+        client.close()
+        client.cluster.close()
+
+
 def run(args):
     """Train as `args` says; print and write the results. Returns the summary dict."""
-    train, val, test = load_dataset(args.dataset, args.seed, args.augment)
+    train, val, test = data.load_dataset(args.dataset, args.seed, args.augment)
     features = train[0].shape[1]
     classes = int(max(train[1].max(), val[1].max(), test[1].max())) + 1
     outputs = 1 if classes == 2 else classes  # two classes: one logit, sigmoid cross-entropy
@@ -177,9 +163,14 @@ def run(args):
     trainer.compile()
     print(f"compiled the train step and the evaluation function in {trainer.compile_seconds:.2f} s")
     started = time.perf_counter()
-    history = trainer.fit(train, val, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                          patience=args.patience, checkpoint=args.checkpoint, resume=args.resume,
-                          progress=not args.no_progress, verbose=args.verbose)
+    workers = getattr(args, "workers", None)
+    if workers:
+        history = _fit_on_workers(trainer, train, val, args)
+    else:
+        history = trainer.fit(train, val, epochs=args.epochs, batch_size=args.batch_size,
+                              seed=args.seed, patience=args.patience, checkpoint=args.checkpoint,
+                              resume=args.resume, progress=not args.no_progress,
+                              verbose=args.verbose)
     seconds = time.perf_counter() - started
     test_loss, test_accuracy = trainer.evaluate(*test)
     steps = sum(history["steps"])
@@ -327,6 +318,12 @@ def _parser():
                             "(0 <= rate < 1; MLP)")
     train.add_argument("--batch-norm", action="store_true",
                        help="batch normalisation before each hidden activation (MLP)")
+    train.add_argument("--workers", type=_whole(1), default=None,
+                       help="train data-parallel on this many local Dask worker processes "
+                            "(the `distributed` extra); --batch-size is then the global batch")
+    train.add_argument("--sync-every", type=_whole(1), default=1,
+                       help="with --workers: average the workers' models every this many "
+                            "local steps (1: average gradients every step)")
     train.add_argument("--rank", type=_whole(1), default=None,
                        help="low-rank hidden layers W = U V of this rank (>= 1)")
     train.add_argument("--patience", type=_whole(1), default=None,
@@ -350,6 +347,9 @@ def _check(parser, args):
     train = parser.subparsers["train"]
     if args.resume and not args.checkpoint:
         train.error("argument --resume: needs --checkpoint PATH (the .npz file to continue from)")
+    if args.workers and (args.patience or args.checkpoint or args.batch_norm):
+        train.error("argument --workers: --patience, --checkpoint and --batch-norm work in one "
+                    "process; leave them out with --workers")
     if args.model == "cnn" and (args.dropout or args.batch_norm):
         train.error("argument --dropout/--batch-norm: these shape the MLP's hidden layers; "
                     "leave them out with --model cnn")
@@ -408,7 +408,8 @@ def _demo_args(args):
     for key, value in dict(dataset="digits", hidden=[256], activation="relu", optimizer="adam",
                            lr=1e-3, schedule="halving", batch_size=32, weight_decay=1e-4,
                            rank=None, patience=10, augment=True, checkpoint=None,
-                           resume=False, clip_norm=None, dropout=0.0, batch_norm=False).items():
+                           resume=False, clip_norm=None, dropout=0.0, batch_norm=False,
+                           workers=None, sync_every=1).items():
         setattr(args, key, value)
     return args
 

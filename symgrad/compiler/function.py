@@ -90,19 +90,25 @@ class Function:
         self.decisions = []  # the compiler's choices, pass by pass (schedule.Decision)
         self.source = codegen.generate(self.program, title=name or "", decisions=self.decisions)
         self._interpreted = (list(outputs), list(updates))  # what the interpreter runs meanwhile
-        self._plans = {}  # argument shapes -> (Plan, workspace arrays (one per dtype))
+        # (self._plans, made by _start: argument shapes -> (Plan, workspace arrays per dtype))
         self._workspace_dtypes = codegen.workspace_dtypes(self.program)
         self._scalar_out = [o.shape == () for o in self.outputs]
         self._arg_names = [getattr(n, "name", None) or f"argument {k}" for k, n in enumerate(self.inputs)]
         # What each call checks, worked out once: (dtype, rank, [(axis, size) known statically]).
         self._specs = [(np.dtype(n.dtype), n.ndim, [(k, d) for k, d in enumerate(n.shape) if dims.is_known(d)])
                        for n in self.inputs]
+        self._start(started, background, name)
+
+    def _start(self, started, background, name):
+        """Bind the state and constants, and compile (in the background, or before
+        returning)."""
         # State and constants are passed as the same array objects every call (a Variable's
         # array is updated in place, never replaced).
         self._state_ids = {id(v.value) for v in self.program.state}
         self._fixed = [v.value.reshape(v.shape or (1,)) for v in self.program.state] + \
                       [c.attrs["value"].reshape(c.shape or (1,)) for c in self.program.constants]
         self._runner = self._compile_error = self._compile_seconds = None
+        self._plans = {}
         self._compiled = threading.Event()
         if background is None:
             background = os.environ.get("SYMGRAD_BACKGROUND_COMPILE", "1") != "0"
@@ -146,6 +152,23 @@ class Function:
         except Exception as error:  # the first runner goes on serving
             warnings.warn(f"symgrad: compiled calls stay on the ctypes runner ({error})",
                           RuntimeWarning, stacklevel=2)
+
+    # Pickling: a Function travels (to a Dask worker, say) as its generated source, its
+    # program (the graph nodes its calls check sizes against) and its Variables' values; what
+    # belongs to this process (compiled code, plans, the compile thread) does not. Unpickling
+    # rebuilds it from the source through the compile cache (no simplify, schedule or codegen
+    # again), before it returns. Variables pickled together (a train step and its evaluation)
+    # stay one object each on the other side.
+    _LOCAL = ("_state_ids", "_fixed", "_runner", "_compile_error", "_compile_seconds", "_plans",
+              "_compiled", "_plan_function")
+
+    def __getstate__(self):
+        self.wait()  # (what is sent is what compiled)
+        return {k: v for k, v in self.__dict__.items() if k not in self._LOCAL}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._start(time.perf_counter(), background=False, name=self.source.split("\n", 1)[0])
 
     def ready(self):
         """Whether compiled code serves calls (until then the interpreter does)."""

@@ -83,6 +83,18 @@ class Node:
     def __bool__(self):
         raise TypeError("a symbolic tensor has no truth value; use sg.where(cond, a, b) to branch")
 
+    # Pickling (a compiled function sent to another process): a node arrives as a new node,
+    # with a serial of that process, so it never takes the place of a node interned there.
+    _PICKLED = ("op", "inputs", "attrs", "shape", "dtype", "name")
+
+    def __getstate__(self):
+        return {field: getattr(self, field) for field in self._PICKLED}
+
+    def __setstate__(self, state):
+        for field, value in state.items():
+            object.__setattr__(self, field, value)
+        self.serial = next(_serials)
+
     # NumPy's operators (+ - * / ** @, comparisons, indexing, .T, .sum() ...) are installed by
     # ops.py, where the op builders that own the shape rules are: the graph layer needs no op.
 
@@ -161,6 +173,7 @@ class Variable(Node):
     compiled functions with `updates`. Its shape and dtype are fixed at creation."""
 
     __slots__ = ("_value",)
+    _PICKLED = Node._PICKLED + ("_value",)  # a Variable travels with its value
 
     def __init__(self, value, name=None, dtype=None):
         value = np.array(value, dtype=dtype if dtype is not None else None, copy=True)

@@ -11,8 +11,10 @@ one example per row, y int64 class labels; split and batch helpers over such pai
     split(x, y, val, test, seed)   (train, val, test) pairs, stratified by class
     minibatches(x, y, batch_size, seed, epoch)   shuffled batches, reproducible per epoch
     one_hot(labels, num_classes)   integer labels -> one-hot rows, range-checked
+    load_dataset(name, seed)       (train, val, test) of "digits", a 2-D set or "mnist:FOLDER"
 """
 from .batching import batch_indices, check_pair, epoch_order, minibatches, one_hot, split
 from .datasets import (PLAYGROUND, circle, gaussians, load_digits, playground, shifted_copies,
                        spiral, xor, xor_quadrants)
 from .idx import IDXFormatError, load_mnist, read_idx, write_idx
+from .named import DATASETS, load_dataset
