@@ -28,6 +28,7 @@ parameters as they were. BLAS runs one thread per worker (each worker is one cor
 """
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import pickle
@@ -182,10 +183,14 @@ class _Shards:
         if not workers:
             raise RuntimeError("distributed: the cluster has no workers")
         parts = np.array_split(np.arange(len(self.x)), len(workers))
-        futures = [self.client.submit(Shard, self.payload, self.x[p], self.y[p], rank,
-                                      len(self.x), self.seed, workers=[address], actor=True,
-                                      allow_other_workers=True, pure=False)  # (if it is gone)
-                   for rank, (address, p) in enumerate(zip(workers, parts))]
+        # sent ahead, not inside the task: the model once to every worker, each slice to its own
+        kit = self.client.scatter(self.payload, broadcast=True, hash=False)
+        futures = []
+        for rank, (address, p) in enumerate(zip(workers, parts)):
+            x, y = self.client.scatter([self.x[p], self.y[p]], workers=[address], hash=False)
+            futures.append(self.client.submit(Shard, kit, x, y, rank, len(self.x), self.seed,
+                                              workers=[address], actor=True, pure=False,
+                                              allow_other_workers=True))  # (if it is gone)
         self.actors = [f.result() for f in futures]
         self.sizes = [len(p) for p in parts]
 
@@ -197,11 +202,19 @@ class _Shards:
         for attempt in (0, 1):
             try:
                 pending = [getattr(actor, method)(*args) for actor in self.actors]
-                return [p.result() for p in pending]
+                if not all(hasattr(p, "_result") for p in pending):  # (another Dask's futures)
+                    return [p.result() for p in pending]
+                return self.client.sync(_all, pending)
             except Exception as error:  # noqa: BLE001 - a lost worker shows as many kinds
                 if attempt or not _lost_worker(error):
                     raise
                 self._build()  # the driver's parameters are unchanged: ask again
+
+
+async def _all(pending):
+    """The answers of actor calls, awaited together in the client's event loop (one hop from
+    this thread, not one per shard)."""
+    return list(await asyncio.gather(*(p._result() for p in pending)))
 
 
 def _lost_worker(error):

@@ -15,7 +15,7 @@ def python_blocks():
 
 
 def test_the_readme_snippets_run_in_order_and_print_what_it_says(tmp_path):
-    blocks = python_blocks()
+    blocks = [b for b in python_blocks() if "local_client" not in b]
     assert len(blocks) == 6
     marks = [f"print('=== block {k}')\n" for k in range(len(blocks))]
     script = "".join(mark + block for mark, block in zip(marks, blocks))
@@ -45,3 +45,17 @@ def test_the_readme_snippets_run_in_order_and_print_what_it_says(tmp_path):
     assert int(numbers[5]) >= 1 and float(numbers[6]) > 0
     # extending: a (value, gradient) pair for two rows
     assert outputs[5].count("array(") == 2, outputs[5]
+
+
+def test_the_dask_snippet_runs_as_a_script(tmp_path):
+    """The Dask snippet starts worker processes, which import the script: it runs alone, as
+    the README says a script must (under its `__main__` guard)."""
+    [block] = [b for b in python_blocks() if "local_client" in b]
+    (tmp_path / "dask_snippet.py").write_text(block, encoding="utf-8")
+    done = subprocess.run([sys.executable, "dask_snippet.py"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    evaluation = re.search(r"Evaluation\(loss=([0-9.]+), accuracy=([0-9.]+)\)", done.stdout)
+    assert evaluation and float(evaluation.group(2)) > 0.8, done.stdout[-2000:]
+    table = done.stdout.split("\n", 1)[1].splitlines()
+    assert table[0].split() == ["lr", "test_accuracy"] and len(table) == 3, done.stdout
