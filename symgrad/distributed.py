@@ -76,12 +76,13 @@ class WorkerSetup(WorkerPlugin):
         _warm()
 
 
-def local_client(workers=2, threads_per_worker=1, **options):
+def local_client(workers=2, threads_per_worker=1, env=None, **options):
     """A Client of a LocalCluster on this machine: `workers` processes with one thread each,
-    on 127.0.0.1, no dashboard, each set up by WorkerSetup."""
+    on 127.0.0.1, no dashboard, each set up by WorkerSetup; `env` adds to the workers'
+    environment (SYMGRAD_CACHE_DIR, say)."""
     cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
                            processes=True, host="127.0.0.1", dashboard_address=None,
-                           env=dict(SINGLE_THREAD), **options)
+                           env={**SINGLE_THREAD, **(env or {})}, **options)
     client = Client(cluster)
     client.register_plugin(WorkerSetup())
     return client

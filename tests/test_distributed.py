@@ -53,6 +53,25 @@ def test_a_function_travels_as_its_source(client):
     np.testing.assert_array_equal(remote, expected)
 
 
+def test_two_workers_compiling_one_function_at_once(tmp_path):
+    """Workers with an empty compile cache of their own: both set up (compiling the same
+    warm-up step) and rebuild the same function at the same moment, racing on the same cache
+    files; both must work, and agree with this process."""
+    client = sgd.local_client(2, env={"SYMGRAD_CACHE_DIR": str(tmp_path)})
+    try:
+        x = sg.placeholder("x", (None, 4), "float32")
+        f = sg.function([x], sg.softplus(x) * 3.0 + sg.sin(x), background=False)
+        xv = np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)
+        workers = sorted(client.scheduler_info()["workers"])
+        futures = [client.submit(lambda g, a: g(a), f, xv, workers=[w], pure=False) for w in workers]
+        for got in client.gather(futures):
+            np.testing.assert_allclose(got, f(xv), rtol=1e-6)
+        assert any(name.startswith("step_") for name in os.listdir(tmp_path))
+    finally:
+        client.close()
+        client.cluster.close()
+
+
 def test_a_synchronous_step_is_the_whole_batch_step(client, digits):
     """Each shard's batch is its whole half of 64 rows: the averaged Adam step must be the
     one-process Adam step on all 64 rows."""
