@@ -186,6 +186,17 @@ MUTANTS = [
            "while OPS[node.op].view:",
            (f"{CORRECTNESS}::test_gradients_of_several_slices_keep_their_memory_until_read",),
            "a cotangent read lazily through an unslice handed its slot on before it is read"),
+    # issue 18: GEMM epilogues
+    Mutant("gemm_epilogue_ignores_later_reads", "symgrad/compiler/codegen.py",
+           "if any(program.storage(i) is variable for later in program.steps[step_index[product]:]",
+           "if False and any(program.storage(i) is variable for later in program.steps[step_index[product]:]",
+           ("tests/compiler/test_gemm_epilogue.py",),
+           "a product adds into W while a later step still reads W's old value"),
+    Mutant("gemm_update_overwrites", "symgrad/runtime/kernels.py",
+           "_blas_gemm(a[:, start:start + step], b[start:start + step], out, alpha, 1.0)",
+           "_blas_gemm(a[:, start:start + step], b[start:start + step], out, alpha, 0.0)",
+           ("tests/compiler/test_gemm_epilogue.py",),
+           "the update's product replaces W instead of adding to it"),
     # issue 16: random draws, indexing, normalisation
     Mutant("philox_kernel_wrong_multiplier", "symgrad/runtime/kernels.py",
            "p1 = np.uint64(c2) * np.uint64(0xCD9E8D57)",

@@ -22,7 +22,8 @@ What codegen decides beyond each op's plain lowering is logged as `Decision`s, o
 named by the pass that made it (as the simplifier logs its rewrites; `f.decisions`,
 `viz.decisions(f)`): `lazy_broadcast`, `lazy_slice` and `lazy_unslice` (a value left to the
 loops that read it, never materialised), `transpose_view` (a transpose read by BLAS as a
-view) and `in_place_update` (an update's loop writing straight into its Variable). The
+view), `in_place_update` (an update's loop writing straight into its Variable) and
+`gemm_epilogue` (an update W + α·a·b added into W by the product's BLAS call, beta = 1). The
 schedule's workspace plan is logged the same way (`workspace_slot`, schedule.py).
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ from sympy.printing.str import StrPrinter
 
 from ..core import scalar
 from ..core.dims import is_known
-from ..core.ops import OPS, fmt, is_elementwise
+from ..core.ops import OPS, elementwise_body as elementwise_body_of, fmt, is_elementwise
 from ..core.sizes import introduced_sizes
 from .schedule import Decision, plan_workspace
 
@@ -54,8 +55,11 @@ def plan(step, {params}):
 class Code:
     """The body of the plan function being written, with helpers the ops' emit rules use."""
 
-    def __init__(self, program, in_place):
+    def __init__(self, program, in_place, epilogues=None):
         self.program = program
+        # matmul value name -> (its Variable's name, constant factor, scalar operand name or
+        # None): products added by BLAS straight into the Variable they update (generate)
+        self.epilogues = epilogues or {}
         self.size_names = dict(program.sizes)  # size symbol -> (its name, ...), as they are read
         self.size_code = _SizeCode(self.size_names)
         self.decisions = []       # Decisions, in the order they were made
@@ -313,19 +317,24 @@ class Code:
         return []
 
 
-def _emit_steps(program, in_place):
+def _emit_steps(program, in_place, epilogues=None):
     """Emit every step; return the Code and, per value, the line count after its step."""
-    code = Code(program, in_place)
+    code = Code(program, in_place, epilogues)
     positions = {}
     introduced = introduced_sizes([step.node for step in program.steps])
+    fused_updates = {update for update, *_ in code.epilogues.values()}
     for step in program.steps:
         node = step.node
-        if node.op == "constant":
-            continue  # scalar constants are emitted where a non-loop op needs them
+        if node.op == "constant" or step.out in fused_updates:
+            continue  # scalar constants are emitted where a non-loop op needs them; an
+                      # update fused into its product was written by that product's step
         if not is_elementwise(node):
             for node_in, arg in zip(node.inputs, step.args):
                 code.scalar_constant(node_in, arg)
-        OPS[node.op].emit(code, node, step.out, list(step.args))
+        if step.out in code.epilogues:
+            _emit_gemm_update(code, step, *code.epilogues[step.out][1:])
+        else:
+            OPS[node.op].emit(code, node, step.out, list(step.args))
         for axis, d in enumerate(node.shape):  # a size this value brings: read it now
             if introduced.get(d) is node and d not in code.size_names:
                 name = f"size{len(code.size_names)}"
@@ -360,16 +369,91 @@ def _in_place_updates(program, code, positions):
     return chosen
 
 
+def _emit_gemm_update(code, step, variable, factor, scalar_name):
+    """`variable` += α · (a @ b) in one BLAS call (beta = 1), α = `factor` times the scalar
+    value `scalar_name` if there is one."""
+    a, b = step.args
+    if scalar_name is None:
+        code.call("kernels.gemm_update({0}, {1}, {2}, {3})", a, b, variable, repr(factor))
+    else:
+        code.call("kernels.gemm_update_scaled({0}, {1}, {2}, {3}, {4})", a, b, variable,
+                  repr(factor), f"{scalar_name}.reshape(-1)")
+
+
+def _scalar_source(node):
+    """The 0-d node whose value `node` spreads (a broadcast of a scalar), or None."""
+    while node.op == "broadcast_to" or (node.op == "reshape" and math.prod(node.shape) == 1):
+        node = node.inputs[0]
+    return node if node.shape == () else None
+
+
+def _gemm_epilogues(program, code, positions, in_place):
+    """Updates of the form W + α·(a @ b) (SGD's W - lr·xᵀg, a momentum's velocity) that BLAS
+    can write in one call, W += α·a·b with beta = 1, instead of a product into the workspace
+    and a loop reading it and W back: {matmul name: (update name, Variable name, constant
+    factor, scalar operand name or None)}. Only where the update is written in place
+    (_in_place_updates), the product has no other reader, nothing at or after it reads W's
+    old value, α's scalar is computed before it, and no run-time check comes after it."""
+    names = program.names
+    step_index = {s.out: k for k, s in enumerate(program.steps)}
+    nodes = {s.out: s.node for s in program.steps}
+    chosen = {}
+    for value_name, variable_name in in_place.items():
+        update = nodes[value_name]
+        variable = next(v for v, value in program.updates if names[value] == value_name)
+        body = elementwise_body_of(update)
+        symbols = scalar.X
+        own = [k for k, i in enumerate(update.inputs) if i is variable]
+        products = [k for k, i in enumerate(update.inputs) if i.op == "matmul"
+                    and code.consumers.get(names[i]) == [update]]
+        if len(own) != 1 or len(products) != 1 or update.dtype not in ("float32", "float64"):
+            continue
+        w, m = symbols[own[0]], symbols[products[0]]
+        coefficient = sympy.expand(body - w)
+        if sympy.expand(coefficient - sympy.diff(coefficient, m) * m) != 0:
+            continue  # not α·m
+        alpha = sympy.diff(coefficient, m)
+        operands = [k for k in range(len(update.inputs)) if alpha.has(symbols[k])]
+        if alpha.has(m) or alpha.has(w) or len(operands) > 1 or not alpha.free_symbols <= {symbols[k] for k in operands}:
+            continue
+        scalar_name = None
+        if operands:
+            source = _scalar_source(update.inputs[operands[0]])
+            if source is None or not (alpha / symbols[operands[0]]).is_number:
+                continue
+            scalar_name = names[source]
+            factor = float(alpha / symbols[operands[0]])
+            if scalar_name in step_index and step_index[scalar_name] >= step_index[names[update.inputs[products[0]]]]:
+                continue  # computed after the product
+        else:
+            factor = float(alpha)
+        product = names[update.inputs[products[0]]]
+        if any(program.storage(i) is variable for later in program.steps[step_index[product]:]
+               if later.out != value_name for i in later.node.inputs):
+            continue  # W's old value is read at or after the product
+        if positions[product] <= code.last_check + 1:
+            continue  # a check after it could still fail the call
+        chosen[product] = (value_name, variable_name, factor, scalar_name)
+    return chosen
+
+
 def generate(program, title="", decisions=None):
     """The module source for `program`; its Decisions are appended to `decisions` if given."""
     names = program.names
     code, positions = _emit_steps(program, {})
     in_place = _in_place_updates(program, code, positions)
     if in_place:
-        plan_workspace(program, in_place)  # those values need no slot of their own
-        code, _ = _emit_steps(program, in_place)
+        epilogues = _gemm_epilogues(program, code, positions, in_place)
+        # those values need no slot of their own (nor do products added into a Variable)
+        plan_workspace(program, {**in_place, **{p: v[1] for p, v in epilogues.items()}})
+        code, _ = _emit_steps(program, in_place, epilogues)
         for value, variable in in_place.items():
-            code.decide("in_place_update", value, f"is written by its loop straight into {variable}")
+            fused = [p for p, e in epilogues.items() if e[0] == value]
+            if fused:
+                code.decide("gemm_epilogue", value, f"is added into {variable} by the product "
+                                                    f"{fused[0]} (BLAS beta = 1), not a loop")
+            else:
+                code.decide("in_place_update", value, f"is written by its loop straight into {variable}")
     if decisions is not None:
         decisions.extend(program.decisions + code.decisions)
     for node in program.outputs:

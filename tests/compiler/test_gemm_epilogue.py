@@ -1,0 +1,82 @@
+"""The gemm_epilogue pass (codegen.py): an update W + α·(a @ b) written by one BLAS call into
+W (beta = 1), compared with the interpreter, and refused where it would change a result."""
+import numpy as np
+import pytest
+
+import symgrad as sg
+
+F32 = "float32"
+
+
+def _passes(f):
+    return {d.name: d.pass_ for d in f.decisions if d.pass_ in ("gemm_epilogue", "in_place_update")}
+
+
+def _sgd_step(rate_in_variable, dtype=F32, also=()):
+    rng = np.random.default_rng(0)
+    x = sg.placeholder("x", (None, 5), dtype)
+    t = sg.placeholder("t", (None, 3), dtype)
+    w = sg.Variable(rng.standard_normal((5, 3)).astype(dtype), name="epilogue/W")
+    rate = sg.Variable(np.asarray(0.1, dtype), name="epilogue/rate") if rate_in_variable else 0.1
+    loss = sg.mean(sg.square(sg.tanh(x @ w) - t))
+    g = sg.grad(loss, w)
+    outputs = [loss] + [make(w) for make in also]
+    return x, t, w, rate, g, outputs, sg.function([x, t], outputs, updates=[(w, w - rate * g)],
+                                                   background=False)
+
+
+@pytest.mark.parametrize("rate_in_variable", [False, True], ids=["constant-rate", "variable-rate"])
+def test_an_sgd_update_is_one_gemm_and_equals_the_interpreter(rate_in_variable):
+    x, t, w, rate, g, outputs, f = _sgd_step(rate_in_variable)
+    assert "gemm_epilogue" in _passes(f).values()
+    kernel = "gemm_update_scaled" if rate_in_variable else "gemm_update"
+    assert f"kernels.{kernel}(" in f.source
+    rng = np.random.default_rng(1)
+    for batch in (7, 1, 0):
+        xv, tv = rng.standard_normal((batch, 5)).astype(F32), rng.standard_normal((batch, 3)).astype(F32)
+        start = w.value.copy()
+        expected = sg.evaluate(w - rate * g, {x: xv, t: tv})
+        f(xv, tv)
+        np.testing.assert_allclose(w.value, expected, rtol=1e-5, atol=1e-6)
+        if batch == 0:  # a mean over no rows is NaN, as in NumPy: so is the update
+            assert np.all(np.isnan(w.value)) == np.all(np.isnan(expected))
+        w.value = start
+
+
+def test_a_zero_rate_keeps_the_nan_of_the_product():
+    """BLAS skips the product when α = 0, where W - 0·NaN is NaN: the kernel then computes
+    the product and the loop, as the interpreter does."""
+    x, t, w, rate, g, outputs, f = _sgd_step(True)
+    rate.value = np.float32(0.0)
+    xv = np.full((2, 5), np.nan, np.float32)
+    tv = np.zeros((2, 3), np.float32)
+    expected = sg.evaluate(w - rate * g, {x: xv, t: tv})
+    f(xv, tv)
+    assert np.all(np.isnan(expected)) and np.all(np.isnan(w.value))
+
+
+@pytest.mark.parametrize("order", ["a-first", "b-first"])
+def test_no_epilogue_where_the_old_weights_are_read_after_the_product(order):
+    """B's update reads A's old value. Where its loop runs after A's gradient product, writing
+    A in that product's call would hand B the new A: the pass must leave A's update to its
+    loop there. Both orders of the updates, both outcomes checked against the interpreter."""
+    rng = np.random.default_rng(2)
+    x = sg.placeholder("x", (None, 3), F32)
+    a = sg.Variable(rng.standard_normal((3, 3)).astype(F32), name=f"{order}/A")
+    b = sg.Variable(rng.standard_normal((3, 3)).astype(F32), name=f"{order}/B")
+    new_a = a - 0.1 * (x.T @ (x @ b))
+    new_b = b + a * 1.5
+    updates = [(a, new_a), (b, new_b)] if order == "a-first" else [(b, new_b), (a, new_a)]
+    f = sg.function([x], [], updates=updates, background=False)
+    xv = rng.standard_normal((4, 3)).astype(F32)
+    expected_a, expected_b = sg.evaluate([new_a, new_b], {x: xv})
+    f(xv)
+    np.testing.assert_allclose(a.value, expected_a, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b.value, expected_b, rtol=1e-5, atol=1e-6)
+    steps = f.program.steps
+    fused = [d.name for d in f.decisions if d.pass_ == "gemm_epilogue"]
+    if fused:  # then nothing at or after the product reads A
+        product = next(k for k, s in enumerate(steps) if s.node.op == "matmul" and
+                       s.node.inputs[0].op == "transpose")
+        assert not any(i is a for s in steps[product:] for i in s.node.inputs
+                       if s.out != fused[0])
