@@ -193,8 +193,8 @@ MUTANTS = [
            ("tests/compiler/test_gemm_epilogue.py",),
            "a product adds into W while a later step still reads W's old value"),
     Mutant("gemm_update_overwrites", "symgrad/runtime/kernels.py",
-           "_blas_gemm(a[:, start:start + step], b[start:start + step], out, alpha, 1.0)",
-           "_blas_gemm(a[:, start:start + step], b[start:start + step], out, alpha, 0.0)",
+           "beta if start == 0 else 1.0)",
+           "0.0 if start == 0 else 1.0)",
            ("tests/compiler/test_gemm_epilogue.py",),
            "the update's product replaces W instead of adding to it"),
     # issue 16: random draws, indexing, normalisation

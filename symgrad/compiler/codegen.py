@@ -23,7 +23,7 @@ named by the pass that made it (as the simplifier logs its rewrites; `f.decision
 `viz.decisions(f)`): `lazy_broadcast`, `lazy_slice` and `lazy_unslice` (a value left to the
 loops that read it, never materialised), `transpose_view` (a transpose read by BLAS as a
 view), `in_place_update` (an update's loop writing straight into its Variable) and
-`gemm_epilogue` (an update W + α·a·b added into W by the product's BLAS call, beta = 1). The
+`gemm_epilogue` (an update β·W + α·a·b written into W by the product's BLAS call). The
 schedule's workspace plan is logged the same way (`workspace_slot`, schedule.py).
 """
 from __future__ import annotations
@@ -369,15 +369,16 @@ def _in_place_updates(program, code, positions):
     return chosen
 
 
-def _emit_gemm_update(code, step, variable, factor, scalar_name):
-    """`variable` += α · (a @ b) in one BLAS call (beta = 1), α = `factor` times the scalar
+def _emit_gemm_update(code, step, variable, factor, scalar_name, beta):
+    """`variable` = β·`variable` + α·(a @ b) in one BLAS call, α = `factor` times the scalar
     value `scalar_name` if there is one."""
     a, b = step.args
     if scalar_name is None:
-        code.call("kernels.gemm_update({0}, {1}, {2}, {3})", a, b, variable, repr(factor))
+        code.call("kernels.gemm_update({0}, {1}, {2}, {3}, {4})", a, b, variable, repr(factor),
+                  repr(beta))
     else:
-        code.call("kernels.gemm_update_scaled({0}, {1}, {2}, {3}, {4})", a, b, variable,
-                  repr(factor), f"{scalar_name}.reshape(-1)")
+        code.call("kernels.gemm_update_scaled({0}, {1}, {2}, {3}, {4}, {5})", a, b, variable,
+                  repr(factor), f"{scalar_name}.reshape(-1)", repr(beta))
 
 
 def _scalar_source(node):
@@ -388,10 +389,11 @@ def _scalar_source(node):
 
 
 def _gemm_epilogues(program, code, positions, in_place):
-    """Updates of the form W + α·(a @ b) (SGD's W - lr·xᵀg, a momentum's velocity) that BLAS
-    can write in one call, W += α·a·b with beta = 1, instead of a product into the workspace
-    and a loop reading it and W back: {matmul name: (update name, Variable name, constant
-    factor, scalar operand name or None)}. Only where the update is written in place
+    """Updates of the form β·W + α·(a @ b) (SGD's W - lr·xᵀg, a momentum's μ·v - lr·xᵀg) that
+    BLAS can write in one call (its beta = β), instead of a product into the workspace and a
+    loop reading it and W back: {matmul name: (update name, Variable name, constant factor of
+    α, α's scalar operand name or None, β)}. β is a nonzero number (BLAS never reads W for
+    β = 0, where 0·NaN must stay NaN). Only where the update is written in place
     (_in_place_updates), the product has no other reader, nothing at or after it reads W's
     old value, α's scalar is computed before it, and no run-time check comes after it."""
     names = program.names
@@ -409,9 +411,12 @@ def _gemm_epilogues(program, code, positions, in_place):
         if len(own) != 1 or len(products) != 1 or update.dtype not in ("float32", "float64"):
             continue
         w, m = symbols[own[0]], symbols[products[0]]
-        coefficient = sympy.expand(body - w)
+        beta = sympy.diff(body, w)  # 1 (SGD), or a momentum's μ: a nonzero number
+        if not (beta.is_number and beta.is_finite and beta != 0):
+            continue
+        coefficient = sympy.expand(body - beta * w)
         if sympy.expand(coefficient - sympy.diff(coefficient, m) * m) != 0:
-            continue  # not α·m
+            continue  # not β·w + α·m
         alpha = sympy.diff(coefficient, m)
         operands = [k for k in range(len(update.inputs)) if alpha.has(symbols[k])]
         if alpha.has(m) or alpha.has(w) or len(operands) > 1 or not alpha.free_symbols <= {symbols[k] for k in operands}:
@@ -433,7 +438,7 @@ def _gemm_epilogues(program, code, positions, in_place):
             continue  # W's old value is read at or after the product
         if positions[product] <= code.last_check + 1:
             continue  # a check after it could still fail the call
-        chosen[product] = (value_name, variable_name, factor, scalar_name)
+        chosen[product] = (value_name, variable_name, factor, scalar_name, float(beta))
     return chosen
 
 
@@ -450,8 +455,9 @@ def generate(program, title="", decisions=None):
         for value, variable in in_place.items():
             fused = [p for p, e in epilogues.items() if e[0] == value]
             if fused:
-                code.decide("gemm_epilogue", value, f"is added into {variable} by the product "
-                                                    f"{fused[0]} (BLAS beta = 1), not a loop")
+                beta = epilogues[fused[0]][4]
+                code.decide("gemm_epilogue", value, f"is written into {variable} by the product "
+                                                    f"{fused[0]} (BLAS beta = {beta:g}), not a loop")
             else:
                 code.decide("in_place_update", value, f"is written by its loop straight into {variable}")
     if decisions is not None:

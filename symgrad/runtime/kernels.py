@@ -103,51 +103,53 @@ def _blas_gemm(a, b, out, alpha, beta):
 
 
 @jit
-def gemm_update(a, b, out, alpha):
-    """out += alpha·(a @ b): an update W + α·(xᵀg) in one BLAS call with beta = 1, where
-    the product would otherwise go to memory and a loop read it and W back. Where BLAS cannot
-    (another layout, an empty side) or must not (α = 0 or not finite: BLAS skips the product
-    then, where the loop's 0·NaN would be NaN) it is the product and the loop."""
+def gemm_update(a, b, out, alpha, beta):
+    """out = beta·out + alpha·(a @ b): an update W - lr·xᵀg (beta 1) or a momentum's
+    μ·v - lr·xᵀg in one BLAS call, where the product would otherwise go to memory and a loop
+    read it and W back. Where BLAS cannot (another layout, an empty side) or must not (α = 0
+    or not finite: BLAS skips the product then, where the loop's 0·NaN would be NaN) it is
+    the product and the loop."""
     m, k = a.shape
     n = b.shape[1]
     if b.shape[0] != k or out.shape[0] != m or out.shape[1] != n:
         raise ValueError("gemm_update: the shapes of a, b and out do not match (m×k · k×n -> m×n)")
-    alpha = out.dtype.type(alpha)
+    alpha, beta = out.dtype.type(alpha), out.dtype.type(beta)
     if alpha == 0 or not np.isfinite(alpha) or m == 0 or n == 0 or k == 0 or \
             _blas_layout(a)[1] == 0 or _blas_layout(b)[1] == 0 or \
             out.strides[1] != out.itemsize or out.strides[0] != max(1, n) * out.itemsize:
-        _update_by_loops(a, b, out, alpha)
+        _update_by_loops(a, b, out, alpha, beta)
         return
     step = GEMM_SLICE if k >= 2 * GEMM_SLICE and m * n <= GEMM_SMALL_RESULT else k
-    for start in range(0, k, step):
-        _blas_gemm(a[:, start:start + step], b[start:start + step], out, alpha, 1.0)
+    for start in range(0, k, step):  # (beta scales W once, in the first slice)
+        _blas_gemm(a[:, start:start + step], b[start:start + step], out, alpha,
+                   beta if start == 0 else 1.0)
 
 
 if not blas.AVAILABLE:
     del gemm, _blas_gemm
 
     @jit
-    def gemm_update(a, b, out, alpha):  # noqa: F811 - without BLAS: the product, then the loop
+    def gemm_update(a, b, out, alpha, beta):  # noqa: F811 - without BLAS: product, then loop
         m, k = a.shape
         n = b.shape[1]
         if b.shape[0] != k or out.shape[0] != m or out.shape[1] != n:
             raise ValueError("gemm_update: the shapes of a, b and out do not match (m×k · k×n -> m×n)")
-        _update_by_loops(a, b, out, out.dtype.type(alpha))
+        _update_by_loops(a, b, out, out.dtype.type(alpha), out.dtype.type(beta))
 
 
 @jit
-def gemm_update_scaled(a, b, out, factor, scalar):
+def gemm_update_scaled(a, b, out, factor, scalar, beta):
     """gemm_update with α = factor · scalar[0] (a learning rate held in a Variable)."""
-    gemm_update(a, b, out, out.dtype.type(factor) * scalar[0])
+    gemm_update(a, b, out, out.dtype.type(factor) * scalar[0], beta)
 
 @jit
-def _update_by_loops(a, b, out, alpha):
-    """out += alpha·(a @ b) as the loop would: the product first, then each element."""
+def _update_by_loops(a, b, out, alpha, beta):
+    """out = beta·out + alpha·(a @ b) as the loop would: the product first, then each element."""
     product_ = np.empty(out.shape, out.dtype)
     product(a, b, product_)
     for i in range(out.shape[0]):
         for j in range(out.shape[1]):
-            out[i, j] += alpha * product_[i, j]
+            out[i, j] = beta * out[i, j] + alpha * product_[i, j]
 
 
 # The product generated code and the solvers call: NumPy's BLAS where blas.py found it, else

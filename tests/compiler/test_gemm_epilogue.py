@@ -80,3 +80,19 @@ def test_no_epilogue_where_the_old_weights_are_read_after_the_product(order):
                        s.node.inputs[0].op == "transpose")
         assert not any(i is a for s in steps[product:] for i in s.node.inputs
                        if s.out != fused[0])
+
+
+def test_decay_in_the_update_is_blas_beta():
+    """W - lr·(g + λ·W) = (1 - lr·λ)·W - lr·g: BLAS's beta is 1 - lr·λ."""
+    rng = np.random.default_rng(3)
+    x = sg.placeholder("x", (None, 4), F32)
+    w = sg.Variable(rng.standard_normal((4, 2)).astype(F32), name="decay/W")
+    loss = sg.mean(sg.square(sg.tanh(x @ w)))
+    new = w - 0.5 * (sg.grad(loss, w) + 0.1 * w)
+    f = sg.function([x], loss, updates=[(w, new)], background=False)
+    assert any(d.pass_ == "gemm_epilogue" and "beta = 0.95" in d.detail for d in f.decisions)
+    for _ in range(3):
+        xv = rng.standard_normal((5, 4)).astype(F32)
+        expected = sg.evaluate(new, {x: xv})
+        f(xv)
+        np.testing.assert_allclose(w.value, expected, rtol=1e-5, atol=1e-6)
