@@ -23,7 +23,9 @@ named by the pass that made it (as the simplifier logs its rewrites; `f.decision
 `viz.decisions(f)`): `lazy_broadcast`, `lazy_slice` and `lazy_unslice` (a value left to the
 loops that read it, never materialised), `transpose_view` (a transpose read by BLAS as a
 view), `in_place_update` (an update's loop writing straight into its Variable) and
-`gemm_epilogue` (an update β·W + α·a·b written into W by the product's BLAS call). The
+`gemm_epilogue` (an update β·W + α·a·b written into W by the product's BLAS call) and
+`inline_producer` (an elementwise value computed again in each loop that reads it, at the
+index it reads, shifted or padded, instead of stored and read back). The
 schedule's workspace plan is logged the same way (`workspace_slot`, schedule.py).
 """
 from __future__ import annotations
@@ -55,8 +57,11 @@ def plan(step, {params}):
 class Code:
     """The body of the plan function being written, with helpers the ops' emit rules use."""
 
-    def __init__(self, program, in_place, epilogues=None):
+    def __init__(self, program, in_place, epilogues=None, inlined=None):
         self.program = program
+        # elementwise value name -> (its node, its arguments, its sizes as code): values
+        # never stored, each loop that reads them computing them again where it reads them
+        self.inlined = inlined or {}
         # matmul value name -> (its Variable's name, constant factor, scalar operand name or
         # None): products added by BLAS straight into the Variable they update (generate)
         self.epilogues = epilogues or {}
@@ -68,6 +73,7 @@ class Code:
         self.in_place = in_place  # value name -> state name: updates written in place
         self.defined = set()      # scalar constants already written out
         self.spread_dims = {}     # name -> run-time sizes of a value left to the loops
+        self.loop_dims = {}       # name -> run-time sizes of an elementwise loop's output
         self.broadcasts = {}      # name -> (source name, source node): broadcasts read in place
         self.slices = {}          # name -> (source name, [(start, step) per axis]): likewise
         self.padded = {}          # name -> (source name, [(start, stop) per axis], dtype): likewise
@@ -189,10 +195,20 @@ class Code:
             bounds) as an argument n<j> of the loop, so one loop serves every offset."""
             return offsets.setdefault(int(value), f"n{len(offsets)}")
 
+        inline_sites = []  # (k, how its producer is read: "direct", "slice" or "padded")
         for k, (node_in, arg) in enumerate(zip(node.inputs, args)):
             if node_in.op == "constant" and node_in.shape == ():
                 names[f"x{k}"] = f"c{len(numbers)}"  # an argument of the loop, as below
                 numbers.append(float(node_in.attrs["value"]))
+                continue
+            how = "direct" if arg in self.inlined else \
+                "slice" if arg in self.slices and self.slices[arg][0] in self.inlined else \
+                "padded" if arg in self.padded and self.padded[arg][0] in self.inlined else None
+            if how is not None:  # computed here, once the loop's indices are known (below)
+                inline_sites.append((k, how, arg))
+                spread.append((k, arg))
+                if how == "direct":
+                    self.spread_dims[arg] = self.inlined[arg][2]
                 continue
             source, index = arg, None
             if arg in self.padded:
@@ -226,6 +242,7 @@ class Code:
                 operands.append((source, index))
             names[f"x{k}"] = (operands.index((source, index)), index)
         dims = dims if dims is not None else self._output_dims(node, full, spread)
+        self.loop_dims[out] = dims
         self.line(f"{out} = {self.alloc(node, out, dims)}")
         flat = not spread
         rank = node.ndim
@@ -233,6 +250,27 @@ class Code:
         if spread and all(arg in self.broadcasts for _, arg in spread):
             rank = self._merge_axes(node, out, names, operands, views)
         full_index = "i" if flat else ", ".join(f"i{d}" for d in range(rank))
+        divides = scalar.divides_by_operand(body)
+        for k, how, arg in inline_sites:
+            if how == "direct":
+                value, inner = self._inlined_code(arg, [f"i{d}" for d in range(rank)], operands,
+                                                  numbers, offset)
+            elif how == "slice":
+                source, starts_steps = self.slices[arg]
+                index = [f"{offset(start)} + {offset(step)} * i{d}" if step != 1 else
+                         (f"i{d} + {offset(start)}" if start else f"i{d}")
+                         for d, (start, step) in enumerate(starts_steps)]
+                value, inner = self._inlined_code(source, index, operands, numbers, offset)
+            else:
+                source, windows, dtype = self.padded[arg]
+                index = [f"i{d} - {offset(start)}" if start else f"i{d}" for d, (start, _) in enumerate(windows)]
+                inside = " and ".join(f"{offset(start)} <= i{d} < {offset(stop)}"
+                                      for d, (start, stop) in enumerate(windows))
+                zero = scalar.ScalarPrinter({}, dtype)._number(0)
+                value, inner = self._inlined_code(source, index, operands, numbers, offset)
+                value = f"({value} if {inside} else {zero})"
+            names[f"x{k}"] = value
+            divides = divides or inner
         for key, value in names.items():
             if isinstance(value, tuple) and value[0] == "padded":
                 _, position, index, inside, zero = value
@@ -240,7 +278,7 @@ class Code:
             elif isinstance(value, tuple):
                 position, index = value
                 names[key] = f"a{position}[{full_index if index is None else ', '.join(index)}]"
-        flags = "EXACT_DIVISION_FLAGS" if scalar.divides_by_operand(body) else "SAFE_FLAGS"
+        flags = "EXACT_DIVISION_FLAGS" if divides else "SAFE_FLAGS"
         body, in_body = scalar.numbers_as_parameters(body, len(numbers))
         numbers += in_body
         statement = f"o[{full_index}] = {scalar.scalar_code(body, names, node.dtype)}"
@@ -259,6 +297,40 @@ class Code:
             arrays = [f"{a}.reshape(-1)" for a in arrays]
         values = [repr(n) for n in numbers] + [str(n) for n in offsets]
         self.line(f"step.loop({name}, {', '.join(arrays + values)})")
+
+    def _inlined_code(self, name, index, operands, numbers, offset):
+        """The code computing inlined value `name` at `index` (one index expression per
+        axis), its operands read at the indices that one maps to, added to `operands`; and
+        whether it divides by an operand (the loop's flags depend on it)."""
+        producer, args, _ = self.inlined[name]
+        local = {}
+        divides = scalar.divides_by_operand(elementwise_body_of(producer))
+        for m, (node_in, arg) in enumerate(zip(producer.inputs, args)):
+            if node_in.op == "constant" and node_in.shape == ():
+                local[f"x{m}"] = f"c{len(numbers)}"
+                numbers.append(float(node_in.attrs["value"]))
+                continue
+            if arg in self.inlined:  # a value inlined in turn, at the same index
+                local[f"x{m}"], inner = self._inlined_code(arg, index, operands, numbers, offset)
+                divides = divides or inner
+                continue
+            if arg in self.slices:
+                source, starts_steps = self.slices[arg]
+                at = [f"{offset(start)} + {offset(step)} * ({j})" if step != 1 else
+                      (f"{j} + {offset(start)}" if start else j)
+                      for j, (start, step) in zip(index, starts_steps)]
+            elif arg in self.broadcasts:
+                source, source_node = self.broadcasts[arg]
+                lead = producer.ndim - source_node.ndim
+                at = ["0" if d == 1 and producer.shape[lead + j] != 1 else index[lead + j]
+                      for j, d in enumerate(source_node.shape)] or ["0"]
+            else:
+                source, at = arg, list(index) or ["0"]
+            if (source, at) not in operands:
+                operands.append((source, at))
+            local[f"x{m}"] = f"a{operands.index((source, at))}[{', '.join(at)}]"
+        code = scalar.scalar_code(elementwise_body_of(producer), local, producer.dtype)
+        return f"({code})", divides
 
     def _merge_axes(self, node, out, names, operands, views):
         """Where a loop reads broadcasts in place, adjacent axes that every operand reads
@@ -317,15 +389,15 @@ class Code:
         return []
 
 
-def _emit_steps(program, in_place, epilogues=None):
+def _emit_steps(program, in_place, epilogues=None, inlined=None):
     """Emit every step; return the Code and, per value, the line count after its step."""
-    code = Code(program, in_place, epilogues)
+    code = Code(program, in_place, epilogues, inlined)
     positions = {}
     introduced = introduced_sizes([step.node for step in program.steps])
     fused_updates = {update for update, *_ in code.epilogues.values()}
     for step in program.steps:
         node = step.node
-        if node.op == "constant" or step.out in fused_updates:
+        if node.op == "constant" or step.out in fused_updates or step.out in code.inlined:
             continue  # scalar constants are emitted where a non-loop op needs them; an
                       # update fused into its product was written by that product's step
         if not is_elementwise(node):
@@ -442,16 +514,91 @@ def _gemm_epilogues(program, code, positions, in_place):
     return chosen
 
 
+# An elementwise value read at most this many times (directly, or through slices and padded
+# gradients of it) by other loops, with a body of at most this many operations, is computed
+# in those loops instead of stored: recomputing a few operations costs less than writing the
+# value to memory and reading it back (Rosenbrock's x[1:] - x[:-1]², read at i and at i - 1).
+INLINE_READS, INLINE_OPERATIONS = 3, 24
+
+
+def _sizes_without(dims, inlined):
+    """`dims` (sizes as code) with each size read off an inlined value (`v5.shape[0]`, never
+    an array) replaced by that value's own size."""
+    resolved = []
+    for d in dims:
+        name, _, axis = str(d).partition(".shape[")
+        if axis and name in inlined and axis.endswith("]") and axis[:-1].isdigit():
+            d = inlined[name][2][int(axis[:-1])]
+        resolved.append(d)
+    return resolved
+
+
+def _inline_producers(program, code, taken):
+    """{name: (node, args, sizes)} of the elementwise values every reader of which is another
+    elementwise loop (directly, or through a slice or a zero-padded gradient of it that those
+    loops read in place, at least one of them so: a value read at another index), none of
+    those loops over merged axes, at most INLINE_READS reads and a body of at most INLINE_OPERATIONS
+    operations (with those of the inlined values it computes again); not returned, not
+    updated, not `taken` by another pass, reading no padded value. Also {name of an input of
+    theirs: the last step that now reads it}, for the workspace plan."""
+    names = program.names
+    index = {s.out: k for k, s in enumerate(program.steps)}
+    kept = set(taken) | {names[n] for n in program.outputs} | {names[v] for _, v in program.updates}
+    chosen, lifetimes, cost = {}, {}, {}
+    merged = {d.name for d in code.decisions if d.pass_ == "merge_axes"}
+    for step in program.steps:
+        node, name = step.node, step.out
+        if not is_elementwise(node) or node.op == "constant" or name in kept or \
+                node.ndim == 0 or any(a in code.padded for a in step.args):
+            continue  # (a 0-d value's loop is flat, without indices to compute it at)
+        # its operations, and those of the inlined values it computes again in turn
+        cost[name] = sympy.count_ops(elementwise_body_of(node)) + sum(cost.get(a, 0) for a in step.args
+                                                                     if a in chosen)
+        if cost[name] > INLINE_OPERATIONS:
+            continue
+        readers, ok, shifted = [], True, False
+        for user in code.consumers.get(name, []):
+            user_name = names.get(user) if user is not None else None
+            if user is not None and is_elementwise(user):
+                readers.append(user_name)
+                ok = ok and user_name not in merged  # (a loop over merged axes stays so)
+            elif user_name in code.slices or user_name in code.padded:  # read in place...
+                readers += [names[u] for u in code.consumers.get(user_name, [])]  # ...by loops
+                shifted = True
+            else:
+                ok = False
+        # only across index spaces: a value read at the same index by several loops stays
+        # stored (the simplifier fused what one loop reads)
+        if not ok or not shifted or not readers or len(readers) > INLINE_READS:
+            continue
+        chosen[name] = (node, step.args, _sizes_without(code.loop_dims[name], chosen))
+        last = max(index[r] for r in readers)
+        for arg in step.args:
+            lifetimes[arg] = max(lifetimes.get(arg, -1), last)
+            if arg in chosen:  # an inlined value read by this one: its inputs live as long
+                for inner in chosen[arg][1]:
+                    lifetimes[inner] = max(lifetimes.get(inner, -1), last)
+    return chosen, lifetimes
+
+
 def generate(program, title="", decisions=None):
     """The module source for `program`; its Decisions are appended to `decisions` if given."""
     names = program.names
     code, positions = _emit_steps(program, {})
     in_place = _in_place_updates(program, code, positions)
-    if in_place:
-        epilogues = _gemm_epilogues(program, code, positions, in_place)
-        # those values need no slot of their own (nor do products added into a Variable)
-        plan_workspace(program, {**in_place, **{p: v[1] for p, v in epilogues.items()}})
-        code, _ = _emit_steps(program, in_place, epilogues)
+    epilogues = _gemm_epilogues(program, code, positions, in_place) if in_place else {}
+    inlined, lifetimes = _inline_producers(program, code, {**in_place, **epilogues})
+    if in_place or inlined:
+        for arg, last in lifetimes.items():  # read where the inlined values are read
+            program.last_use[arg] = max(program.last_use.get(arg, -1), last)
+        # those values need no slot of their own (nor do products added into a Variable,
+        # nor values never stored)
+        plan_workspace(program, {**in_place, **{p: v[1] for p, v in epilogues.items()},
+                                 **{name: name for name in inlined}})
+        code, _ = _emit_steps(program, in_place, epilogues, inlined)
+        for name, (node, _, _) in inlined.items():
+            code.decide("inline_producer", name, "is computed in the loops that read it, never "
+                                                 "stored")
         for value, variable in in_place.items():
             fused = [p for p, e in epilogues.items() if e[0] == value]
             if fused:
