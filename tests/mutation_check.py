@@ -197,6 +197,11 @@ MUTANTS = [
            "0.0 if start == 0 else 1.0)",
            ("tests/compiler/test_gemm_epilogue.py",),
            "the update's product replaces W instead of adding to it"),
+    Mutant("inlined_inputs_freed_early", "symgrad/compiler/codegen.py",
+           "program.last_use[arg] = max(program.last_use.get(arg, -1), last)",
+           "pass",
+           ("tests/compiler/test_inline_producer.py", "tests/test_fuzz.py"),
+           "an inlined value's inputs handed their workspace on before its readers run"),
     # issue 16: random draws, indexing, normalisation
     Mutant("philox_kernel_wrong_multiplier", "symgrad/runtime/kernels.py",
            "p1 = np.uint64(c2) * np.uint64(0xCD9E8D57)",

@@ -283,10 +283,11 @@ def test_compiler_decisions_are_logged_by_pass_and_shown():
     assert {"workspace_slot", "lazy_broadcast", "lazy_slice", "transpose_view",
             "in_place_update"} <= passes, passes
     values = set(f.program.names.values())
-    for d in f.decisions:  # each names a value of the program; lazy ones never get a line
-        assert d.name in values, d
-        assert bool(re.search(rf"\b{d.name} = ", f.source)) != d.pass_.startswith("lazy_"), d
-    in_place = {d.name for d in f.decisions if d.pass_ == "in_place_update"}
+    for d in f.decisions:  # each names a value of the program; lazy (or inlined) ones never
+        assert d.name in values, d  # get a line
+        never_stored = d.pass_.startswith("lazy_") or d.pass_ == "inline_producer"
+        assert bool(re.search(rf"\b{d.name} = ", f.source)) != never_stored, d
+    in_place = {d.name for d in f.decisions if d.pass_ in ("in_place_update", "gemm_epilogue")}
     assert len(in_place) == 2 and all(f"{name} = state" in f.source for name in in_place)
     # a value written into its Variable takes no workspace slot (its memory is the Variable's)
     assert not in_place & {d.name for d in f.decisions if d.pass_ == "workspace_slot"}

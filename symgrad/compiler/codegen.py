@@ -394,12 +394,15 @@ def _emit_steps(program, in_place, epilogues=None, inlined=None):
     code = Code(program, in_place, epilogues, inlined)
     positions = {}
     introduced = introduced_sizes([step.node for step in program.steps])
-    fused_updates = {update for update, *_ in code.epilogues.values()}
+    fused_updates = {update: variable for update, variable, *_ in code.epilogues.values()}
     for step in program.steps:
         node = step.node
-        if node.op == "constant" or step.out in fused_updates or step.out in code.inlined:
-            continue  # scalar constants are emitted where a non-loop op needs them; an
-                      # update fused into its product was written by that product's step
+        if step.out in fused_updates:  # written by its product's step, into the Variable
+            code.line(f"{step.out} = {fused_updates[step.out]}  # written by the product above")
+            continue
+        if node.op == "constant" or step.out in code.inlined:
+            continue  # scalar constants are emitted where a non-loop op needs them; inlined
+                      # values are computed in the loops that read them
         if not is_elementwise(node):
             for node_in, arg in zip(node.inputs, step.args):
                 code.scalar_constant(node_in, arg)
