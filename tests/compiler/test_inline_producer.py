@@ -45,3 +45,19 @@ def test_a_value_read_at_one_index_stays_stored():
     a = sg.tanh(x) * 3.0
     f = sg.function([x], [sg.sum(a, axis=1), a * a + 1.0], background=False)
     assert not any(d.pass_ == "inline_producer" for d in f.decisions)
+
+
+def test_inlined_values_keep_their_inputs_alive():
+    """The stencil over a computed value a = sin(x)·1.5 (stored in the workspace): the loops
+    that compute the inlined values again read a long after the values' own steps, so a's
+    slot must not go to a value computed in between."""
+    n = 64
+    x = sg.placeholder("x", (n,), F64)
+    a = sg.sin(x) * 1.5 + sg.cos(x)
+    f = sg.sum(100.0 * (a[1:] - a[:-1] ** 2) ** 2 + (1.0 - a[:-1]) ** 2) + sg.sum(sg.exp(a[2:] * 0.1) * a[:-2])
+    g = sg.grad(f, x)
+    grad = sg.function([x], [f, g], background=False)
+    assert any(d.pass_ == "inline_producer" for d in grad.decisions)
+    xv = np.random.default_rng(4).standard_normal(n)
+    for got, want in zip(grad(xv), sg.evaluate([f, g], {x: xv})):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
