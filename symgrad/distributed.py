@@ -40,8 +40,8 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from . import data, nn, optim
 from .compiler.function import function
-from .core.autodiff import gradients
 from .core import ops
+from .core.autodiff import gradients
 from .core.graph import Variable, placeholder, topological_order
 from .core.ops import OPS
 from .train import classifier
