@@ -31,6 +31,7 @@ schedule's workspace plan is logged the same way (`workspace_slot`, schedule.py)
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import sympy
 from sympy.printing.str import StrPrinter
@@ -54,6 +55,34 @@ def plan(step, {params}):
 '''
 
 
+def _term(j):
+    """An index expression as a factor: parenthesised unless it is a name."""
+    return j if j.isidentifier() else f"({j})"
+
+
+def _slice_at(index, starts_steps, offset):
+    """Where a slice read at `index` (one expression per axis) reads its source."""
+    return [f"{offset(start)} + {offset(step)} * {_term(j)}" if step != 1 else
+            (f"{j} + {offset(start)}" if start else j)
+            for j, (start, step) in zip(index, starts_steps)]
+
+
+def _padded_at(index, windows, offset):
+    """Where a zero-padded value read at `index` reads its source, and the test that the
+    read is inside the source's window (outside it, the value is 0)."""
+    at = [f"{j} - {offset(start)}" if start else j for j, (start, _) in zip(index, windows)]
+    inside = " and ".join(f"{offset(start)} <= {j} < {offset(stop)}"
+                          for j, (start, stop) in zip(index, windows))
+    return at, inside
+
+
+def _broadcast_at(index, node, source_node):
+    """Where a broadcast to `node`'s shape, read at `index`, reads its source."""
+    lead = node.ndim - source_node.ndim
+    return ["0" if d == 1 and node.shape[lead + j] != 1 else index[lead + j]
+            for j, d in enumerate(source_node.shape)] or ["0"]
+
+
 class Code:
     """The body of the plan function being written, with helpers the ops' emit rules use."""
 
@@ -62,8 +91,8 @@ class Code:
         # elementwise value name -> (its node, its arguments, its sizes as code): values
         # never stored, each loop that reads them computing them again where it reads them
         self.inlined = inlined or {}
-        # matmul value name -> (its Variable's name, constant factor, scalar operand name or
-        # None): products added by BLAS straight into the Variable they update (generate)
+        # matmul value name -> its Epilogue: products BLAS writes straight into the Variable
+        # they update (generate)
         self.epilogues = epilogues or {}
         self.size_names = dict(program.sizes)  # size symbol -> (its name, ...), as they are read
         self.size_code = _SizeCode(self.size_names)
@@ -211,12 +240,11 @@ class Code:
                     self.spread_dims[arg] = self.inlined[arg][2]
                 continue
             source, index = arg, None
+            loop_index = [f"i{d}" for d in range(node.ndim)]
             if arg in self.padded:
                 spread.append((k, arg))
                 source, windows, dtype = self.padded[arg]
-                index = [f"i{d} - {offset(start)}" if start else f"i{d}" for d, (start, _) in enumerate(windows)]
-                inside = " and ".join(f"{offset(start)} <= i{d} < {offset(stop)}"
-                                      for d, (start, stop) in enumerate(windows))
+                index, inside = _padded_at(loop_index, windows, offset)
                 zero = scalar.ScalarPrinter({}, dtype)._number(0)
                 if (source, index) not in operands:
                     operands.append((source, index))
@@ -227,15 +255,11 @@ class Code:
             if arg in self.slices:
                 spread.append((k, arg))
                 source, starts_steps = self.slices[arg]
-                index = [f"{offset(start)} + {offset(step)} * i{d}" if step != 1 else
-                         (f"i{d} + {offset(start)}" if start else f"i{d}")
-                         for d, (start, step) in enumerate(starts_steps)]
+                index = _slice_at(loop_index, starts_steps, offset)
             elif arg in self.broadcasts:
                 spread.append((k, arg))
                 source, source_node = self.broadcasts[arg]
-                lead = node.ndim - source_node.ndim
-                index = ["0" if d == 1 and node.shape[lead + j] != 1 else f"i{lead + j}"
-                         for j, d in enumerate(source_node.shape)] or ["0"]
+                index = _broadcast_at(loop_index, node, source_node)
             else:
                 full.append((node_in, arg))
             if (source, index) not in operands:
@@ -252,20 +276,16 @@ class Code:
         full_index = "i" if flat else ", ".join(f"i{d}" for d in range(rank))
         divides = scalar.divides_by_operand(body)
         for k, how, arg in inline_sites:
+            loop_index = [f"i{d}" for d in range(rank)]
             if how == "direct":
-                value, inner = self._inlined_code(arg, [f"i{d}" for d in range(rank)], operands,
-                                                  numbers, offset)
+                value, inner = self._inlined_code(arg, loop_index, operands, numbers, offset)
             elif how == "slice":
                 source, starts_steps = self.slices[arg]
-                index = [f"{offset(start)} + {offset(step)} * i{d}" if step != 1 else
-                         (f"i{d} + {offset(start)}" if start else f"i{d}")
-                         for d, (start, step) in enumerate(starts_steps)]
+                index = _slice_at(loop_index, starts_steps, offset)
                 value, inner = self._inlined_code(source, index, operands, numbers, offset)
             else:
                 source, windows, dtype = self.padded[arg]
-                index = [f"i{d} - {offset(start)}" if start else f"i{d}" for d, (start, _) in enumerate(windows)]
-                inside = " and ".join(f"{offset(start)} <= i{d} < {offset(stop)}"
-                                      for d, (start, stop) in enumerate(windows))
+                index, inside = _padded_at(loop_index, windows, offset)
                 zero = scalar.ScalarPrinter({}, dtype)._number(0)
                 value, inner = self._inlined_code(source, index, operands, numbers, offset)
                 value = f"({value} if {inside} else {zero})"
@@ -316,14 +336,10 @@ class Code:
                 continue
             if arg in self.slices:
                 source, starts_steps = self.slices[arg]
-                at = [f"{offset(start)} + {offset(step)} * ({j})" if step != 1 else
-                      (f"{j} + {offset(start)}" if start else j)
-                      for j, (start, step) in zip(index, starts_steps)]
+                at = _slice_at(index, starts_steps, offset)
             elif arg in self.broadcasts:
                 source, source_node = self.broadcasts[arg]
-                lead = producer.ndim - source_node.ndim
-                at = ["0" if d == 1 and producer.shape[lead + j] != 1 else index[lead + j]
-                      for j, d in enumerate(source_node.shape)] or ["0"]
+                at = _broadcast_at(index, producer, source_node)
             else:
                 source, at = arg, list(index) or ["0"]
             if (source, at) not in operands:
@@ -394,7 +410,7 @@ def _emit_steps(program, in_place, epilogues=None, inlined=None):
     code = Code(program, in_place, epilogues, inlined)
     positions = {}
     introduced = introduced_sizes([step.node for step in program.steps])
-    fused_updates = {update: variable for update, variable, *_ in code.epilogues.values()}
+    fused_updates = {e.update: e.variable for e in code.epilogues.values()}
     for step in program.steps:
         node = step.node
         if step.out in fused_updates:  # written by its product's step, into the Variable
@@ -407,7 +423,7 @@ def _emit_steps(program, in_place, epilogues=None, inlined=None):
             for node_in, arg in zip(node.inputs, step.args):
                 code.scalar_constant(node_in, arg)
         if step.out in code.epilogues:
-            _emit_gemm_update(code, step, *code.epilogues[step.out][1:])
+            _emit_gemm_update(code, step, code.epilogues[step.out])
         else:
             OPS[node.op].emit(code, node, step.out, list(step.args))
         for axis, d in enumerate(node.shape):  # a size this value brings: read it now
@@ -444,16 +460,27 @@ def _in_place_updates(program, code, positions):
     return chosen
 
 
-def _emit_gemm_update(code, step, variable, factor, scalar_name, beta):
-    """`variable` = β·`variable` + α·(a @ b) in one BLAS call, α = `factor` times the scalar
-    value `scalar_name` if there is one."""
+class Epilogue(NamedTuple):
+    """An update W = β·W + α·(a @ b) written by its product's BLAS call: the update's value
+    name, W's name, α's constant factor, the name of the scalar value α is that factor of
+    (None: α is the factor) and β."""
+    update: str
+    variable: str
+    factor: float
+    scalar: str | None
+    beta: float
+
+
+def _emit_gemm_update(code, step, epilogue):
+    """The product's step, writing its update into the Variable in one BLAS call."""
     a, b = step.args
-    if scalar_name is None:
-        code.call("kernels.gemm_update({0}, {1}, {2}, {3}, {4})", a, b, variable, repr(factor),
-                  repr(beta))
+    e = epilogue
+    if e.scalar is None:
+        code.call("kernels.gemm_update({0}, {1}, {2}, {3}, {4})", a, b, e.variable,
+                  repr(e.factor), repr(e.beta))
     else:
-        code.call("kernels.gemm_update_scaled({0}, {1}, {2}, {3}, {4}, {5})", a, b, variable,
-                  repr(factor), f"{scalar_name}.reshape(-1)", repr(beta))
+        code.call("kernels.gemm_update_scaled({0}, {1}, {2}, {3}, {4}, {5})", a, b, e.variable,
+                  repr(e.factor), f"{e.scalar}.reshape(-1)", repr(e.beta))
 
 
 def _scalar_source(node):
@@ -464,10 +491,10 @@ def _scalar_source(node):
 
 
 def _gemm_epilogues(program, code, positions, in_place):
-    """Updates of the form β·W + α·(a @ b) (SGD's W - lr·xᵀg, a momentum's μ·v - lr·xᵀg) that
-    BLAS can write in one call (its beta = β), instead of a product into the workspace and a
-    loop reading it and W back: {matmul name: (update name, Variable name, constant factor of
-    α, α's scalar operand name or None, β)}. β is a nonzero number (BLAS never reads W for
+    """Updates of the form β·W + α·(a @ b) (SGD's W - lr·xᵀg; β ≠ 1 where a decay is folded
+    in) that BLAS can write in one call (its beta = β), instead of a product into the
+    workspace and a loop reading it and W back: {matmul name: Epilogue}. β is a nonzero
+    number (BLAS never reads W for
     β = 0, where 0·NaN must stay NaN). Only where the update is written in place
     (_in_place_updates), the product has no other reader, nothing at or after it reads W's
     old value, α's scalar is computed before it, and no run-time check comes after it."""
@@ -513,7 +540,7 @@ def _gemm_epilogues(program, code, positions, in_place):
             continue  # W's old value is read at or after the product
         if positions[product] <= code.last_check + 1:
             continue  # a check after it could still fail the call
-        chosen[product] = (value_name, variable_name, factor, scalar_name, float(beta))
+        chosen[product] = Epilogue(value_name, variable_name, factor, scalar_name, float(beta))
     return chosen
 
 
@@ -596,18 +623,18 @@ def generate(program, title="", decisions=None):
             program.last_use[arg] = max(program.last_use.get(arg, -1), last)
         # those values need no slot of their own (nor do products added into a Variable,
         # nor values never stored)
-        plan_workspace(program, {**in_place, **{p: v[1] for p, v in epilogues.items()},
+        plan_workspace(program, {**in_place, **{p: e.variable for p, e in epilogues.items()},
                                  **{name: name for name in inlined}})
         code, _ = _emit_steps(program, in_place, epilogues, inlined)
-        for name, (node, _, _) in inlined.items():
+        for name in inlined:
             code.decide("inline_producer", name, "is computed in the loops that read it, never "
                                                  "stored")
+        fused = {e.update: (product, e) for product, e in epilogues.items()}
         for value, variable in in_place.items():
-            fused = [p for p, e in epilogues.items() if e[0] == value]
-            if fused:
-                beta = epilogues[fused[0]][4]
+            if value in fused:
+                product, e = fused[value]
                 code.decide("gemm_epilogue", value, f"is written into {variable} by the product "
-                                                    f"{fused[0]} (BLAS beta = {beta:g}), not a loop")
+                                                    f"{product} (BLAS beta = {e.beta:g}), not a loop")
             else:
                 code.decide("in_place_update", value, f"is written by its loop straight into {variable}")
     if decisions is not None:

@@ -31,13 +31,20 @@ def matmul(a, b, out):
 
 
 @jit
-def matmul_loops(a, b, out):
-    """out = a @ b by loops: any strides, any sizes (k == 0 gives zeros). For what BLAS cannot
-    read in place, and where neither NumPy's BLAS nor SciPy is there."""
+def _product_shapes(a, b, out):
+    """(m, k, n) of out = a @ b, a m×k and b k×n, or ValueError if the shapes disagree."""
     m, k = a.shape
     n = b.shape[1]
     if b.shape[0] != k or out.shape[0] != m or out.shape[1] != n:
-        raise ValueError("matmul: the shapes of a, b and out do not match (m×k · k×n -> m×n)")
+        raise ValueError("matrix product: the shapes of a, b and out do not match (m×k · k×n -> m×n)")
+    return m, k, n
+
+
+@jit
+def matmul_loops(a, b, out):
+    """out = a @ b by loops: any strides, any sizes (k == 0 gives zeros). For what BLAS cannot
+    read in place, and where neither NumPy's BLAS nor SciPy is there."""
+    m, k, n = _product_shapes(a, b, out)
     for i in range(m):
         for j in range(n):
             out[i, j] = 0
@@ -69,22 +76,35 @@ GEMM_SLICE, GEMM_SMALL_RESULT = 4096, 1024
 
 
 @jit
+def _blas_reads(a, b, out, m, k, n):
+    """Whether BLAS takes a, b and out as they are: no empty side, a and b row-major or
+    transposed views of row-major arrays, out row-major."""
+    return m > 0 and n > 0 and k > 0 and _blas_layout(a)[1] != 0 and _blas_layout(b)[1] != 0 \
+        and out.strides[1] == out.itemsize and out.strides[0] == max(1, n) * out.itemsize
+
+
+@jit
 def gemm(a, b, out):
     # out = a @ b through NumPy's BLAS (blas.py; only defined where blas.AVAILABLE: without
     # the library the call would jump to nothing). a and b may be transposed views; out is
     # row-major. Anything else (an empty side, another layout) goes to the loops.
-    m, k = a.shape
-    n = b.shape[1]
-    if b.shape[0] != k or out.shape[0] != m or out.shape[1] != n:
-        raise ValueError("gemm: the shapes of a, b and out do not match (m×k · k×n -> m×n)")
-    if m == 0 or n == 0 or k == 0 or _blas_layout(a)[1] == 0 or _blas_layout(b)[1] == 0 or \
-            out.strides[1] != out.itemsize or out.strides[0] != max(1, n) * out.itemsize:
+    m, k, n = _product_shapes(a, b, out)
+    if not _blas_reads(a, b, out, m, k, n):
         matmul_loops(a, b, out)
         return
+    _gemm_in_slices(a, b, out, 1.0, 0.0)
+
+
+@jit
+def _gemm_in_slices(a, b, out, alpha, beta):
+    """out = alpha·(a @ b) + beta·out in BLAS calls, one per slice of k where the result is
+    small and k long (GEMM_SLICE); beta applies once, in the first."""
+    m, k = a.shape
+    n = b.shape[1]
     step = GEMM_SLICE if k >= 2 * GEMM_SLICE and m * n <= GEMM_SMALL_RESULT else k
     for start in range(0, k, step):
-        _blas_gemm(a[:, start:start + step], b[start:start + step], out, 1.0,
-                   1.0 if start > 0 else 0.0)
+        _blas_gemm(a[:, start:start + step], b[start:start + step], out, alpha,
+                   beta if start == 0 else 1.0)
 
 
 @jit
@@ -104,36 +124,25 @@ def _blas_gemm(a, b, out, alpha, beta):
 
 @jit
 def gemm_update(a, b, out, alpha, beta):
-    """out = beta·out + alpha·(a @ b): an update W - lr·xᵀg (beta 1) or a momentum's
-    μ·v - lr·xᵀg in one BLAS call, where the product would otherwise go to memory and a loop
+    """out = beta·out + alpha·(a @ b): an update W - lr·xᵀg (beta 1, or 1 - lr·λ with a decay
+    folded in) in one BLAS call, where the product would otherwise go to memory and a loop
     read it and W back. Where BLAS cannot (another layout, an empty side) or must not (α = 0
     or not finite: BLAS skips the product then, where the loop's 0·NaN would be NaN) it is
     the product and the loop."""
-    m, k = a.shape
-    n = b.shape[1]
-    if b.shape[0] != k or out.shape[0] != m or out.shape[1] != n:
-        raise ValueError("gemm_update: the shapes of a, b and out do not match (m×k · k×n -> m×n)")
+    m, k, n = _product_shapes(a, b, out)
     alpha, beta = out.dtype.type(alpha), out.dtype.type(beta)
-    if alpha == 0 or not np.isfinite(alpha) or m == 0 or n == 0 or k == 0 or \
-            _blas_layout(a)[1] == 0 or _blas_layout(b)[1] == 0 or \
-            out.strides[1] != out.itemsize or out.strides[0] != max(1, n) * out.itemsize:
+    if alpha == 0 or not np.isfinite(alpha) or not _blas_reads(a, b, out, m, k, n):
         _update_by_loops(a, b, out, alpha, beta)
         return
-    step = GEMM_SLICE if k >= 2 * GEMM_SLICE and m * n <= GEMM_SMALL_RESULT else k
-    for start in range(0, k, step):  # (beta scales W once, in the first slice)
-        _blas_gemm(a[:, start:start + step], b[start:start + step], out, alpha,
-                   beta if start == 0 else 1.0)
+    _gemm_in_slices(a, b, out, alpha, beta)
 
 
 if not blas.AVAILABLE:
-    del gemm, _blas_gemm
+    del gemm, _gemm_in_slices, _blas_gemm
 
     @jit
     def gemm_update(a, b, out, alpha, beta):  # noqa: F811 - without BLAS: product, then loop
-        m, k = a.shape
-        n = b.shape[1]
-        if b.shape[0] != k or out.shape[0] != m or out.shape[1] != n:
-            raise ValueError("gemm_update: the shapes of a, b and out do not match (m×k · k×n -> m×n)")
+        _product_shapes(a, b, out)
         _update_by_loops(a, b, out, out.dtype.type(alpha), out.dtype.type(beta))
 
 
