@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .core import ops
-from .core.graph import Node, Variable
+from .core.graph import Node, Variable, is_integer
 from .core.random import Generator
 from .data import batching
 
@@ -56,7 +56,7 @@ def softmax_cross_entropy(logits, labels, axis=-1, labels_sum_to_one=False):
     `labels` may also be int64 class indices, one per row (shape of logits without `axis`,
     which must be the last): their one-hot rows are built in the graph (each label checked in
     range on every call), and they are known to sum to 1, so the gradient is softmax - p."""
-    if isinstance(labels, Node) and labels.dtype == "int64":
+    if isinstance(labels, Node) and is_integer(labels):
         if axis not in (-1, logits.ndim - 1):
             raise ValueError("softmax_cross_entropy: integer labels index the last axis; "
                              "move the classes last")
@@ -301,15 +301,25 @@ class Dropout(Layer):
 
 
 class _Normalization(Layer):
-    """A learned scale `gamma` (ones) and shift `beta` (zeros) per feature; no weight decay."""
+    """(x - mean) / sqrt(var + eps), then a learned scale `gamma` (ones) and shift `beta`
+    (zeros) per feature; no weight decay."""
 
-    def __init__(self, features, name, dtype):
-        self.name = name
+    def __init__(self, features, eps, name, dtype):
+        self.name, self.eps = name, float(eps)
         self.gamma = Variable(np.ones(features, dtype), name=f"{name}/gamma")
         self.beta = Variable(np.zeros(features, dtype), name=f"{name}/beta")
         self.weights, self.biases = [], [self.gamma, self.beta]
 
-    def _affine(self, x_hat, shape):
+    @staticmethod
+    def _moments(x, axes):
+        """(x - its mean over `axes`, its biased variance over them), kept dimensions."""
+        mean = ops.mean(x, axis=axes, keepdims=True)
+        centred = x - mean
+        return mean, centred, ops.mean(ops.square(centred), axis=axes, keepdims=True)
+
+    def _normalized(self, centred, var, shape):
+        """centred / sqrt(var + eps) scaled and shifted, gamma and beta spread by `shape`."""
+        x_hat = centred / ops.sqrt(var + self.eps)
         return x_hat * ops.reshape(self.gamma, shape) + ops.reshape(self.beta, shape)
 
 
@@ -323,8 +333,8 @@ class BatchNorm(_Normalization):
     mode_dependent = True
 
     def __init__(self, features, axis=1, momentum=0.1, eps=1e-5, name="batchnorm", dtype="float32"):
-        super().__init__(features, name, dtype)
-        self.axis, self.momentum, self.eps = axis, float(momentum), float(eps)
+        super().__init__(features, eps, name, dtype)
+        self.axis, self.momentum = axis, float(momentum)
         self.running_mean = Variable(np.zeros(features, dtype), name=f"{name}/running_mean")
         self.running_var = Variable(np.ones(features, dtype), name=f"{name}/running_var")
         self.state = [self.running_mean, self.running_var]
@@ -334,10 +344,7 @@ class BatchNorm(_Normalization):
         axis = self.axis % x.ndim
         shape = tuple(-1 if k == axis else 1 for k in range(x.ndim))
         if _training(self, training):
-            others = tuple(k for k in range(x.ndim) if k != axis)
-            mean = ops.mean(x, axis=others, keepdims=True)
-            centred = x - mean
-            var = ops.mean(ops.square(centred), axis=others, keepdims=True)
+            mean, centred, var = self._moments(x, tuple(k for k in range(x.ndim) if k != axis))
             m = self.momentum
             self.state_updates = [
                 (r, (1.0 - m) * r + m * ops.reshape(batch, r.shape))
@@ -345,7 +352,7 @@ class BatchNorm(_Normalization):
         else:
             centred = x - ops.reshape(self.running_mean, shape)
             var = ops.reshape(self.running_var, shape)
-        return self._affine(centred / ops.sqrt(var + self.eps), shape)
+        return self._normalized(centred, var, shape)
 
 
 class LayerNorm(_Normalization):
@@ -353,15 +360,11 @@ class LayerNorm(_Normalization):
     features), then scaled and shifted per feature. The same in training and evaluation."""
 
     def __init__(self, features, eps=1e-5, name="layernorm", dtype="float32"):
-        super().__init__(features, name, dtype)
-        self.eps = float(eps)
+        super().__init__(features, eps, name, dtype)
 
     def __call__(self, x):
-        mean = ops.mean(x, axis=-1, keepdims=True)
-        centred = x - mean
-        var = ops.mean(ops.square(centred), axis=-1, keepdims=True)
-        shape = (1,) * (x.ndim - 1) + (-1,)
-        return self._affine(centred / ops.sqrt(var + self.eps), shape)
+        _, centred, var = self._moments(x, -1)
+        return self._normalized(centred, var, (1,) * (x.ndim - 1) + (-1,))
 
 
 class Embedding(Layer):

@@ -110,7 +110,7 @@ def make(op_name, inputs, attrs=None, *, name=None):
     attrs = {k: _freeze(v) for k, v in (attrs or {}).items()}
     inputs = tuple(inputs)
     for k, node in enumerate(inputs):
-        if node.dtype in INT_DTYPES and k not in op.integer_inputs:
+        if is_integer(node) and k not in op.integer_inputs:
             raise ShapeError(f"{op_name}: input {k} is an {node.dtype} tensor; this op takes "
                              f"floats", "convert it with sg.cast(x, 'float32')")
     shape, dtype = op.infer(inputs, attrs)

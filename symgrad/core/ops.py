@@ -41,7 +41,7 @@ from . import scalar
 from .dims import as_dim, compatible, is_known, may_equal
 from .dims import merge as _merge_dim
 from .dims import text as dim_text
-from .graph import OPS, Node, ShapeError, as_node, constant, make
+from .graph import OPS, Node, ShapeError, as_node, constant, is_integer, make
 from .scalar import X, Y
 
 # The builders users call as sg.<name> (symgrad/__init__.py exports these): a new op is
@@ -646,10 +646,10 @@ def _infer_cast(inputs, attrs):
 
 register(Op("cast", infer=_infer_cast,
             numpy=lambda arrays, attrs: arrays[0].astype(attrs["dtype"]),
-            # (an integer input gets no cotangent: labels and indices are not differentiated)
-            vjp=lambda node, g, wanted: [None if node.inputs[0].dtype == "int64" or node.dtype == "int64"
+            # (integers, in or out, carry no derivative: labels and indices are data)
+            vjp=lambda node, g, wanted: [None if is_integer(node.inputs[0]) or is_integer(node)
                                          else cast(g, node.inputs[0].dtype)],
-            jvp=lambda node, tangents: None if tangents[0] is None or node.dtype == "int64"
+            jvp=lambda node, tangents: None if tangents[0] is None or is_integer(node)
             else cast(tangents[0], node.dtype),
             emit=lambda code, node, out, args: code.compute(node, out, _runtime_dims(node, args[0]),
                                                             "kernels.copy({0}, {1})", args[0]),
@@ -1249,7 +1249,7 @@ def _check_indices(code, op, arg, size):
 
 
 def _integers(op, node, what):
-    if node.dtype != "int64":
+    if not is_integer(node):
         raise ShapeError(f"{op}: {what} must be an int64 tensor, got {node.dtype}",
                          "give labels and indices as int64 arrays")
 

@@ -11,7 +11,7 @@ The generator is Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy
 under a 64-bit key, ten rounds of two 32×32→64-bit products. Nothing is carried from one
 number to the next, so element i of a draw is a function of (key, counter) alone, computed in
 any order: a flat loop, vectorised, and the same in NumPy (the reference below) and in the
-compiled kernel (kernels.random_draw). The counter of a draw's block b of four 32-bit words
+compiled kernels (kernels.random_uniform, random_normal). The counter of a draw's block b of four 32-bit words
 is (b, salt, step low word, step high word): `salt` tells the draws of one graph apart, and
 `step` is the state's counter, which every compiled call of a function that draws advances
 by one (function.py adds the update), so each step draws afresh. `sg.evaluate` reads the
@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from .dims import as_dim, is_known
-from .graph import ShapeError, Variable, make
+from .graph import ShapeError, Variable, is_integer, make
 from .ops import Op, add, fmt, greater, multiply, register
 
 __all__ = ["Generator", "uniform", "normal", "bernoulli", "seed", "default_generator",
@@ -36,7 +36,6 @@ MASK = 0xFFFFFFFF
 MULTIPLIERS = (0xD2511F53, 0xCD9E8D57)   # Philox4x32's round multipliers
 WEYL = (0x9E3779B9, 0xBB67AE85)          # its key schedule: golden ratio, sqrt(3) - 1
 ROUNDS = 10
-DISTRIBUTIONS = ("uniform", "normal")
 
 
 def philox(counter, key, rounds=ROUNDS):
@@ -97,7 +96,7 @@ def _np_random(arrays, attrs):
 
 def _infer_random(inputs, attrs):
     state = inputs[0]
-    if state.dtype != "int64" or state.shape != (2,):
+    if not is_integer(state) or state.shape != (2,):
         raise ShapeError(f"random: the generator state must be an int64 Variable of shape (2,) "
                          f"(key, counter), got {fmt(state.shape)} {state.dtype}")
     return attrs["shape"], attrs["dtype"]
@@ -105,10 +104,9 @@ def _infer_random(inputs, attrs):
 
 def _emit_random(code, node, out, args):
     dims = [code.size(d) for d in node.shape]
-    kernel = "random_uniform" if node.attrs["distribution"] == "uniform" else "random_normal"
     code.line(f"{out} = {code.alloc(node, out, dims)}")
-    code.call(f"kernels.{kernel}({{0}}, {{1}}, {{2}})", args[0], node.attrs["salt"],
-              f"{out}.reshape(-1)")
+    kernel = f"kernels.random_{node.attrs['distribution']}"  # random_uniform, random_normal
+    code.call(f"{kernel}({{0}}, {{1}}, {{2}})", args[0], node.attrs["salt"], f"{out}.reshape(-1)")
 
 
 # A draw: nothing differentiates through it (its state is integer), and its value is fixed
