@@ -25,6 +25,8 @@ Three kinds of rewrite:
 - body rules on SymPy scalar bodies: log(sigmoid(a)) -> -softplus(-a),
   log(1 - sigmoid(a)) -> -softplus(a), log(1 + exp(a)) -> softplus(a) (SymPy itself
   turns log(exp(a)) into a for real a); they also fire across a graph edge (log node of a sigmoid node);
+- sharing: softmax(x) -> exp(log_softmax(x)) where the graph computes log_softmax(x) anyway
+  (`share_log_softmax`, a pass once the rules are done, with the specialise phase);
 - fusion: a tree of elementwise nodes whose inner values have no other use becomes one
   `elementwise` node whose body is their SymPy composition; bodies are bounded in size (a deep
   chain stays a chain of nodes) and tidied with `factor_terms` only, because SymPy's stronger
@@ -479,6 +481,32 @@ def _rewrite_pass(roots, log, keep=frozenset(), phases=PHASES):
     return [new[r] for r in roots], changed
 
 
+# ============================================================================ sharing
+
+def share_log_softmax(roots, log, keep=frozenset()):
+    """softmax(x) -> exp(log_softmax(x)) where the graph also computes log_softmax(x) along the
+    same axis (a cross-entropy's loss beside its gradient q - p). The kernels compute softmax
+    as exactly that exp, so the values are the same; the graph then makes one pass along the
+    axis, not two (nodes are interned: the log_softmax is the one already there), and the exp
+    is an elementwise loop, fused into the loop that reads it. Elsewhere softmax stays
+    softmax, as the user wrote it and as the gradient graph reads best."""
+    order = topological_order(roots, stop=keep)
+    computed = {(n.inputs[0], n.attrs["axis"]) for n in order if n.op == "log_softmax"}
+    new = {}
+    for node in order:
+        if not node.inputs or node in keep:
+            new[node] = node
+            continue
+        inputs = [new[i] for i in node.inputs]
+        current = node if inputs == list(node.inputs) else make(node.op, inputs, node.attrs)
+        if current.op == "softmax" and (current.inputs[0], current.attrs["axis"]) in computed:
+            shared = ops.exp(ops.log_softmax(current.inputs[0], current.attrs["axis"]))
+            log.append(Rewrite("share_log_softmax", current, shared))
+            current = shared
+        new[node] = current
+    return [new[r] for r in roots]
+
+
 # ============================================================================ fusion
 
 def _consumers(roots):
@@ -537,6 +565,8 @@ def simplify(roots, fusion=True, keep=(), phases=PHASES):
             break
     else:
         _broken("the rewrite passes did not settle after 16 passes")
+    if "specialise" in phases:
+        roots = share_log_softmax(roots, log, keep)
     if fusion and "fuse" in phases:
         roots = fuse_elementwise(roots, log)
     return roots, log

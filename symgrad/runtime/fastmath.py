@@ -139,13 +139,31 @@ def expm1_32(x):
 
 @inline
 def expm1_64(x):
-    p = 1.0 / 355687428096000.0
-    for k in (20922789888000.0, 1307674368000.0, 87178291200.0, 6227020800.0, 479001600.0,
-              39916800.0, 3628800.0, 362880.0, 40320.0, 5040.0, 720.0, 120.0, 24.0, 6.0, 2.0):
-        p = p * x + 1.0 / k
-    small = (p * x + 1.0) * x
-    large = exp64(x) - 1.0
-    return small if abs(x) < 0.5 else large
+    # x = n·ln2 + r: e^x - 1 = 2^n·(e^r - 1) + (2^n - 1), which never cancels (n = 0 where
+    # exp(x) - 1 would, |x| < ln2/2): one polynomial, as in exp64. (A Taylor series near 0
+    # beside exp64 made the function too large for LLVM to inline, and loops calling it ran
+    # scalar.) Below -40, e^x - 1 rounds to -1; 2^1024 is written as 2·2^1023.
+    xc = min(max(x, -40.0), 710.0)
+    n = np.float64(math.floor(xc * 1.4426950408889634 + 0.5))
+    r = xc - n * 0.6931471803691238 - n * 1.9082149292705877e-10
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    q = (p * r + 1.0) * r  # e^r - 1
+    k = np.int64(n)
+    two_k = _float_from_bits((min(k, 1023) + 1023) << 52, np.float64(0))
+    out = (two_k * q + (two_k - 1.0)) * (2.0 if k > 1023 else 1.0)
+    out = np.inf if x > 709.782712893384 else out
+    return x if x != x else out
 
 
 # --------------------------------------------------------------------------- log, log1p

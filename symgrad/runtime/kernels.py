@@ -248,13 +248,13 @@ def sum_axis(x, a, r, b, out):
 def max_axis(x, a, r, b, out):
     if b == 1:
         rows = x.reshape((a, r))
-        for i in range(a):
-            best = rows[i, 0]
+        for i in range(a):  # (the NaN test as a flag beside the comparison: it vectorises)
+            best, nan = rows[i, 0], False
             for k in range(1, r):
                 value = rows[i, k]
-                if value > best or value != value:
-                    best = value
-            out[i, 0] = best
+                best = value if value > best else best
+                nan |= value != value
+            out[i, 0] = np.nan if nan or best != best else best
         return
     v = x.reshape((a, r, b))
     for i in range(a):
@@ -292,35 +292,62 @@ def distribution_violation(x, a, r, b, tolerance):
 
 
 @jit_sum
-def _sum_exp(row, shift):
-    """Σ exp(row - shift): a sum, so it may be reassociated, which lets it vectorise."""
+def _row_sum(row):
+    """Σ row: a sum, so it may be reassociated, which lets it vectorise."""
     total = row.dtype.type(0)
     for k in range(row.size):
-        total += fastmath.exp(row[k] - shift)
+        total += row[k]
     return total
 
 
 @jit
-def _max_and_log_sum(x, a, r, b, m, s):
+def _exp_into(x, out):
+    for n in range(x.size):
+        out[n] = fastmath.exp(x[n])
+
+
+@jit
+def _exp_in_place(x):
+    # (not _exp_into(x, x): LLVM's check that the two arrays do not overlap fails, and it
+    # runs the scalar loop)
+    for n in range(x.size):
+        x[n] = fastmath.exp(x[n])
+
+
+@jit
+def _max_and_log_sum(x, a, r, b, m, s, shifted):
     # m = the max along the axis (0 where it is not finite: exp below says what happens),
-    # s = log Σ exp(x - m). log_softmax is (x - m) - s: x - (m + s) would round m + s to
-    # the precision of m and lose the digits of s (float32 logits of -1e4).
-    v = x.reshape((a, r, b))
+    # shifted = x - m, s = log Σ exp(x - m). log_softmax is (x - m) - s: x - (m + s) would
+    # round m + s to the precision of m and lose the digits of s (float32 logits of -1e4).
+    # The exponentials are one loop over the whole array, which vectorises however short
+    # the axis is (10 classes), and are then summed along it.
     max_axis(x, a, r, b, m)
     for i in range(a):
         for j in range(b):
             if not np.isfinite(m[i, j]):
                 m[i, j] = 0.0
-    if b == 1:
-        rows = x.reshape((a, r))
+    e = np.empty(a * r * b, x.dtype)
+    if b == 1:  # (two-axis loops: a last axis of length 1 would stop vectorisation)
+        rows, shifted_rows, e_rows = x.reshape((a, r)), shifted.reshape((a, r)), e.reshape((a, r))
         for i in range(a):
-            s[i, 0] = fastmath.log(_sum_exp(rows[i], m[i, 0]))
+            shift = m[i, 0]
+            for k in range(r):
+                shifted_rows[i, k] = rows[i, k] - shift
+        _exp_into(shifted.reshape(-1), e)
+        for i in range(a):
+            s[i, 0] = fastmath.log(_row_sum(e_rows[i]))
         return
+    v, w, e3 = x.reshape((a, r, b)), shifted.reshape((a, r, b)), e.reshape((a, r, b))
+    for i in range(a):
+        for k in range(r):
+            for j in range(b):
+                w[i, k, j] = v[i, k, j] - m[i, j]
+    _exp_into(shifted.reshape(-1), e)
     s[:] = 0.0
     for i in range(a):
         for k in range(r):
             for j in range(b):
-                s[i, j] += fastmath.exp(v[i, k, j] - m[i, j])
+                s[i, j] += e3[i, k, j]
     for i in range(a):
         for j in range(b):
             s[i, j] = fastmath.log(s[i, j])
@@ -329,7 +356,7 @@ def _max_and_log_sum(x, a, r, b, m, s):
 @jit
 def logsumexp_axis(x, a, r, b, total):
     m = np.empty((a, b), x.dtype)
-    _max_and_log_sum(x, a, r, b, m, total)
+    _max_and_log_sum(x, a, r, b, m, total, np.empty(x.size, x.dtype))
     for i in range(a):
         for j in range(b):
             total[i, j] = m[i, j] + total[i, j]
@@ -338,23 +365,23 @@ def logsumexp_axis(x, a, r, b, total):
 @jit
 def _shifted_axis(x, a, r, b, out, exponentiate):
     # (x - m) - log Σ exp(x - m) along the axis (log_softmax), or its exp (softmax)
-    v = x.reshape((a, r, b))
     m = np.empty((a, b), x.dtype)
     s = np.empty((a, b), x.dtype)
-    _max_and_log_sum(x, a, r, b, m, s)
+    _max_and_log_sum(x, a, r, b, m, s, out)
     if b == 1:
-        rows, out_rows = x.reshape((a, r)), out.reshape((a, r))
+        rows = out.reshape((a, r))
         for i in range(a):
-            shift, log_sum = m[i, 0], s[i, 0]
+            log_sum = s[i, 0]
             for k in range(r):
-                shifted = (rows[i, k] - shift) - log_sum
-                out_rows[i, k] = fastmath.exp(shifted) if exponentiate else shifted
-        return
-    for i in range(a):
-        for k in range(r):
-            for j in range(b):
-                shifted = (v[i, k, j] - m[i, j]) - s[i, j]
-                out[i, k, j] = fastmath.exp(shifted) if exponentiate else shifted
+                rows[i, k] = rows[i, k] - log_sum
+    else:
+        w = out.reshape((a, r, b))
+        for i in range(a):
+            for k in range(r):
+                for j in range(b):
+                    w[i, k, j] = w[i, k, j] - s[i, j]
+    if exponentiate:
+        _exp_in_place(out.reshape(-1))
 
 
 @jit

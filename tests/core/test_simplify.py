@@ -126,6 +126,7 @@ def _graph_rule_cases():
         "sum_of_broadcast": ([b], sg.sum(sg.broadcast_to(b, (3, 4)), axis=0) * 2.0),
         "log_of_softmax": ([x], sg.log(sg.softmax(x, axis=1))),
         "drop_stop_gradient": ([x], sg.stop_gradient(x) * x),
+        "share_log_softmax": ([x], sg.softmax(x, axis=0) * sg.log_softmax(x, axis=0)),
         "constant_folding": ([x], x * (sg.constant(np.float64(2.0)) * sg.constant(np.float64(3.0)))),
         "sum_of_distribution": ([s], sg.sum(sg.distribution(sg.softmax(s), 1)
                                             * sg.broadcast_to(sg.reshape(sg.sum(s, 1), (-1, 1)), (s.shape[0], 4)), axis=1)),
