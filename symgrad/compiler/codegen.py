@@ -55,6 +55,10 @@ def plan(step, {params}):
 '''
 
 
+# Rows (the innermost axis of a loop) shorter than this many elements do not vectorise.
+SHORT_ROW = 16
+
+
 def _term(j):
     """An index expression as a factor: parenthesised unless it is a name."""
     return j if j.isidentifier() else f"({j})"
@@ -68,12 +72,16 @@ def _slice_at(index, starts_steps, offset):
 
 
 def _padded_at(index, windows, offset):
-    """Where a zero-padded value read at `index` reads its source, and the test that the
-    read is inside the source's window (outside it, the value is 0)."""
+    """Where a zero-padded value read at `index` reads its source, and the source's window in
+    the loop's index space, as the names of its bounds, (start, stop) per axis (outside it,
+    the value is 0)."""
     at = [f"{j} - {offset(start)}" if start else j for j, (start, _) in zip(index, windows)]
-    inside = " and ".join(f"{offset(start)} <= {j} < {offset(stop)}"
-                          for j, (start, stop) in zip(index, windows))
-    return at, inside
+    return at, tuple((offset(start), offset(stop)) for start, stop in windows)
+
+
+def _inside(window, index):
+    """The test that a read at `index` is inside `window` (as _padded_at gives it)."""
+    return " and ".join(f"{start} <= {j} < {stop}" for j, (start, stop) in zip(index, window))
 
 
 def _broadcast_at(index, node, source_node):
@@ -201,7 +209,10 @@ class Code:
 
     def broadcast(self, node, out, source, dims):
         """Materialise a broadcast, or leave it to the elementwise loops that read it."""
-        if node.ndim and self.consumed_only_by(out, is_elementwise):
+        if self._short_rows(node, out):
+            self.decide("materialise_short_rows", out, f"is stored, so the loops reading it run "
+                        f"flat: their rows of {node.shape[-1]} are too short to vectorise")
+        elif node.ndim and self.consumed_only_by(out, is_elementwise):
             self.broadcasts[out] = (source, node.inputs[0])
             self.decide("lazy_broadcast", out, f"= {source} spread to {fmt(node.shape)}, read in "
                                                f"place by its loops")
@@ -211,6 +222,15 @@ class Code:
         self.broadcasts[read] = (source, node.inputs[0])
         self.spread_dims[read] = list(dims)
         self.elementwise_loop(node, out, [read], scalar.X[0], dims)
+
+    def _short_rows(self, node, out):
+        """Whether the loops reading broadcast `out` in place would run rows shorter than
+        SHORT_ROW (the softmax cross-entropy gradient's 10 classes) calling exp, log, tanh...:
+        such rows never fill a vector register, and every call runs scalar, while a flat loop
+        vectorises them all (copying the broadcast costs less)."""
+        return node.ndim >= 2 and isinstance(node.shape[-1], int) and node.shape[-1] < SHORT_ROW and any(
+                u is not None and is_elementwise(u) and elementwise_body_of(u).atoms(sympy.Function)
+                for u in self.consumers.get(out, []))
 
     def elementwise_loop(self, node, out, args, body, dims=None):
         """Allocate `out` (with `dims` if given, else the sizes of its operands) and call a
@@ -244,13 +264,13 @@ class Code:
             if arg in self.padded:
                 spread.append((k, arg))
                 source, windows, dtype = self.padded[arg]
-                index, inside = _padded_at(loop_index, windows, offset)
+                index, window = _padded_at(loop_index, windows, offset)
                 zero = scalar.ScalarPrinter({}, dtype)._number(0)
                 if (source, index) not in operands:
                     operands.append((source, index))
                 position = operands.index((source, index))
                 # filled in below, once the loop's index names are known
-                names[f"x{k}"] = ("padded", position, index, inside, zero)
+                names[f"x{k}"] = ("padded", f"a{position}[{', '.join(index)}]", window, zero)
                 continue
             if arg in self.slices:
                 spread.append((k, arg))
@@ -285,32 +305,51 @@ class Code:
                 value, inner = self._inlined_code(source, index, operands, numbers, offset)
             else:
                 source, windows, dtype = self.padded[arg]
-                index, inside = _padded_at(loop_index, windows, offset)
+                index, window = _padded_at(loop_index, windows, offset)
                 zero = scalar.ScalarPrinter({}, dtype)._number(0)
                 value, inner = self._inlined_code(source, index, operands, numbers, offset)
-                value = f"({value} if {inside} else {zero})"
+                value = ("padded", value, window, zero)
             names[f"x{k}"] = value
             divides = divides or inner
+        windows = []  # the distinct windows of the padded values read
         for key, value in names.items():
             if isinstance(value, tuple) and value[0] == "padded":
-                _, position, index, inside, zero = value
-                names[key] = f"(a{position}[{', '.join(index)}] if {inside} else {zero})"
+                if value[2] not in windows:
+                    windows.append(value[2])
             elif isinstance(value, tuple):
                 position, index = value
                 names[key] = f"a{position}[{full_index if index is None else ', '.join(index)}]"
         flags = "EXACT_DIVISION_FLAGS" if divides else "SAFE_FLAGS"
         body, in_body = scalar.numbers_as_parameters(body, len(numbers))
         numbers += in_body
-        statement = f"o[{full_index}] = {scalar.scalar_code(body, names, node.dtype)}"
-        params = ["o"] + [f"a{j}" for j in range(len(operands))] + [f"c{j}" for j in range(len(numbers))] + \
-            list(offsets.values())
-        lines = [f"def loop({', '.join(params)}):"]
-        lines += [f"    c{j} = np.{node.dtype}(c{j})" for j in range(len(numbers))]
+
+        def statement(inside):
+            """The loop's statement, each padded value read where `inside(window)` is True
+            (a test in the code; "1" where the segment is inside, "0" where outside)."""
+            resolved = {}
+            for key, value in names.items():
+                if isinstance(value, tuple):
+                    _, read, window, zero = value
+                    test = inside(window)
+                    value = read if test == "1" else zero if test == "0" else \
+                        f"({read} if {test} else {zero})"
+                resolved[key] = value
+            return f"o[{full_index}] = {scalar.scalar_code(body, resolved, node.dtype)}"
+
+        params = ["o"] + [f"a{j}" for j in range(len(operands))] + [f"c{j}" for j in range(len(numbers))]
+        lines = [f"    c{j} = np.{node.dtype}(c{j})" for j in range(len(numbers))]
         if flat:  # every operand passed as a vector: one loop serves every rank
-            lines += ["    for i in range(o.size):", f"        {statement}"]
+            lines += ["    for i in range(o.size):", f"        {statement(None)}"]
+        elif offsets and len(windows) <= MAX_SEGMENTED_WINDOWS:
+            self.decide("segment_loop", out, f"runs in segments, each reading {len(windows)} "
+                        f"padded value(s) either everywhere or nowhere, with unsigned indices")
+            params += [f"m{n[1:]}" for n in offsets.values()]
+            lines += _segmented_loops(rank, list(offsets.values()), windows, statement)
         else:
+            params += list(offsets.values())
             lines += ["    " * (d + 1) + f"for i{d} in range(o.shape[{d}]):" for d in range(rank)]
-            lines += ["    " * (rank + 1) + statement]
+            lines += ["    " * (rank + 1) + statement(lambda window: _inside(window, full_index.split(", ")))]
+        lines.insert(0, f"def loop({', '.join(params)}):")
         name = self.loop_function(flags, "\n".join(lines))
         arrays = views or [out] + [source for source, _ in operands]
         if flat:
@@ -403,6 +442,48 @@ class Code:
         if spread:
             return self.spread_dims[spread[0][1]]
         return []
+
+
+# Loops reading at most this many padded windows run in segments (_segmented_loops); more
+# would need 2^windows copies of the loop body.
+MAX_SEGMENTED_WINDOWS = 3
+
+
+def _segmented_loops(rank, offsets, windows, statement):
+    """The lines of a loop over an output of `rank` axes that reads offsets (slices, padded
+    values): split, along each axis a window bounds, at every bound, so that in each segment
+    each padded value is read everywhere or nowhere; each pattern of windows read is a loop
+    nest of its own without a test per element, which vectorises. Its indices are unsigned
+    (the offsets n<j> are the arguments m<j> as uint64): Numba wraps a negative signed index
+    around, a test on every read that stops vectorisation; an unsigned index never is
+    negative, and arithmetic on it wraps as the signed would (a negative step)."""
+    lines = [f"    {n} = np.uint64(m{n[1:]})" for n in offsets]
+    axes = list(range(rank)) if windows else []
+    depth = 1
+    for d in axes:  # the segments: every bound of a window on the axis, within [0, size)
+        bounds = sorted({b for window in windows for b in window[d]}, key=lambda n: int(n[1:]))
+        clipped = ", ".join(f"m{b[1:]}" for b in bounds)
+        lines.append("    " * depth + f"s{d} = np.unique(np.minimum(np.maximum(np.array([0, o.shape[{d}], "
+                                        f"{clipped}]), 0), o.shape[{d}]))")
+        lines.append("    " * depth + f"for g{d} in range(s{d}.size - 1):")
+        lines.append("    " * (depth + 1) + f"lo{d}, hi{d} = s{d}[g{d}], s{d}[g{d} + 1]")
+        depth += 1
+    for w, window in enumerate(windows):  # whether each window covers the segment
+        covers = " and ".join(f"m{start[1:]} <= lo{d} and hi{d} <= m{stop[1:]}"
+                              for d, (start, stop) in enumerate(window))
+        lines.append("    " * depth + f"t{w} = {covers}")
+    for pattern in range(2 ** len(windows)):
+        inside = [bool(pattern >> w & 1) for w in range(len(windows))]
+        test = " and ".join(f"{'' if flag else 'not '}t{w}" for w, flag in enumerate(inside))
+        if test:
+            lines.append("    " * depth + f"{'if' if pattern == 0 else 'elif'} {test}:")
+        indent = depth + bool(test)
+        for d in range(rank):
+            start, stop = (f"lo{d}", f"hi{d}") if d in axes else ("0", f"o.shape[{d}]")
+            lines.append("    " * (indent + d) + f"for i{d} in range(np.uint64({start}), np.uint64({stop})):")
+        lines.append("    " * (indent + rank) + statement(
+            lambda window: "1" if inside[windows.index(window)] else "0"))
+    return lines
 
 
 def _emit_steps(program, in_place, epilogues=None, inlined=None):
@@ -566,11 +647,27 @@ def _sizes_without(dims, inlined):
 def _inline_producers(program, code, taken):
     """{name: (node, args, sizes)} of the elementwise values every reader of which is another
     elementwise loop (directly, or through a slice or a zero-padded gradient of it that those
-    loops read in place, at least one of them so: a value read at another index), none of
+    loops read in place, at least one of them so, or through a value inlined in turn: a value
+    read at another index), none of
     those loops over merged axes, at most INLINE_READS reads and a body of at most INLINE_OPERATIONS
     operations (with those of the inlined values it computes again); not returned, not
     updated, not `taken` by another pass, reading no padded value. Also {name of an input of
-    theirs: the last step that now reads it}, for the workspace plan."""
+    theirs: the last step that now reads it}, for the workspace plan.
+    Whether a reader is inlined is known once its readers are: the choice is made again
+    with the readers inlined the last time, until it settles (twice for Rosenbrock's HVP,
+    whose 100·(a scalar), read by two inlined values, was stored)."""
+    chosen = {}
+    for _ in range(4):
+        previous = chosen
+        chosen, lifetimes = _inline_choice(program, code, taken, previous)
+        if chosen.keys() == previous.keys():
+            break
+    return chosen, lifetimes
+
+
+def _inline_choice(program, code, taken, inlined_readers):
+    """One choice of _inline_producers, counting a reader in `inlined_readers` as one that
+    reads at another index."""
     names = program.names
     index = {s.out: k for k, s in enumerate(program.steps)}
     kept = set(taken) | {names[n] for n in program.outputs} | {names[v] for _, v in program.updates}
@@ -592,6 +689,7 @@ def _inline_producers(program, code, taken):
             if user is not None and is_elementwise(user):
                 readers.append(user_name)
                 ok = ok and user_name not in merged  # (a loop over merged axes stays so)
+                shifted = shifted or user_name in inlined_readers
             elif user_name in code.slices or user_name in code.padded:  # read in place...
                 readers += [names[u] for u in code.consumers.get(user_name, [])]  # ...by loops
                 shifted = True

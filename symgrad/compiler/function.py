@@ -240,8 +240,10 @@ class Function:
                             f"got {len(args)}")
         arrays = []
         for (dtype, rank, known), value, k in zip(self._specs, args, range(len(args))):
-            if type(value) is not np.ndarray or value.dtype != dtype or value.ndim != rank or \
-                    any(value.shape[axis] != size for axis, size in known):
+            fits = type(value) is np.ndarray and value.dtype == dtype and value.ndim == rank
+            for axis, size in known if fits else ():  # (a loop: any() over a generator
+                fits = fits and value.shape[axis] == size  # costs 0.25 µs an argument)
+            if not fits:
                 value = check_value(self.inputs[k], value, f"argument '{self._arg_names[k]}'")
             if not (value.flags.c_contiguous and value.flags.writeable) or \
                     id(value) in self._state_ids or id(value.base) in self._state_ids:
