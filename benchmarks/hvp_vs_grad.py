@@ -12,7 +12,9 @@ softmax cross-entropy, float32), of
 The goal (issues 6 and 14) is HVP <= ~1.5 × gradient. By flop count the one-call HVP of this net
 cannot go below about 1.73 × (layer 1: x·W, x·V, xᵀ·ġ against x·W, xᵀ·g, and layer 2 costs
 8 products against 3); a bound product drops x·W and the primal products: about 1.2 ×.
-All are timed in the same process, on the same data, calls interleaved, after a warm-up.
+All are timed in the same process, on the same data, calls interleaved, after a warm-up; for
+the MLP, JAX's jitted gradient and forward-over-reverse HVP too, where JAX is installed (the
+peers' venv, ../shared/bench/README.md; issue 18's goal: the one-call HVP <= 0.7 × JAX's).
 Under load, multi-threaded BLAS makes medians jump; OPENBLAS_NUM_THREADS=1 steadies them.
 Run: python benchmarks/hvp_vs_grad.py [--repeats N] [--model mlp|small|lenet]
 """
@@ -41,6 +43,31 @@ def mlp(sizes, rng):
         if k < len(sizes) - 2:
             h = sg.tanh(h)
     return x, y, params, h, sg.nn.softmax_cross_entropy(h, y, labels_sum_to_one=True)
+
+
+def jax_mlp(params, xb, yb, vs):
+    """JAX's jitted gradient and HVP of the same MLP at the same point, as calls timed like
+    ours ({label: (function, args)}), or {} where JAX is not installed."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return {}
+
+    def loss(ps, x, y):
+        h = x
+        for k in range(len(ps) // 2):
+            h = h @ ps[2 * k] + ps[2 * k + 1]
+            if k < len(ps) // 2 - 1:
+                h = jnp.tanh(h)
+        return -jnp.sum(y * jax.nn.log_softmax(h)) / x.shape[0]
+    grad = jax.jit(jax.value_and_grad(loss))
+    hvp = jax.jit(lambda ps, vs, x, y: jax.jvp(lambda q: jax.grad(loss)(q, x, y), (ps,), (vs,))[1])
+    ps = [jnp.asarray(p.value) for p in params]
+    tangents = [jnp.asarray(v) for v in vs]
+    x, y = jnp.asarray(xb), jnp.asarray(yb)
+    return {"JAX gradient (with loss)": (lambda: jax.block_until_ready(grad(ps, x, y)), ()),
+            "JAX HVP, forward-over-reverse": (lambda: jax.block_until_ready(hvp(ps, tangents, x, y)), ())}
 
 
 def seconds(functions, repeats):
@@ -90,12 +117,18 @@ def main(repeats=200, model="mlp", batch=128, sizes=(784, 256, 128, 10), seed=0)
         bound = op.bind(xb, yb)
         labels += [label + ", one call", label + ", bound", label + ": bind"]
         timed += [(op.function, (*vs, xb, yb)), (bound, (vs,)), (op.bind, (xb, yb))]
+    peers = jax_mlp(params, xb, yb, vs) if model == "mlp" else {}
+    labels += list(peers)
+    timed += list(peers.values())
     (grad_median, grad_min), *t_rows = seconds(timed, repeats)
     print(f"{'':42s} {'median':>9s} {'min':>9s}   ratio to gradient (median, min)")
     print(f"{'gradient (with loss)':42s} {grad_median * 1e3:6.3f} ms {grad_min * 1e3:6.3f} ms")
     for label, (median, least) in zip(labels, t_rows):
         print(f"{label:42s} {median * 1e3:6.3f} ms {least * 1e3:6.3f} ms   "
               f"{median / grad_median:5.2f}  {least / grad_min:5.2f}")
+    if peers:
+        ours, theirs = t_rows[0][0], t_rows[-1][0]
+        print(f"symgrad's one-call HVP / JAX's HVP: {ours / theirs:.2f} (medians)")
     bind, bound = t_rows[2][0], t_rows[1][0]
     for k in (1, 10, 50):
         print(f"{k:2d} products at one point (forward HVP): "
