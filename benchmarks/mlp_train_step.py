@@ -1,6 +1,8 @@
 """MLP train step (forward + backward + SGD update, tanh, softmax cross-entropy, float32):
-symgrad's compiled step beside NumPy by hand and the GEMM floor, measured in one run, after
-checking that the two steps train alike (their first three losses agree).
+symgrad's compiled step beside NumPy by hand, PyTorch and JAX (each where it is installed: the
+peers' venv, ../shared/bench/README.md) and the GEMM floor (NumPy's BLAS), measured in one
+run, calls interleaved over three rounds (medians of the rounds' medians), after checking
+that the steps train alike (their first three losses agree).
 
 Usage: python benchmarks/mlp_train_step.py [--configs small,digits,mnist,big]
 """
@@ -35,6 +37,63 @@ def symgrad_step(sizes):
     return step, time.perf_counter() - started
 
 
+def torch_step(sizes):
+    """The same step in PyTorch (autograd, SGD by hand) on tensors sharing the arrays' memory,
+    or None if it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(2)
+    params = [torch.tensor(p, requires_grad=True) for p in init(sizes)]
+
+    def step(x, y):
+        h = x
+        L = len(params) // 2
+        for l in range(L):
+            h = h @ params[2 * l] + params[2 * l + 1]
+            if l < L - 1:
+                h = torch.tanh(h)
+        loss = -torch.sum(y * torch.log_softmax(h, 1)) / x.shape[0]
+        loss.backward()
+        with torch.no_grad():
+            for p in params:
+                p -= LR * p.grad
+                p.grad = None
+        return loss.item()
+    return step, torch.from_numpy
+
+
+def jax_step(sizes):
+    """The same step in JAX, jitted, on arrays already on its device, or None if it is not
+    installed."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+    state = {"params": [jnp.asarray(p) for p in init(sizes)]}
+
+    def loss_of(params, x, y):
+        h = x
+        L = len(params) // 2
+        for l in range(L):
+            h = h @ params[2 * l] + params[2 * l + 1]
+            if l < L - 1:
+                h = jnp.tanh(h)
+        return -jnp.sum(y * jax.nn.log_softmax(h)) / x.shape[0]
+
+    @jax.jit
+    def update(params, x, y):
+        value, grads = jax.value_and_grad(loss_of)(params, x, y)
+        return [p - LR * g for p, g in zip(params, grads)], value
+
+    def step(x, y):
+        state["params"], value = update(state["params"], x, y)
+        return value.block_until_ready()
+    return step, jnp.asarray
+
+
 def check_same_training(step, reference, x, y, steps=3):
     """Both steps start from the same weights (common.init): their losses over the first
     steps must agree, or the timings compare different computations."""
@@ -48,18 +107,33 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--configs", default="small,digits,mnist,big")
     args = parser.parse_args()
-    print("config,symgrad_us,numpy_us,gemm_floor_us,symgrad/floor,symgrad/numpy,compile_s")
+    print("config,symgrad_us,numpy_us,torch_us,jax_us,gemm_floor_us,symgrad/floor,"
+          "symgrad/numpy,symgrad/torch,symgrad/jax,compile_s")
     for name in args.configs.split(","):
         batch, sizes = CONFIGS[name]
         x, y = data(batch, sizes)
         step, compile_s = symgrad_step(sizes)
-        reference = numpy_step(sizes)
-        check_same_training(step, reference, x, y)
-        ours = timeit(step, (x, y)) * 1e6
-        by_hand = timeit(reference, (x, y)) * 1e6
-        floor = gemm_floor(batch, sizes) * 1e6
-        print(f"{name},{ours:.1f},{by_hand:.1f},{floor:.1f},{ours / floor:.2f},{ours / by_hand:.2f},"
-              f"{compile_s:.2f}", flush=True)
+        same = lambda a: a  # noqa: E731
+        steps = {"symgrad": (step, same), "numpy": (numpy_step(sizes), same),
+                 "torch": torch_step(sizes), "jax": jax_step(sizes)}
+        steps = {who: (f, convert) for who, (f, convert) in
+                 ((w, pair) for w, pair in steps.items() if pair is not None)}
+        for who, (f, convert) in steps.items():
+            if who != "symgrad":  # each peer from the same weights as a fresh symgrad step
+                check_same_training(symgrad_step(sizes)[0], lambda a, b: f(convert(a), convert(b)), x, y)
+        rounds = {who: [] for who in steps}
+        floors = []
+        for _ in range(3):  # interleaved: the machine's speed drifts
+            for who, (f, convert) in steps.items():
+                rounds[who].append(timeit(f, (convert(x), convert(y))) * 1e6)
+            floors.append(gemm_floor(batch, sizes) * 1e6)
+        t = {who: float(np.median(rounds[who])) if who in rounds else float("nan")
+             for who in ("symgrad", "numpy", "torch", "jax")}
+        floor = float(np.median(floors))
+        ours = t["symgrad"]
+        print(f"{name},{ours:.1f},{t['numpy']:.1f},{t['torch']:.1f},{t['jax']:.1f},{floor:.1f},"
+              f"{ours / floor:.2f},{ours / t['numpy']:.2f},{ours / t['torch']:.2f},"
+              f"{ours / t['jax']:.2f},{compile_s:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -494,8 +494,10 @@ def _emit_steps(program, in_place, epilogues=None, inlined=None):
     fused_updates = {e.update: e.variable for e in code.epilogues.values()}
     for step in program.steps:
         node = step.node
-        if step.out in fused_updates:  # written by its product's step, into the Variable
-            code.line(f"{step.out} = {fused_updates[step.out]}  # written by the product above")
+        if step.out in fused_updates:  # written by its products' steps, into the Variable
+            if fused_updates[step.out] != step.out:  # (or into its own memory: a sum)
+                code.line(f"{step.out} = {fused_updates[step.out]}  # written by the product above")
+            positions[step.out] = len(code.lines)
             continue
         if node.op == "constant" or step.out in code.inlined:
             continue  # scalar constants are emitted where a non-loop op needs them; inlined
@@ -544,7 +546,9 @@ def _in_place_updates(program, code, positions):
 class Epilogue(NamedTuple):
     """An update W = β·W + α·(a @ b) written by its product's BLAS call: the update's value
     name, W's name, α's constant factor, the name of the scalar value α is that factor of
-    (None: α is the factor) and β."""
+    (None: α is the factor) and β. A sum of products (gemm_accumulate) is the same with W the
+    sum itself: its first product is written into it (β = 0, α = 1: a plain product into the
+    sum's memory, allocated there), the others added by BLAS (β = 1)."""
     update: str
     variable: str
     factor: float
@@ -556,7 +560,9 @@ def _emit_gemm_update(code, step, epilogue):
     """The product's step, writing its update into the Variable in one BLAS call."""
     a, b = step.args
     e = epilogue
-    if e.scalar is None:
+    if e.beta == 0:  # the first product of a sum: the sum's memory is allocated here
+        OPS[step.node.op].emit(code, step.node, e.variable, list(step.args))
+    elif e.scalar is None:
         code.call("kernels.gemm_update({0}, {1}, {2}, {3}, {4})", a, b, e.variable,
                   repr(e.factor), repr(e.beta))
     else:
@@ -623,6 +629,41 @@ def _gemm_epilogues(program, code, positions, in_place):
             continue  # a check after it could still fail the call
         chosen[product] = Epilogue(value_name, variable_name, factor, scalar_name, float(beta))
     return chosen
+
+
+def _gemm_accumulations(program, code, taken):
+    """Sums of matrix products, p₁ + c₂·p₂ + ... (a Hessian-vector product's tangent
+    ẋ·W + x·Ẇ, a weight's two gradient terms), that BLAS accumulates (beta = 1) into the sum's
+    memory, where each product would be written to memory and a loop read them all back:
+    {product name: Epilogue}, and {sum name: the index of its first product's step, where its
+    memory is allocated}. Only where each product is read by the sum alone, the sum has their
+    shape (no broadcast), the first product's coefficient is 1 and the others' are nonzero
+    numbers (BLAS skips a product with α = 0, where 0·NaN must stay NaN), and the sum is not
+    `taken` by another pass."""
+    names = program.names
+    step_index = {s.out: k for k, s in enumerate(program.steps)}
+    chosen, starts = {}, {}
+    for k, step in enumerate(program.steps):
+        node = step.node
+        if not is_elementwise(node) or step.out in taken or node.dtype not in ("float32", "float64"):
+            continue
+        products = [i for i in node.inputs if i.op == "matmul" and i.shape == node.shape
+                    and code.consumers.get(names[i]) == [node] and names[i] not in taken]
+        if len(products) < 2 or len(products) != len(node.inputs) or len(set(products)) != len(products):
+            continue
+        body = elementwise_body_of(node)
+        coefficients = [body.coeff(scalar.X[j]) for j in range(len(products))]
+        if sympy.expand(body - sum(c * scalar.X[j] for j, c in enumerate(coefficients))) != 0 or \
+                not all(c.is_number and c.is_finite and c != 0 for c in coefficients):
+            continue
+        order = sorted(range(len(products)), key=lambda j: step_index[names[products[j]]])
+        if coefficients[order[0]] != 1:
+            continue
+        for position, j in enumerate(order):
+            chosen[names[products[j]]] = Epilogue(step.out, step.out, float(coefficients[j]), None,
+                                                  0.0 if position == 0 else 1.0)
+        starts[step.out] = step_index[names[products[order[0]]]]
+    return chosen, starts
 
 
 # An elementwise value read at most this many times (directly, or through slices and padded
@@ -715,18 +756,26 @@ def generate(program, title="", decisions=None):
     code, positions = _emit_steps(program, {})
     in_place = _in_place_updates(program, code, positions)
     epilogues = _gemm_epilogues(program, code, positions, in_place) if in_place else {}
-    inlined, lifetimes = _inline_producers(program, code, {**in_place, **epilogues})
-    if in_place or inlined:
+    accumulated, sum_starts = _gemm_accumulations(program, code, {**in_place, **epilogues})
+    epilogues.update(accumulated)
+    inlined, lifetimes = _inline_producers(program, code, {**in_place, **epilogues,
+                                                           **{e.update: p for p, e in epilogues.items()}})
+    if in_place or inlined or epilogues:
         for arg, last in lifetimes.items():  # read where the inlined values are read
             program.last_use[arg] = max(program.last_use.get(arg, -1), last)
-        # those values need no slot of their own (nor do products added into a Variable,
-        # nor values never stored)
+        # those values need no slot of their own (nor do products added into a Variable or a
+        # sum, nor values never stored); a sum of products has its memory from its first
+        # product on
         plan_workspace(program, {**in_place, **{p: e.variable for p, e in epilogues.items()},
-                                 **{name: name for name in inlined}})
+                                 **{name: name for name in inlined}}, sum_starts)
         code, _ = _emit_steps(program, in_place, epilogues, inlined)
         for name in inlined:
             code.decide("inline_producer", name, "is computed in the loops that read it, never "
                                                  "stored")
+        for total in sum_starts:
+            products = [p for p, e in epilogues.items() if e.update == total]
+            code.decide("gemm_accumulate", total, f"= {' + '.join(products)} is accumulated by the "
+                                                  f"products' BLAS calls (beta = 1), not a loop")
         fused = {e.update: (product, e) for product, e in epilogues.items()}
         for value, variable in in_place.items():
             if value in fused:

@@ -188,13 +188,16 @@ def _element_count(program, node):
     return count if dims.is_known(count) or count.free_symbols <= program.sizes.keys() else None
 
 
-def plan_workspace(program, in_place=()):
+def plan_workspace(program, in_place=(), early=None):
     """Assign workspace slots: a value whose memory is dead (after its last use, and that of
     every view of it and every value read through it: Program.storage) hands its slot to a
     later value of the same dtype and size. Returned
     values never live in the workspace: the next call would overwrite them; nor do the values
     `in_place` names, which codegen writes straight into their Variables (it plans again once
-    it knows them)."""
+    it knows them). `early` ({name: step index}) gives values whose memory is written from an
+    earlier step than their own (a sum its products accumulate into): their slot is taken
+    there."""
+    early = early or {}
     program.workspace, program.slots = {}, []
     program.decisions = [d for d in program.decisions if d.pass_ != "workspace_slot"]
     names = program.names
@@ -210,27 +213,36 @@ def plan_workspace(program, in_place=()):
         base = program.storage(value)
         last[base] = max(last.get(base, -1), end)
     free, releases = {}, {}
+    taken_at = {}  # step index -> the steps whose values take a slot there
     for k, step in enumerate(program.steps):
+        taken_at.setdefault(early.get(step.out, k), []).append(step)
+    for k in range(len(program.steps)):
         for slot, signature in releases.pop(k - 1, []):
             free.setdefault(signature, []).append(slot)
-        node = step.node
-        if not OPS[node.op].writes_output or step.out in in_place:  # (see the docstring)
-            continue
-        if last.get(node, -1) > end or node.shape == ():
-            continue
-        count = _element_count(program, node)
-        if count is None:
-            continue
-        signature = (node.dtype, count)
-        if free.get(signature):
-            slot = free[signature].pop()
-            reuse = "reused"
-        else:
-            slot = len(program.slots)
-            program.slots.append(signature)
-            reuse = "new"
-        program.workspace[step.out] = slot
-        program.decisions.append(Decision("workspace_slot", step.out,
-                                                 f"lives in workspace slot {slot} ({reuse})"))
-        releases.setdefault(last.get(node, k), []).append((slot, signature))
+        for step in taken_at.get(k, []):
+            _take_slot(program, step, k, in_place, last, end, free, releases)
+
+
+def _take_slot(program, step, k, in_place, last, end, free, releases):
+    """Give the value of `step` a slot at step index `k`, if it lives in the workspace."""
+    node = step.node
+    if not OPS[node.op].writes_output or step.out in in_place:  # (see the docstring)
+        return
+    if last.get(node, -1) > end or node.shape == ():
+        return
+    count = _element_count(program, node)
+    if count is None:
+        return
+    signature = (node.dtype, count)
+    if free.get(signature):
+        slot = free[signature].pop()
+        reuse = "reused"
+    else:
+        slot = len(program.slots)
+        program.slots.append(signature)
+        reuse = "new"
+    program.workspace[step.out] = slot
+    program.decisions.append(Decision("workspace_slot", step.out,
+                                      f"lives in workspace slot {slot} ({reuse})"))
+    releases.setdefault(last.get(node, k), []).append((slot, signature))
 

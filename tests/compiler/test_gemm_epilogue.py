@@ -96,3 +96,44 @@ def test_decay_in_the_update_is_blas_beta():
         expected = sg.evaluate(new, {x: xv})
         f(xv)
         np.testing.assert_allclose(w.value, expected, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------- gemm_accumulate: sums of products
+
+def _sum_of_products(dtype="float64"):
+    """s = x·A - 2·(t·B), t = tanh(x·C) computed between the two products (its memory must
+    not be the sum's, which is written from the first product on), s read by a product."""
+    rng = np.random.default_rng(3)
+    x = sg.placeholder("x", (None, 4), dtype)
+    A, B, C, D, E, F = (sg.constant(rng.standard_normal(shape).astype(dtype))
+                        for shape in ((4, 6), (6, 6), (4, 6), (6, 2), (4, 3), (4, 3)))
+    t = sg.tanh(x @ C) * 2.0
+    s = x @ A - 2.0 * (t @ B)
+    outputs = [s @ D + sg.sum(t), x @ E + x @ F]
+    return x, outputs, sg.function([x], outputs, background=False)
+
+
+def test_a_sum_of_products_is_accumulated_by_blas_and_equals_the_interpreter():
+    x, outputs, f = _sum_of_products()
+    passes = [d.pass_ for d in f.decisions]
+    assert passes.count("gemm_accumulate") == 2  # one in the workspace, one returned
+    assert f.source.count("kernels.gemm_update(") == 2
+    rng = np.random.default_rng(4)
+    for batch in (5, 1, 0):
+        xv = rng.standard_normal((batch, 4))
+        if batch > 1:
+            xv[1, 2] = np.nan
+        for got, want in zip(f(xv), sg.evaluate(outputs, {x: xv})):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+def test_the_hvp_adds_its_tangent_products_by_blas():
+    x = sg.placeholder("x", (None, 3), F32)
+    W = sg.Variable(np.random.default_rng(5).standard_normal((3, 4)).astype(F32), name="accumulate/W")
+    V = sg.placeholder("V", (3, 4), F32)
+    loss = sg.sum(sg.tanh(x @ W) ** 2)
+    hv = sg.hessian_vector_product(loss, [W], [V])[0]
+    f = sg.function([x, V], hv, background=False)
+    xv = np.random.default_rng(6).standard_normal((6, 3)).astype(F32)
+    vv = np.random.default_rng(7).standard_normal((3, 4)).astype(F32)
+    np.testing.assert_allclose(f(xv, vv), sg.evaluate(hv, {x: xv, V: vv}), rtol=1e-4, atol=1e-5)
