@@ -20,7 +20,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import LR, timeit  # noqa: E402
+from common import LR, jax_sgd_step, timeit  # noqa: E402
 
 import symgrad as sg  # noqa: E402
 
@@ -228,8 +228,6 @@ def jax_step(cfg):
         return None
     convs, _ = layers(cfg)
     nconv = len(convs)
-    state = {"params": [jnp.asarray(p) for p in init(cfg)]}
-
     def loss_of(params, x, y):
         h = x
         for l, (_, _, _, oc, _, p, _, _, q) in enumerate(convs):
@@ -244,16 +242,7 @@ def jax_step(cfg):
             if l < dense - 1:
                 h = jax.nn.relu(h)
         return -jnp.sum(y * jax.nn.log_softmax(h)) / x.shape[0]
-
-    @jax.jit
-    def update(params, x, y):
-        value, grads = jax.value_and_grad(loss_of)(params, x, y)
-        return [p - LR * g for p, g in zip(params, grads)], value
-
-    def step(x, y):
-        state["params"], value = update(state["params"], x, y)
-        return value.block_until_ready()
-    return step
+    return jax_sgd_step(loss_of, [jnp.asarray(p) for p in init(cfg)])
 
 
 def main():

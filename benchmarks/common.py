@@ -30,6 +30,23 @@ def timeit(fn, args=(), reps=30, min_time=0.3):
     return float(np.median(times))
 
 
+def jax_sgd_step(loss_of, params):
+    """A train step for JAX: `loss_of(params, x, y)`'s value and gradient, jitted, and an SGD
+    update of `params` (JAX arrays) kept between calls; the step returns the loss, computed."""
+    import jax
+    state = {"params": params}
+
+    @jax.jit
+    def update(params, x, y):
+        value, grads = jax.value_and_grad(loss_of)(params, x, y)
+        return [p - LR * g for p, g in zip(params, grads)], value
+
+    def step(x, y):
+        state["params"], value = update(state["params"], x, y)
+        return value.block_until_ready()
+    return step
+
+
 def init(sizes, seed=0):
     rng = np.random.default_rng(seed)
     params = []

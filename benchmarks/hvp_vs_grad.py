@@ -13,8 +13,8 @@ The goal (issues 6 and 14) is HVP <= ~1.5 × gradient. By flop count the one-cal
 cannot go below about 1.73 × (layer 1: x·W, x·V, xᵀ·ġ against x·W, xᵀ·g, and layer 2 costs
 8 products against 3); a bound product drops x·W and the primal products: about 1.2 ×.
 All are timed in the same process, on the same data, calls interleaved, after a warm-up; for
-the MLP, JAX's jitted gradient and forward-over-reverse HVP too, where JAX is installed (the
-peers' venv, ../shared/bench/README.md; issue 18's goal: the one-call HVP <= 0.7 × JAX's).
+the MLP, JAX's jitted gradient and forward-over-reverse HVP too, where JAX is installed (a venv
+of its own, as mlp_train_step.py says; issue 18's goal: the one-call HVP <= 0.7 × JAX's).
 Under load, multi-threaded BLAS makes medians jump; OPENBLAS_NUM_THREADS=1 steadies them.
 Run: python benchmarks/hvp_vs_grad.py [--repeats N] [--model mlp|small|lenet]
 """

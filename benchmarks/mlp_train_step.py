@@ -1,6 +1,8 @@
 """MLP train step (forward + backward + SGD update, tanh, softmax cross-entropy, float32):
-symgrad's compiled step beside NumPy by hand, PyTorch and JAX (each where it is installed: the
-peers' venv, ../shared/bench/README.md) and the GEMM floor (NumPy's BLAS), measured in one
+symgrad's compiled step beside NumPy by hand, PyTorch and JAX (each where it is installed: peers
+live in a venv of their own, never a dependency: `python3 -m venv /tmp/peers &&
+/tmp/peers/bin/pip install jax jaxlib torch && /tmp/peers/bin/pip install -e .`, then run this
+with /tmp/peers/bin/python) and the GEMM floor (NumPy's BLAS), measured in one
 run, calls interleaved over three rounds (medians of the rounds' medians), after checking
 that the steps train alike (their first three losses agree).
 
@@ -14,7 +16,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import CONFIGS, LR, data, gemm_floor, init, numpy_step, timeit  # noqa: E402
+from common import CONFIGS, LR, data, gemm_floor, init, jax_sgd_step, numpy_step, timeit  # noqa: E402
 
 import symgrad as sg  # noqa: E402
 
@@ -72,8 +74,6 @@ def jax_step(sizes):
         import jax.numpy as jnp
     except ImportError:
         return None
-    state = {"params": [jnp.asarray(p) for p in init(sizes)]}
-
     def loss_of(params, x, y):
         h = x
         L = len(params) // 2
@@ -82,16 +82,7 @@ def jax_step(sizes):
             if l < L - 1:
                 h = jnp.tanh(h)
         return -jnp.sum(y * jax.nn.log_softmax(h)) / x.shape[0]
-
-    @jax.jit
-    def update(params, x, y):
-        value, grads = jax.value_and_grad(loss_of)(params, x, y)
-        return [p - LR * g for p, g in zip(params, grads)], value
-
-    def step(x, y):
-        state["params"], value = update(state["params"], x, y)
-        return value.block_until_ready()
-    return step, jnp.asarray
+    return jax_sgd_step(loss_of, [jnp.asarray(p) for p in init(sizes)]), jnp.asarray
 
 
 def check_same_training(step, reference, x, y, steps=3):

@@ -1,5 +1,7 @@
 """Rosenbrock, N = 1e6, float64: symgrad's compiled gradient and Hessian-vector product beside
-NumPy by hand, JAX (where it is installed: the peers' venv, benchmarks/README) and two
+NumPy by hand, JAX (where it is installed: peers live in a venv of their own, never a dependency:
+`python3 -m venv /tmp/peers && /tmp/peers/bin/pip install jax jaxlib torch && /tmp/peers/bin/pip
+install -e .`, then run this with /tmp/peers/bin/python) and two
 memory-bandwidth floors (reading x, writing g; reading x and v, writing Hv): one from the
 bandwidth of a copy of 64 MB arrays, as ../shared/bench/hvp.py measures it, and one from a
 copy of arrays of N elements, which stay in this machine's last-level cache (8 MB). All

@@ -97,10 +97,10 @@ def exp32(x):
 
 
 @inline
-def exp64(x):
-    xc = min(max(x, -746.0), 710.0)
-    n = np.float64(math.floor(xc * 1.4426950408889634 + 0.5))
-    r = xc - n * 0.6931471803691238 - n * 1.9082149292705877e-10
+def _reduced64(x):
+    """x = n·ln2 + r with |r| <= ln2/2: (n, e^r - 1), the polynomial exp64 and expm1_64 share."""
+    n = np.float64(math.floor(x * 1.4426950408889634 + 0.5))
+    r = x - n * 0.6931471803691238 - n * 1.9082149292705877e-10
     p = 1.0 / 6227020800.0
     p = p * r + 1.0 / 479001600.0
     p = p * r + 1.0 / 39916800.0
@@ -113,9 +113,13 @@ def exp64(x):
     p = p * r + 1.0 / 24.0
     p = p * r + 1.0 / 6.0
     p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
-    out = _scale64(p, np.int64(n))
+    return np.int64(n), (p * r + 1.0) * r
+
+
+@inline
+def exp64(x):
+    n, q = _reduced64(min(max(x, -746.0), 710.0))
+    out = _scale64(q + 1.0, n)
     out = np.inf if x > 709.782712893384 else out
     return x if x != x else out
 
@@ -140,26 +144,10 @@ def expm1_32(x):
 @inline
 def expm1_64(x):
     # x = n·ln2 + r: e^x - 1 = 2^n·(e^r - 1) + (2^n - 1), which never cancels (n = 0 where
-    # exp(x) - 1 would, |x| < ln2/2): one polynomial, as in exp64. (A Taylor series near 0
+    # exp(x) - 1 would, |x| < ln2/2), from exp64's own polynomial (_reduced64). (A Taylor series near 0
     # beside exp64 made the function too large for LLVM to inline, and loops calling it ran
     # scalar.) Below -40, e^x - 1 rounds to -1; 2^1024 is written as 2·2^1023.
-    xc = min(max(x, -40.0), 710.0)
-    n = np.float64(math.floor(xc * 1.4426950408889634 + 0.5))
-    r = xc - n * 0.6931471803691238 - n * 1.9082149292705877e-10
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    q = (p * r + 1.0) * r  # e^r - 1
-    k = np.int64(n)
+    k, q = _reduced64(min(max(x, -40.0), 710.0))
     two_k = _float_from_bits((min(k, 1023) + 1023) << 52, np.float64(0))
     out = (two_k * q + (two_k - 1.0)) * (2.0 if k > 1023 else 1.0)
     out = np.inf if x > 709.782712893384 else out
