@@ -22,11 +22,14 @@ What codegen decides beyond each op's plain lowering is logged as `Decision`s, o
 named by the pass that made it (as the simplifier logs its rewrites; `f.decisions`,
 `viz.decisions(f)`): `lazy_broadcast`, `lazy_slice` and `lazy_unslice` (a value left to the
 loops that read it, never materialised), `transpose_view` (a transpose read by BLAS as a
-view), `in_place_update` (an update's loop writing straight into its Variable) and
-`gemm_epilogue` (an update β·W + α·a·b written into W by the product's BLAS call) and
-`inline_producer` (an elementwise value computed again in each loop that reads it, at the
-index it reads, shifted or padded, instead of stored and read back). The
-schedule's workspace plan is logged the same way (`workspace_slot`, schedule.py).
+view), `in_place_update` (an update's loop writing straight into its Variable),
+`gemm_epilogue` (an update β·W + α·a·b written into W by the product's BLAS call),
+`gemm_accumulate` (a sum of products accumulated by their BLAS calls), `inline_producer` (an
+elementwise value computed again in each loop that reads it, at the index it reads, shifted
+or padded, instead of stored and read back), `segment_loop` (a loop reading padded values
+split at their windows' bounds, with unsigned indices), `materialise_short_rows` (a
+broadcast stored so that the loop reading it runs flat) and `merge_axes`. The schedule's
+workspace plan is logged the same way (`workspace_slot`, schedule.py).
 """
 from __future__ import annotations
 
