@@ -467,3 +467,21 @@ def test_float32_sqrt_gradient_at_zero_and_infinity(side):
     xv = np.array([0.0, np.inf, 4.0], np.float32)
     got = sg.evaluate(g, {x: xv}) if side == "interpreter" else sg.function([x], g)(xv)
     np.testing.assert_array_equal(got, np.array([np.inf, 0.0, 0.25], np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reductions_along_an_empty_axis(dtype):
+    """Along an axis of size 0: the max and logsumexp of nothing are -inf (max's identity,
+    log of an empty sum), softmax and log_softmax are empty; compiled and interpreted agree,
+    and the kernels read no element (there is none)."""
+    x = sg.placeholder("x", (None, None), dtype)
+    outputs = [sg.max(x, axis=1), sg.logsumexp(x, axis=1), sg.softmax(x, axis=1),
+               sg.log_softmax(x, axis=1)]
+    f = sg.function([x], outputs, background=False)
+    xv = np.ones((3, 0), dtype)
+    got, want = f(xv), sg.evaluate(outputs, {x: xv})
+    assert [g.shape for g in got] == [(3,), (3,), (3, 0), (3, 0)]
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    np.testing.assert_array_equal(got[0], -np.inf)
+    np.testing.assert_array_equal(got[1], -np.inf)

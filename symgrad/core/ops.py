@@ -859,7 +859,8 @@ def _max_mask(node):
 
 
 register(Op("max", infer=_infer_reduce("max"),
-            numpy=lambda arrays, attrs: np.max(arrays[0], axis=attrs["axis"]),
+            # (the max of nothing is -inf, max's identity, as in the kernel)
+            numpy=lambda arrays, attrs: np.max(arrays[0], axis=attrs["axis"], initial=-np.inf),
             vjp=lambda node, g, wanted: [multiply(_expand(g, node), _max_mask(node))],
             jvp=lambda node, tangents: make("sum", [multiply(tangents[0], _max_mask(node))],
                                             {"axis": node.attrs["axis"]}),
@@ -869,7 +870,7 @@ register(Op("max", infer=_infer_reduce("max"),
 def _np_max_and_log_sum(x, axis):
     """(m, s) with keepdims, as kernels._max_and_log_sum: m the max (0 where it is not finite),
     s = log Σ exp(x - m)."""
-    m = np.max(x, axis=axis, keepdims=True)
+    m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)
     m = np.where(np.isfinite(m), m, 0)
     with np.errstate(divide="ignore", over="ignore"):
         return m, np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))

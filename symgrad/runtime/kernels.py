@@ -246,6 +246,9 @@ def sum_axis(x, a, r, b, out):
 
 @jit
 def max_axis(x, a, r, b, out):
+    if r == 0:  # the max of nothing: -inf, max's identity (and no element to read)
+        out[:] = -np.inf
+        return
     if b == 1:
         rows = x.reshape((a, r))
         for i in range(a):  # (the NaN test as a flag beside the comparison: it vectorises)
