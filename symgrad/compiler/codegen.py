@@ -24,7 +24,8 @@ named by the pass that made it (as the simplifier logs its rewrites; `f.decision
 loops that read it, never materialised), `transpose_view` (a transpose read by BLAS as a
 view), `in_place_update` (an update's loop writing straight into its Variable),
 `gemm_epilogue` (an update β·W + α·a·b written into W by the product's BLAS call),
-`gemm_accumulate` (a sum of products accumulated by their BLAS calls), `inline_producer` (an
+`gemm_accumulate` (a sum of products accumulated by their BLAS calls), `reduce_in_loop` (a
+sum along axis 0 added up by the flat loop that writes its input), `inline_producer` (an
 elementwise value computed again in each loop that reads it, at the index it reads, shifted
 or padded, instead of stored and read back), `segment_loop` (a loop reading padded values
 split at their windows' bounds, with unsigned indices), `materialise_short_rows` (a
@@ -97,8 +98,12 @@ def _broadcast_at(index, node, source_node):
 class Code:
     """The body of the plan function being written, with helpers the ops' emit rules use."""
 
-    def __init__(self, program, in_place, epilogues=None, inlined=None):
+    def __init__(self, program, in_place, epilogues=None, inlined=None, reductions=None):
         self.program = program
+        # elementwise value name -> (the name, node) of its sum along axis 0, which its flat
+        # loop accumulates as it writes it (generate)
+        self.reductions = reductions or {}
+        self.flat_loops = set()   # the values computed by flat loops
         # elementwise value name -> (its node, its arguments, its sizes as code): values
         # never stored, each loop that reads them computing them again where it reads them
         self.inlined = inlined or {}
@@ -341,7 +346,15 @@ class Code:
 
         params = ["o"] + [f"a{j}" for j in range(len(operands))] + [f"c{j}" for j in range(len(numbers))]
         lines = [f"    c{j} = np.{node.dtype}(c{j})" for j in range(len(numbers))]
-        if flat:  # every operand passed as a vector: one loop serves every rank
+        if flat and out in self.reductions:  # rows of the value's sum's length, summed too
+            params.insert(1 + len(operands), "r")  # (an array: after the others)
+            lines += ["    for i1 in range(r.size):", "        r[i1] = 0",
+                      "    rows = o.size // r.size if r.size else 0",
+                      "    for i0 in range(rows):", "        for i1 in range(r.size):",
+                      "            i = i0 * r.size + i1", f"            {statement(None)}",
+                      "            r[i1] += o[i]"]
+        elif flat:  # every operand passed as a vector: one loop serves every rank
+            self.flat_loops.add(out)
             lines += ["    for i in range(o.size):", f"        {statement(None)}"]
         elif offsets and len(windows) <= MAX_SEGMENTED_WINDOWS:
             self.decide("segment_loop", out, f"runs in segments, each reading {len(windows)} "
@@ -355,6 +368,10 @@ class Code:
         lines.insert(0, f"def loop({', '.join(params)}):")
         name = self.loop_function(flags, "\n".join(lines))
         arrays = views or [out] + [source for source, _ in operands]
+        if flat and out in self.reductions:  # the sum's memory, from this step on
+            total, total_node = self.reductions[out]
+            self.line(f"{total} = {self.alloc(total_node, total, dims[1:])}")
+            arrays.append(total)
         if flat:
             arrays = [f"{a}.reshape(-1)" for a in arrays]
         values = [repr(n) for n in numbers] + [str(n) for n in offsets]
@@ -489,9 +506,10 @@ def _segmented_loops(rank, offsets, windows, statement):
     return lines
 
 
-def _emit_steps(program, in_place, epilogues=None, inlined=None):
+def _emit_steps(program, in_place, epilogues=None, inlined=None, reductions=None):
     """Emit every step; return the Code and, per value, the line count after its step."""
-    code = Code(program, in_place, epilogues, inlined)
+    code = Code(program, in_place, epilogues, inlined, reductions)
+    summed = {total for total, _ in code.reductions.values()}
     positions = {}
     introduced = introduced_sizes([step.node for step in program.steps])
     fused_updates = {e.update: e.variable for e in code.epilogues.values()}
@@ -502,9 +520,10 @@ def _emit_steps(program, in_place, epilogues=None, inlined=None):
                 code.line(f"{step.out} = {fused_updates[step.out]}  # written by the product above")
             positions[step.out] = len(code.lines)
             continue
-        if node.op == "constant" or step.out in code.inlined:
+        if node.op == "constant" or step.out in code.inlined or step.out in summed:
+            positions[step.out] = len(code.lines)
             continue  # scalar constants are emitted where a non-loop op needs them; inlined
-                      # values are computed in the loops that read them
+                      # values are computed in the loops that read them; a sum by its loop
         if not is_elementwise(node):
             for node_in, arg in zip(node.inputs, step.args):
                 code.scalar_constant(node_in, arg)
@@ -669,6 +688,29 @@ def _gemm_accumulations(program, code, taken):
     return chosen, starts
 
 
+def _loop_reductions(program, code, taken):
+    """Sums along axis 0 (a bias's gradient: the column sums of the pre-activation's) of values
+    a flat elementwise loop computes, which that loop accumulates as it writes each row,
+    instead of a pass that reads the value back: {value name: (sum name, sum node)}, and
+    {sum name: the index of the value's step, where the sum's memory is allocated}. The loop
+    adds in the order sum_axis does (row after row, in the value's dtype), so the sums are
+    the same. Only values of rank >= 2 in floats, not `taken` by another pass."""
+    names = program.names
+    step_index = {s.out: k for k, s in enumerate(program.steps)}
+    chosen, starts = {}, {}
+    for step in program.steps:
+        node = step.node
+        if node.op != "sum" or node.attrs["axis"] != 0 or step.out in taken:
+            continue
+        value = names[node.inputs[0]]
+        if value not in code.flat_loops or value in taken or value in chosen or \
+                node.inputs[0].ndim < 2 or node.dtype not in ("float32", "float64"):
+            continue
+        chosen[value] = (step.out, node)
+        starts[step.out] = step_index[value]
+    return chosen, starts
+
+
 # An elementwise value read at most this many times (directly, or through slices and padded
 # gradients of it) by other loops, with a body of at most this many operations, is computed
 # in those loops instead of stored: recomputing a few operations costs less than writing the
@@ -761,9 +803,11 @@ def generate(program, title="", decisions=None):
     epilogues = _gemm_epilogues(program, code, positions, in_place) if in_place else {}
     accumulated, sum_starts = _gemm_accumulations(program, code, {**in_place, **epilogues})
     epilogues.update(accumulated)
-    inlined, lifetimes = _inline_producers(program, code, {**in_place, **epilogues,
-                                                           **{e.update: p for p, e in epilogues.items()}})
-    if in_place or inlined or epilogues:
+    taken = {**in_place, **epilogues, **{e.update: p for p, e in epilogues.items()}}
+    inlined, lifetimes = _inline_producers(program, code, taken)
+    reductions, sum_at = _loop_reductions(program, code, {**taken, **inlined})
+    sum_starts.update(sum_at)
+    if in_place or inlined or epilogues or reductions:
         for arg, last in lifetimes.items():  # read where the inlined values are read
             program.last_use[arg] = max(program.last_use.get(arg, -1), last)
         # those values need no slot of their own (nor do products added into a Variable or a
@@ -771,11 +815,14 @@ def generate(program, title="", decisions=None):
         # product on
         plan_workspace(program, {**in_place, **{p: e.variable for p, e in epilogues.items()},
                                  **{name: name for name in inlined}}, sum_starts)
-        code, _ = _emit_steps(program, in_place, epilogues, inlined)
+        code, _ = _emit_steps(program, in_place, epilogues, inlined, reductions)
+        for value, (total, _) in reductions.items():
+            code.decide("reduce_in_loop", total, f"= the sum along axis 0 of {value}, added up by "
+                                                 f"the loop that writes {value}, not read back")
         for name in inlined:
             code.decide("inline_producer", name, "is computed in the loops that read it, never "
                                                  "stored")
-        for total in sum_starts:
+        for total in set(sum_starts) - set(sum_at):
             products = [p for p, e in epilogues.items() if e.update == total]
             code.decide("gemm_accumulate", total, f"= {' + '.join(products)} is accumulated by the "
                                                   f"products' BLAS calls (beta = 1), not a loop")

@@ -1,5 +1,8 @@
-"""The gemm_epilogue pass (codegen.py): an update W + α·(a @ b) written by one BLAS call into
-W (beta = 1), compared with the interpreter, and refused where it would change a result."""
+"""The passes that write a value where another step would read it back (codegen.py):
+gemm_epilogue (an update W + α·(a @ b) written by one BLAS call into W, beta = 1),
+gemm_accumulate (a sum of products accumulated by their BLAS calls) and reduce_in_loop (a
+column sum added up by the loop that writes its input). Each compared with the interpreter,
+and refused where it would change a result."""
 import numpy as np
 import pytest
 
@@ -137,3 +140,38 @@ def test_the_hvp_adds_its_tangent_products_by_blas():
     xv = np.random.default_rng(6).standard_normal((6, 3)).astype(F32)
     vv = np.random.default_rng(7).standard_normal((3, 4)).astype(F32)
     np.testing.assert_allclose(f(xv, vv), sg.evaluate(hv, {x: xv, V: vv}), rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------- reduce_in_loop: column sums
+
+@pytest.fixture(scope="module")
+def bias_gradients():
+    """An MLP layer's gradients: the bias's is the column sum of the pre-activation's gradient,
+    which the loop computing that gradient adds up as it writes it; a 3-D value summed along
+    its first axis too."""
+    rng = np.random.default_rng(8)
+    x = sg.placeholder("x", (None, 5), F32)
+    t = sg.placeholder("t", (None, 3, 2), F32)
+    W = sg.Variable(rng.standard_normal((5, 4)).astype(F32), name="reduce/W")
+    b = sg.Variable(np.zeros(4, F32), name="reduce/b")
+    loss = sg.sum(sg.tanh(x @ W + b) ** 2)
+    gW, gb = sg.gradients(loss, [W, b])
+    cube = sg.sum(sg.exp(t) * 0.5 - t, axis=0)
+    outputs = [gW, gb, cube]
+    return x, t, outputs, sg.function([x, t], outputs, background=False)
+
+
+def test_column_sums_are_added_up_by_the_loop_that_writes_the_value(bias_gradients):
+    x, t, outputs, f = bias_gradients
+    assert [d.pass_ for d in f.decisions].count("reduce_in_loop") == 2
+    assert "kernels.sum_axis(" not in f.source
+    rng = np.random.default_rng(9)
+    for rows in (7, 1, 0):
+        xv = rng.standard_normal((rows, 5)).astype(F32)
+        tv = rng.standard_normal((rows, 3, 2)).astype(F32)
+        if rows > 1:
+            xv[1, 0], tv[0, 1, 1] = np.nan, np.inf
+        first, again = f(xv, tv), f(xv, tv)  # (each call starts its sums from 0)
+        for got, repeat, want in zip(first, again, sg.evaluate(outputs, {x: xv, t: tv})):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, equal_nan=True)
+            np.testing.assert_array_equal(got, repeat)
