@@ -694,7 +694,8 @@ def _loop_reductions(program, code, taken):
     instead of a pass that reads the value back: {value name: (sum name, sum node)}, and
     {sum name: the index of the value's step, where the sum's memory is allocated}. The loop
     adds in the order sum_axis does (row after row, in the value's dtype), so the sums are
-    the same. Only values of rank >= 2 in floats, not `taken` by another pass."""
+    the same. Only values of rank >= 2 in floats, not `taken` by another pass, whose rows are
+    not known to be shorter than SHORT_ROW (the loop would then run scalar)."""
     names = program.names
     step_index = {s.out: k for k, s in enumerate(program.steps)}
     chosen, starts = {}, {}
@@ -706,6 +707,9 @@ def _loop_reductions(program, code, taken):
         if value not in code.flat_loops or value in taken or value in chosen or \
                 node.inputs[0].ndim < 2 or node.dtype not in ("float32", "float64"):
             continue
+        row = math.prod(node.shape) if all(isinstance(d, int) for d in node.shape) else None
+        if row is not None and row < SHORT_ROW:
+            continue  # (rows too short to vectorise: the flat loop is faster, the sum cheap)
         chosen[value] = (step.out, node)
         starts[step.out] = step_index[value]
     return chosen, starts
