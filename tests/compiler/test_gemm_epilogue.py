@@ -148,12 +148,12 @@ def test_the_hvp_adds_its_tangent_products_by_blas():
 def bias_gradients():
     """An MLP layer's gradients: the bias's is the column sum of the pre-activation's gradient,
     which the loop computing that gradient adds up as it writes it; a 3-D value summed along
-    its first axis too."""
+    its first axis too (rows of 20: shorter rows are left to sum_axis)."""
     rng = np.random.default_rng(8)
     x = sg.placeholder("x", (None, 5), F32)
-    t = sg.placeholder("t", (None, 3, 2), F32)
-    W = sg.Variable(rng.standard_normal((5, 4)).astype(F32), name="reduce/W")
-    b = sg.Variable(np.zeros(4, F32), name="reduce/b")
+    t = sg.placeholder("t", (None, 4, 5), F32)
+    W = sg.Variable(rng.standard_normal((5, 20)).astype(F32), name="reduce/W")
+    b = sg.Variable(np.zeros(20, F32), name="reduce/b")
     loss = sg.sum(sg.tanh(x @ W + b) ** 2)
     gW, gb = sg.gradients(loss, [W, b])
     cube = sg.sum(sg.exp(t) * 0.5 - t, axis=0)
@@ -168,7 +168,7 @@ def test_column_sums_are_added_up_by_the_loop_that_writes_the_value(bias_gradien
     rng = np.random.default_rng(9)
     for rows in (7, 1, 0):
         xv = rng.standard_normal((rows, 5)).astype(F32)
-        tv = rng.standard_normal((rows, 3, 2)).astype(F32)
+        tv = rng.standard_normal((rows, 4, 5)).astype(F32)
         if rows > 1:
             xv[1, 0], tv[0, 1, 1] = np.nan, np.inf
         first, again = f(xv, tv), f(xv, tv)  # (each call starts its sums from 0)
