@@ -236,6 +236,11 @@ MUTANTS = [
            '"            r[i1] += o[i]"]', '"            r[i1] += o[i1]"]',
            ("tests/compiler/test_gemm_epilogue.py",),
            "a sum added up by its loop adds the first row again and again"),
+    Mutant("loop_sum_in_a_loop_no_longer_flat", "symgrad/compiler/codegen.py",
+           "a in taken for a in program.steps[step_index[value]].args)",
+           "False for a in program.steps[step_index[value]].args)",
+           ("tests/compiler/test_gemm_epilogue.py",),
+           "a sum left to a loop that an inlined input made nested (the sum never computed)"),
     # issue 16: random draws, indexing, normalisation
     Mutant("philox_kernel_wrong_multiplier", "symgrad/runtime/kernels.py",
            "p1 = np.uint64(c2) * np.uint64(0xCD9E8D57)",

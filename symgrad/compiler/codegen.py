@@ -376,6 +376,8 @@ class Code:
             arrays = [f"{a}.reshape(-1)" for a in arrays]
         values = [repr(n) for n in numbers] + [str(n) for n in offsets]
         self.line(f"step.loop({name}, {', '.join(arrays + values)})")
+        if out in self.reductions and not flat:  # (never chosen so: _loop_reductions)
+            raise AssertionError(f"codegen: {out}'s sum was left to its loop, which is not flat")
 
     def _inlined_code(self, name, index, operands, numbers, offset):
         """The code computing inlined value `name` at `index` (one index expression per
@@ -704,8 +706,11 @@ def _loop_reductions(program, code, taken):
         if node.op != "sum" or node.attrs["axis"] != 0 or step.out in taken:
             continue
         value = names[node.inputs[0]]
-        if value not in code.flat_loops or value in taken or value in chosen or \
-                node.inputs[0].ndim < 2 or node.dtype not in ("float32", "float64"):
+        # (flat when first emitted, and still flat once its inputs are: none is inlined)
+        flat = value in code.flat_loops and not any(
+            a in taken for a in program.steps[step_index[value]].args)
+        if not flat or value in taken or value in chosen or node.inputs[0].ndim < 2 or \
+                node.dtype not in ("float32", "float64"):
             continue
         row = math.prod(node.shape) if all(isinstance(d, int) for d in node.shape) else None
         if row is not None and row < SHORT_ROW:

@@ -175,3 +175,19 @@ def test_column_sums_are_added_up_by_the_loop_that_writes_the_value(bias_gradien
         for got, repeat, want in zip(first, again, sg.evaluate(outputs, {x: xv, t: tv})):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, equal_nan=True)
             np.testing.assert_array_equal(got, repeat)
+
+
+def test_no_column_sum_in_a_loop_that_computes_an_inlined_value():
+    """p = sin(x)·3 is read shifted (p[1:] - p[:-1]) and directly (p·y, summed along axis 0):
+    inlined into the loop of p·y, that loop is no longer flat, so the sum stays a step."""
+    x = sg.placeholder("x", (6, 20), "float64")
+    y = sg.placeholder("y", (6, 20), "float64")
+    p = sg.sin(x) * 3.0
+    outputs = [sg.sum(p * y, axis=0), p[1:] - p[:-1]]
+    f = sg.function([x, y], outputs, background=False)
+    decisions = {d.pass_ for d in f.decisions}
+    assert "inline_producer" in decisions and "reduce_in_loop" not in decisions
+    rng = np.random.default_rng(10)
+    xv, yv = rng.standard_normal((6, 20)), rng.standard_normal((6, 20))
+    for got, want in zip(f(xv, yv), sg.evaluate(outputs, {x: xv, y: yv})):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
