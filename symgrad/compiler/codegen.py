@@ -193,14 +193,22 @@ class Code:
             self.leaf(node, name)
             self.defined.add(name)
 
+    def sizes_code(self, dims):
+        """`dims` as code (Code.size), or None where one is a size the arguments do not give
+        (one a value brings, known only once it is computed)."""
+        try:
+            return [self.size(d) for d in dims]
+        except NotImplementedError:
+            return None
+
     def read_in_place(self, node, out, source, offsets):
         """Leave a slice to the elementwise loops that read it, if only they read it:
         `offsets` gives each axis's (start, step) into `source`. Returns whether it did."""
-        if not (node.ndim and all(is_known(d) for d in node.shape) and
-                self.consumed_only_by(out, is_elementwise)):
+        dims = self.sizes_code(node.shape)
+        if not (node.ndim and dims is not None and self.consumed_only_by(out, is_elementwise)):
             return False
         self.slices[out] = (source, offsets)
-        self.spread_dims[out] = list(node.shape)
+        self.spread_dims[out] = dims
         self.decide("lazy_slice", out, f"= {source}[...] is read in place by the loops that use it")
         return True
 
@@ -208,10 +216,13 @@ class Code:
         """Leave a zero-padded array (the gradient of a slice) to the elementwise loops that
         read it, if only they read it: `windows` gives each axis's [start, stop) holding
         `source`; elsewhere the value is 0. Returns whether it did."""
-        if not (node.ndim and self.consumed_only_by(out, is_elementwise)):
+        dims = self.sizes_code(node.shape)
+        window_code = self.sizes_code([b for window in windows for b in window])
+        if not (node.ndim and dims is not None and window_code is not None and
+                self.consumed_only_by(out, is_elementwise)):
             return False
         self.padded[out] = (source, windows, node.dtype)
-        self.spread_dims[out] = list(node.shape)
+        self.spread_dims[out] = dims
         self.decide("lazy_unslice", out, f"= {source} padded with zeros, read in place by its loops")
         return True
 
@@ -249,8 +260,10 @@ class Code:
 
         def offset(value):
             """An integer of the loop's indexing (a slice's start or step, a window's
-            bounds) as an argument n<j> of the loop, so one loop serves every offset."""
-            return offsets.setdefault(int(value), f"n{len(offsets)}")
+            bounds) as an argument n<j> of the loop, so one loop serves every offset; a
+            size known only at run time is passed as the code computing it."""
+            return offsets.setdefault(int(value) if is_known(value) else self.size(value),
+                                      f"n{len(offsets)}")
 
         inline_sites = []  # (k, how its producer is read: "direct", "slice" or "padded")
         for k, (node_in, arg) in enumerate(zip(node.inputs, args)):

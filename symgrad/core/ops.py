@@ -578,11 +578,12 @@ def _np_unslice(arrays, attrs):
 
 def _emit_unslice(code, node, out, args):
     index = node.attrs["index"]
-    # Read in place by elementwise loops when every window is known: element i of axis d is
-    # g[i - start] inside [start, stop) and 0 outside.
-    windows = [(s[1] or 0, s[2] if s[2] is not None else d) for s, d in zip(index, node.shape)]
-    if all(is_known(d) for d in node.shape) and all(s[3] in (None, 1) for s in index) and \
-            all(isinstance(a, int) and isinstance(b, int) and 0 <= a <= b for a, b in windows):
+    # Read in place by elementwise loops when every start is known and every step is 1:
+    # element i of axis d is g[i - start] inside [start, start + g's length) and 0 outside
+    # (the window's end may be a size known at run time: x[1:] of an x of any length).
+    starts = [s[1] or 0 for s in index]
+    windows = [(a, a + d) for a, d in zip(starts, node.inputs[0].shape)]
+    if all(s[3] in (None, 1) for s in index) and all(isinstance(a, int) and a >= 0 for a in starts):
         if code.read_padded(node, out, args[0], windows):
             return
     code.line(f"{out} = step.new({code.shape([code.size(d) for d in node.shape])}, {node.dtype!r})")

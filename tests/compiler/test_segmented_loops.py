@@ -114,3 +114,23 @@ def test_shared_log_softmax_equals_the_interpreter(classifier_step, rows):
     want = sg.evaluate([loss, gW], {x: xv, y: yv})
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-6, equal_nan=True)
+
+
+def test_a_stencil_of_any_length_is_one_loop():
+    """x of a length known only at the call: the slices' windows end at sizes the plan
+    computes (x[1:]'s gradient lives in [1, 1 + max(0, n - 1))), and the gradient and the
+    HVP are still one loop each."""
+    x = sg.placeholder("x", (None,), F64)
+    v = sg.placeholder("v", (None,), F64)
+    f = sg.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+    g, hv = sg.grad(f, x), sg.hessian_vector_product(f, x, v)
+    grad = sg.function([x], g, background=False)
+    hvp = sg.function([x, v], hv, background=False)
+    assert grad.source.count("step.loop(") == 1 and hvp.source.count("step.loop(") == 1
+    for n in (0, 1, 2, 17):
+        rng = np.random.default_rng(n)
+        xv, vv = rng.standard_normal(n), rng.standard_normal(n)
+        if n > 2:
+            xv[n // 2] = np.nan
+        _check(grad, g, {x: xv}, (xv,))
+        _check(hvp, hv, {x: xv, v: vv}, (xv, vv))
