@@ -53,10 +53,10 @@ def main():
     for index in range(int(plan.table[1])):
         native.run_step(plan.table, index, 1)
         times.append(best_of(lambda: native.run_step(plan.table, index, 3)) / 3)
-    print(f"{name}: whole plan {whole * 1e3:.3f} ms, its {len(times)} steps alone "
-          f"{sum(times) * 1e3:.3f} ms")
+    print(f"{name}: whole plan {whole * 1e6:.1f} µs, its {len(times)} steps alone "
+          f"{sum(times) * 1e6:.1f} µs")
     for index in sorted(range(len(times)), key=times.__getitem__, reverse=True)[:top]:
-        print(f"{times[index] * 1e3:8.3f} ms  #{index:<3} {plan.statements[index][:100]}")
+        print(f"{times[index] * 1e6:9.1f} µs  #{index:<3} {plan.statements[index][:100]}")
 
 
 if __name__ == "__main__":
