@@ -560,7 +560,7 @@ def _in_place_updates(program, code, positions):
     name}): the value has no other use, nothing after it reads the Variable's old value, and
     no check that could fail comes after it, so a failed call still changes nothing."""
     names = program.names
-    step_index = {s.out: k for k, s in enumerate(program.steps)}
+    step_index = program.step_index()
     last_read = {}
     for k, step in enumerate(program.steps):
         for node_in in step.node.inputs:
@@ -623,7 +623,7 @@ def _gemm_epilogues(program, code, positions, in_place):
     (_in_place_updates), the product has no other reader, nothing at or after it reads W's
     old value, α's scalar is computed before it, and no run-time check comes after it."""
     names = program.names
-    step_index = {s.out: k for k, s in enumerate(program.steps)}
+    step_index = program.step_index()
     nodes = {s.out: s.node for s in program.steps}
     chosen = {}
     for value_name, variable_name in in_place.items():
@@ -678,7 +678,7 @@ def _gemm_accumulations(program, code, taken):
     numbers (BLAS skips a product with α = 0, where 0·NaN must stay NaN), and the sum is not
     `taken` by another pass."""
     names = program.names
-    step_index = {s.out: k for k, s in enumerate(program.steps)}
+    step_index = program.step_index()
     chosen, starts = {}, {}
     for k, step in enumerate(program.steps):
         node = step.node
@@ -712,7 +712,7 @@ def _loop_reductions(program, code, taken):
     the same. Only values of rank >= 2 in floats, not `taken` by another pass, whose rows are
     not known to be shorter than SHORT_ROW (the loop would then run scalar)."""
     names = program.names
-    step_index = {s.out: k for k, s in enumerate(program.steps)}
+    step_index = program.step_index()
     chosen, starts = {}, {}
     for step in program.steps:
         node = step.node
@@ -777,7 +777,7 @@ def _inline_choice(program, code, taken, inlined_readers):
     """One choice of _inline_producers, counting a reader in `inlined_readers` as one that
     reads at another index."""
     names = program.names
-    index = {s.out: k for k, s in enumerate(program.steps)}
+    index = program.step_index()
     kept = set(taken) | {names[n] for n in program.outputs} | {names[v] for _, v in program.updates}
     chosen, lifetimes, cost = {}, {}, {}
     merged = {d.name for d in code.decisions if d.pass_ == "merge_axes"}
@@ -823,20 +823,19 @@ def generate(program, title="", decisions=None):
     code, positions = _emit_steps(program, {})
     in_place = _in_place_updates(program, code, positions)
     epilogues = _gemm_epilogues(program, code, positions, in_place) if in_place else {}
-    accumulated, sum_starts = _gemm_accumulations(program, code, {**in_place, **epilogues})
+    accumulated, product_sums = _gemm_accumulations(program, code, {**in_place, **epilogues})
     epilogues.update(accumulated)
     taken = {**in_place, **epilogues, **{e.update: p for p, e in epilogues.items()}}
     inlined, lifetimes = _inline_producers(program, code, taken)
-    reductions, sum_at = _loop_reductions(program, code, {**taken, **inlined})
-    sum_starts.update(sum_at)
+    reductions, column_sums = _loop_reductions(program, code, {**taken, **inlined})
     if in_place or inlined or epilogues or reductions:
         for arg, last in lifetimes.items():  # read where the inlined values are read
             program.last_use[arg] = max(program.last_use.get(arg, -1), last)
         # those values need no slot of their own (nor do products added into a Variable or a
-        # sum, nor values never stored); a sum of products has its memory from its first
-        # product on
+        # sum, nor values never stored); a sum has its memory from its first product on, or
+        # from the loop that adds it up
         plan_workspace(program, {**in_place, **{p: e.variable for p, e in epilogues.items()},
-                                 **{name: name for name in inlined}}, sum_starts)
+                                 **{name: name for name in inlined}}, {**product_sums, **column_sums})
         code, _ = _emit_steps(program, in_place, epilogues, inlined, reductions)
         for value, (total, _) in reductions.items():
             code.decide("reduce_in_loop", total, f"= the sum along axis 0 of {value}, added up by "
@@ -844,7 +843,7 @@ def generate(program, title="", decisions=None):
         for name in inlined:
             code.decide("inline_producer", name, "is computed in the loops that read it, never "
                                                  "stored")
-        for total in set(sum_starts) - set(sum_at):
+        for total in product_sums:
             products = [p for p, e in epilogues.items() if e.update == total]
             code.decide("gemm_accumulate", total, f"= {' + '.join(products)} is accumulated by the "
                                                   f"products' BLAS calls (beta = 1), not a loop")

@@ -63,6 +63,10 @@ class Program:
     slots: list = field(default_factory=list)      # (dtype, element count: an expression of `sizes`)
     decisions: list = field(default_factory=list)  # Decisions of plan_workspace
 
+    def step_index(self):
+        """{value name: the index of the step computing it}."""
+        return {step.out: k for k, step in enumerate(self.steps)}
+
     def aliases_argument(self, node):
         """Whether `node`'s value may share memory with an argument array (leaf or view of one)."""
         return OPS[self.base(node).op].leaf is not None
@@ -213,6 +217,30 @@ def plan_workspace(program, in_place=(), early=None):
         base = program.storage(value)
         last[base] = max(last.get(base, -1), end)
     free, releases = {}, {}
+
+    def take_slot(step, k):
+        """Give the value of `step` a slot at step index `k`, if it lives in the workspace."""
+        node = step.node
+        if not OPS[node.op].writes_output or step.out in in_place:  # (see the docstring)
+            return
+        if last.get(node, -1) > end or node.shape == ():
+            return
+        count = _element_count(program, node)
+        if count is None:
+            return
+        signature = (node.dtype, count)
+        if free.get(signature):
+            slot = free[signature].pop()
+            reuse = "reused"
+        else:
+            slot = len(program.slots)
+            program.slots.append(signature)
+            reuse = "new"
+        program.workspace[step.out] = slot
+        program.decisions.append(Decision("workspace_slot", step.out,
+                                          f"lives in workspace slot {slot} ({reuse})"))
+        releases.setdefault(last.get(node, k), []).append((slot, signature))
+
     taken_at = {}  # step index -> the steps whose values take a slot there
     for k, step in enumerate(program.steps):
         taken_at.setdefault(early.get(step.out, k), []).append(step)
@@ -220,29 +248,5 @@ def plan_workspace(program, in_place=(), early=None):
         for slot, signature in releases.pop(k - 1, []):
             free.setdefault(signature, []).append(slot)
         for step in taken_at.get(k, []):
-            _take_slot(program, step, k, in_place, last, end, free, releases)
-
-
-def _take_slot(program, step, k, in_place, last, end, free, releases):
-    """Give the value of `step` a slot at step index `k`, if it lives in the workspace."""
-    node = step.node
-    if not OPS[node.op].writes_output or step.out in in_place:  # (see the docstring)
-        return
-    if last.get(node, -1) > end or node.shape == ():
-        return
-    count = _element_count(program, node)
-    if count is None:
-        return
-    signature = (node.dtype, count)
-    if free.get(signature):
-        slot = free[signature].pop()
-        reuse = "reused"
-    else:
-        slot = len(program.slots)
-        program.slots.append(signature)
-        reuse = "new"
-    program.workspace[step.out] = slot
-    program.decisions.append(Decision("workspace_slot", step.out,
-                                      f"lives in workspace slot {slot} ({reuse})"))
-    releases.setdefault(last.get(node, k), []).append((slot, signature))
+            take_slot(step, k)
 

@@ -447,6 +447,13 @@ def _rules_for(node, phases):
     return _rules_by_op(node.op, is_elementwise(node), phases)
 
 
+def _on_new_inputs(node, new):
+    """`node` rebuilt on the new versions of its inputs (`new`: old node -> new node), or
+    `node` itself where none changed."""
+    inputs = [new[i] for i in node.inputs]
+    return node if inputs == list(node.inputs) else make(node.op, inputs, node.attrs)
+
+
 def _rewrite_pass(roots, log, keep=frozenset(), phases=PHASES):
     """One bottom-up pass: rebuild each node on rewritten inputs, then apply its rules until
     none fires. Nodes in `keep` stay as they are. Returns the new roots and whether anything
@@ -457,8 +464,7 @@ def _rewrite_pass(roots, log, keep=frozenset(), phases=PHASES):
         if not node.inputs or node in keep:
             new[node] = node
             continue
-        inputs = [new[i] for i in node.inputs]
-        current = node if inputs == list(node.inputs) else make(node.op, inputs, node.attrs)
+        current = _on_new_inputs(node, new)
         for _ in range(32):
             for declared in _rules_for(current, phases):
                 result, name = declared.apply(current), declared.name
@@ -497,8 +503,7 @@ def share_log_softmax(roots, log, keep=frozenset()):
         if not node.inputs or node in keep:
             new[node] = node
             continue
-        inputs = [new[i] for i in node.inputs]
-        current = node if inputs == list(node.inputs) else make(node.op, inputs, node.attrs)
+        current = _on_new_inputs(node, new)
         if current.op == "softmax" and (current.inputs[0], current.attrs["axis"]) in computed:
             shared = ops.exp(ops.log_softmax(current.inputs[0], current.attrs["axis"]))
             log.append(Rewrite("share_log_softmax", current, shared))
@@ -533,10 +538,9 @@ def fuse_elementwise(roots, log):
         if not node.inputs:
             new[node] = node
             continue
-        inputs = [new[i] for i in node.inputs]
-        current = node if inputs == list(node.inputs) else make(node.op, inputs, node.attrs)
+        current = _on_new_inputs(node, new)
         if is_elementwise(current):
-            which = [k for k, (old, i) in enumerate(zip(node.inputs, inputs))
+            which = [k for k, (old, i) in enumerate(zip(node.inputs, current.inputs))
                      if is_elementwise(i) and uses.get(old, 0) == 1 and compatible(i.shape, current.shape)]
             if which:
                 body, all_inputs = compose(current, which)
