@@ -4,6 +4,8 @@ them: label rows that do not sum to 1, sizes the graph assumed equal, NaN and In
 folded constants and max-like ops, float32 precision of log_softmax and of sqrt's derivative,
 outputs beside updates, and bad arguments.
 """
+import sys
+
 import numpy as np
 import pytest
 
@@ -418,17 +420,24 @@ def test_max_over_several_axes_splits_ties_evenly():
         np.testing.assert_allclose(value, [[1 / 3, 1 / 3], [0, 1 / 3]])
 
 
-def test_gradients_of_several_slices_keep_their_memory_until_read():
+@pytest.mark.parametrize("inlined", [True, False], ids=["inlined", "stored"])
+def test_gradients_of_several_slices_keep_their_memory_until_read(inlined, monkeypatch):
     # The gradient of each slice is an unslice that the final sum reads in place (padded with
     # zeros, never materialised), so each slice's cotangent must stay alive until that sum.
     # The workspace once planned them as dead after their unslice, and three cotangents of
-    # one size shared one slot: the compiled gradient was wrong (off by 2.2 here).
+    # one size shared one slot: the compiled gradient was wrong (off by 2.2 here). Cheap
+    # cotangents are computed in the sum's loop (inline_producer) and never stored; with that
+    # pass off, as for costly ones, they live in the workspace, which is what this checks.
+    if not inlined:
+        monkeypatch.setattr(sys.modules["symgrad.compiler.codegen"], "INLINE_OPERATIONS", -1)
     x = sg.placeholder("x", (6,), "float64")
     us = [sg.placeholder(f"u{k}", (2,), "float64") for k in range(3)]
     loss = sum(sg.sum(sg.tanh(x[2 * k:2 * k + 2]) * us[k]) for k in range(3))
     g = sg.gradients(loss, x)
     f = sg.function([x] + us, g, background=False)
     assert sum(d.pass_ == "lazy_unslice" for d in f.decisions) == 3
+    stored = sum(d.pass_ == "workspace_slot" for d in f.decisions)
+    assert (stored == 0) if inlined else (stored >= 3)
     rng = np.random.default_rng(0)
     X, U = rng.standard_normal(6), [rng.standard_normal(2) for _ in range(3)]
     expected = np.concatenate([(1 - np.tanh(X[2 * k:2 * k + 2]) ** 2) * U[k] for k in range(3)])
