@@ -87,10 +87,14 @@ def test_a_broken_declaration_changes_no_variable():
     np.testing.assert_array_equal(W.value, before)
 
 
-def test_the_q_minus_p_rule_needs_the_fact_along_the_same_axis():
-    z = sg.placeholder("z", (4, 3), F64)
-    p = sg.placeholder("p", (4, 3), F64)
-    loss = -sg.sum(sg.distribution(p, axis=0) * sg.log_softmax(z, axis=1))
+@pytest.mark.parametrize("batch", [4, None], ids=["sum", "mean-over-any-batch"])
+def test_the_q_minus_p_rule_needs_the_fact_along_the_same_axis(batch):
+    # (with a batch of any size the gradient reaching the sum is -1/N, a broadcast the rule
+    # would take; with a fixed one it is folded to a constant, which the rule does not take)
+    z = sg.placeholder("z", (batch, 3), F64)
+    p = sg.placeholder("p", (batch, 3), F64)
+    terms = sg.distribution(p, axis=0) * sg.log_softmax(z, axis=1)
+    loss = -sg.sum(terms) if batch else -sg.mean(sg.sum(terms, axis=1))
     f = sg.function([z, p], sg.grad(loss, z))
     assert "sum_of_distribution" not in fired(f)
     pb = np.full((4, 3), 0.25)  # columns sum to 1; rows do not
