@@ -20,9 +20,9 @@ flags that keep NaN and Inf.
 
 What codegen decides beyond each op's plain lowering is logged as `Decision`s, one per choice,
 named by the pass that made it (as the simplifier logs its rewrites; `f.decisions`,
-`viz.decisions(f)`): `lazy_broadcast`, `lazy_slice` and `lazy_unslice` (a value left to the
-loops that read it, never materialised), `transpose_view` (a transpose read by BLAS as a
-view), `in_place_update` (an update's loop writing straight into its Variable),
+`viz.decisions(f)`): `lazy_broadcast`, `lazy_slice`, `lazy_unslice` and `lazy_transpose` (a
+value left to the loops that read it, never materialised), `transpose_view` (a transpose read
+by BLAS as a view), `in_place_update` (an update's loop writing straight into its Variable),
 `gemm_epilogue` (an update β·W + α·a·b written into W by the product's BLAS call),
 `gemm_accumulate` (a sum of products accumulated by their BLAS calls), `reduce_in_loop` (a
 sum along axis 0 added up by the flat loop that writes its input), `inline_producer` (an
@@ -75,6 +75,12 @@ def _slice_at(index, starts_steps, offset):
             for j, (start, step) in zip(index, starts_steps)]
 
 
+def _transposed_at(index, perm):
+    """Where a transpose by `perm`, read at `index`, reads its source: source axis perm[d] at
+    index d."""
+    return [index[perm.index(axis)] for axis in range(len(perm))]
+
+
 def _padded_at(index, windows, offset):
     """Where a zero-padded value read at `index` reads its source, and the source's window in
     the loop's index space, as the names of its bounds, (start, stop) per axis (outside it,
@@ -122,6 +128,7 @@ class Code:
         self.broadcasts = {}      # name -> (source name, source node): broadcasts read in place
         self.slices = {}          # name -> (source name, [(start, step) per axis]): likewise
         self.padded = {}          # name -> (source name, [(start, stop) per axis], dtype): likewise
+        self.transposes = {}      # name -> (source name, permutation): likewise
         self.last_check = -1      # line of the last run-time check: no update is written before it
         consumers = {}
         for step in program.steps:
@@ -212,6 +219,20 @@ class Code:
         self.decide("lazy_slice", out, f"= {source}[...] is read in place by the loops that use it")
         return True
 
+    def read_transposed(self, node, out, source, perm):
+        """Leave a transpose to the elementwise loops that read it, if only they read it:
+        each reads `source` with its indices permuted (a convolution's (N·H·W, O) product
+        read as (N, O, H·W) by the loop adding its bias: one pass, not a copy and a pass).
+        Returns whether it did."""
+        dims = self.sizes_code(node.shape)
+        if not (dims is not None and self.consumed_only_by(out, is_elementwise)):
+            return False
+        self.transposes[out] = (source, perm)
+        self.spread_dims[out] = dims
+        self.decide("lazy_transpose", out, f"= {source}.transpose({perm}) is read in place by "
+                                           f"the loops that use it")
+        return True
+
     def read_padded(self, node, out, source, windows):
         """Leave a zero-padded array (the gradient of a slice) to the elementwise loops that
         read it, if only they read it: `windows` gives each axis's [start, stop) holding
@@ -297,6 +318,10 @@ class Code:
                 spread.append((k, arg))
                 source, starts_steps = self.slices[arg]
                 index = _slice_at(loop_index, starts_steps, offset)
+            elif arg in self.transposes:
+                spread.append((k, arg))
+                source, perm = self.transposes[arg]
+                index = _transposed_at(loop_index, perm)
             elif arg in self.broadcasts:
                 spread.append((k, arg))
                 source, source_node = self.broadcasts[arg]
@@ -411,6 +436,9 @@ class Code:
             if arg in self.slices:
                 source, starts_steps = self.slices[arg]
                 at = _slice_at(index, starts_steps, offset)
+            elif arg in self.transposes:
+                source, perm = self.transposes[arg]
+                at = _transposed_at(index, perm)
             elif arg in self.broadcasts:
                 source, source_node = self.broadcasts[arg]
                 at = _broadcast_at(index, producer, source_node)

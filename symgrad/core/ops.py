@@ -325,7 +325,7 @@ _elementwise_op("exp", lambda a: sympy.exp(x0), lambda a: {0: Y})
 _elementwise_op("log", lambda a: sympy.log(x0))
 _elementwise_op("tanh", lambda a: sympy.tanh(x0), lambda a: {0: 1 - Y ** 2})
 _elementwise_op("sigmoid", lambda a: scalar.sigmoid(x0), lambda a: {0: Y * (1 - Y)})
-_elementwise_op("relu", lambda a: sympy.Max(x0, 0), lambda a: {0: scalar.gt(x0, 0)})
+_elementwise_op("relu", lambda a: sympy.Max(x0, 0), lambda a: {0: scalar.gt(Y, 0)})
 _elementwise_op("leaky_relu",
                 lambda a: scalar.select(scalar.gt(x0, 0), x0, sympy.Float(a["alpha"]) * x0))
 _elementwise_op("softplus", lambda a: scalar.softplus(x0))
@@ -484,7 +484,7 @@ def _emit_transpose(code, node, out, args):
     if node.attrs["perm"] == (1, 0) and code.consumed_only_by(out, lambda user: user.op == "matmul"):
         code.line(f"{out} = {args[0]}.T  # a view: BLAS reads it transposed, no copy")
         code.decide("transpose_view", out, f"= {args[0]}.T, read by matrix products as a view")
-    else:
+    elif not code.read_transposed(node, out, args[0], node.attrs["perm"]):
         dims = _runtime_dims(node.inputs[0], args[0])
         code.compute(node, out, [dims[p] for p in node.attrs["perm"]],
                      f"kernels.copy_view({{0}}.transpose({tuple(node.attrs['perm'])}), {{1}})", args[0])
@@ -1764,7 +1764,7 @@ def conv2d(x, w, stride=1, padding=0, dilation=1, groups=1):
     ho, wo = _windows_out("conv2d", (h, width), window, attrs)
     cols = make("im2col", [x], attrs)                                   # (N·Ho·Wo, C·kh·kw)
     rows = matmul(cols, transpose(reshape(w, (o, -1))))                 # (N·Ho·Wo, O)
-    return reshape(transpose(reshape(rows, (-1, ho * wo, o)), (0, 2, 1)), (-1, o, ho, wo))
+    return transpose(reshape(rows, (-1, ho, wo, o)), (0, 3, 1, 2))      # (N, O, Ho, Wo)
 
 
 def conv1d(x, w, stride=1, padding=0, dilation=1):
