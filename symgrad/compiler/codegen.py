@@ -337,7 +337,7 @@ class Code:
         flat = not spread
         rank = node.ndim
         views = []  # the arrays as the loop reads them, where it merges axes
-        if spread and all(arg in self.broadcasts for _, arg in spread):
+        if spread and all(arg in self.broadcasts or arg in self.transposes for _, arg in spread):
             rank = self._merge_axes(node, out, names, operands, views)
         full_index = "i" if flat else ", ".join(f"i{d}" for d in range(rank))
         divides = scalar.divides_by_operand(body)
@@ -451,24 +451,31 @@ class Code:
         return f"({code})", divides
 
     def _merge_axes(self, node, out, names, operands, views):
-        """Where a loop reads broadcasts in place, adjacent axes that every operand reads
-        alike (each indexes both, or is spread along both) are one axis of the loop, as
-        NumPy's iterator coalesces them: a bias added to (N, C, H, W) loops over (N, C, H·W)
-        reading (1, C, 1), whose innermost loop is H·W long, not W. Rewrites the operands'
-        indices in `names` and `operands`, lists the output and operands as the loop reads
-        them in `views`, and returns the loop's rank."""
+        """Where a loop reads broadcasts or transposes in place, adjacent axes that every
+        operand reads alike (each indexes both, one after the other in its own axes, or is
+        spread along both) are one axis of the loop, as NumPy's iterator coalesces them: a
+        bias added to (N, C, H, W) loops over (N, C, H·W) reading (1, C, 1), and a product's
+        (N, H, W, C) rows read as (N, C, H, W) loop over (N, C, H·W) reading (N, H·W, C):
+        innermost loops H·W long, not W. Rewrites the operands' indices in `names` and
+        `operands`, lists the output and operands as the loop reads them in `views`, and
+        returns the loop's rank."""
         rank = node.ndim
 
-        def reads(index):
-            """Per axis of the loop, whether the operand is indexed along it."""
+        def source_axes(index):
+            """Per axis of the loop, the operand's axis indexed by it (None: spread along it)."""
             if index is None:
-                return (True,) * rank
-            return (False,) * (rank - len(index)) + tuple(i != "0" for i in index)
+                return list(range(rank))
+            along = [None] * rank
+            for axis, expr in enumerate(index):
+                if expr != "0":
+                    along[int(expr[1:])] = axis
+            return along
 
-        patterns = [reads(index) for _, index in operands]
+        maps = [source_axes(index) for _, index in operands]
         groups = []
         for d in range(rank):
-            if groups and all(p[d] == p[groups[-1][-1]] for p in patterns):
+            if groups and all((m[d] is None) == (m[d - 1] is None) and
+                              (m[d] is None or m[d] == m[d - 1] + 1) for m in maps):
                 groups[-1].append(d)
             else:
                 groups.append([d])
@@ -477,11 +484,18 @@ class Code:
         sizes = [" * ".join(f"{out}.shape[{d}]" for d in group) for group in groups]
         views.append(f"{out}.reshape({', '.join(sizes)})")
         new_indices = []
-        for (source, index), pattern in zip(operands, patterns):
-            read = [pattern[group[0]] for group in groups]
-            views.append(f"{source}.reshape({', '.join(size if r else '1' for size, r in zip(sizes, read))})")
-            new_indices.append(None if index is None else
-                               [f"i{g}" if r else "0" for g, r in enumerate(read)])
+        for (source, index), along in zip(operands, maps):
+            read = [(along[group[0]], g) for g, group in enumerate(groups) if along[group[0]] is not None]
+            if [axis for axis, _ in read] == sorted(axis for axis, _ in read):
+                # in the loop's order (a broadcast): size-1 axes where it is spread
+                views.append(f"{source}.reshape({', '.join(size if along[group[0]] is not None else '1' for size, group in zip(sizes, groups))})")
+                new_indices.append(None if index is None else
+                                   [f"i{g}" if along[group[0]] is not None else "0"
+                                    for g, group in enumerate(groups)])
+            else:  # a transpose: its own axes' order, merged
+                read.sort()
+                views.append(f"{source}.reshape({', '.join(sizes[g] for _, g in read)})")
+                new_indices.append([f"i{g}" for _, g in read])
         for key, value in names.items():
             if isinstance(value, tuple) and not isinstance(value[0], str):
                 names[key] = (value[0], new_indices[value[0]])

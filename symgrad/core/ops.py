@@ -486,8 +486,30 @@ def _emit_transpose(code, node, out, args):
         code.decide("transpose_view", out, f"= {args[0]}.T, read by matrix products as a view")
     elif not code.read_transposed(node, out, args[0], node.attrs["perm"]):
         dims = _runtime_dims(node.inputs[0], args[0])
-        code.compute(node, out, [dims[p] for p in node.attrs["perm"]],
-                     f"kernels.copy_view({{0}}.transpose({tuple(node.attrs['perm'])}), {{1}})", args[0])
+        runs, perm = _axis_runs(node.attrs["perm"])
+        code.line(f"{out} = {code.alloc(node, out, [dims[p] for p in node.attrs['perm']])}")
+        if len(runs) == node.ndim:
+            code.call(f"kernels.copy_view({{0}}.transpose({perm}), {{1}})", args[0], out)
+            return
+        # axes that stay side by side copy as one: (N, O, H, W) -> (N, H, W, O) is (N, O, H·W)
+        # -> (N, H·W, O), whose planes are H·W rows long, not W
+        merged = [_product(dims[a] for a in run) for run in runs]
+        code.call(f"kernels.copy_view({{0}}.transpose({perm}), {{1}})",
+                  f"{args[0]}.reshape({', '.join(merged)})",
+                  f"{out}.reshape({', '.join(merged[k] for k in perm)})")
+
+
+def _axis_runs(perm):
+    """The source axes of a transpose by `perm` in runs that stay side by side, in order (for
+    (0, 2, 3, 1): [0], [1], [2, 3]), and the permutation of the runs ((0, 2, 1))."""
+    runs = []  # in output order
+    for axis in perm:
+        if runs and runs[-1][-1] + 1 == axis:
+            runs[-1].append(axis)
+        else:
+            runs.append([axis])
+    by_source = sorted(runs)
+    return by_source, tuple(by_source.index(run) for run in runs)
 
 
 register(Op("transpose", infer=_infer_transpose,

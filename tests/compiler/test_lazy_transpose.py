@@ -38,15 +38,35 @@ def test_a_transpose_read_by_a_loop_is_read_in_place(shape, perm):
                                equal_nan=True)
 
 
-def test_a_transpose_also_read_by_a_reduction_is_copied():
-    x = sg.placeholder("x", (None, 3, 4), F64)
-    t = sg.transpose(x * 3.0, (0, 2, 1))
+@pytest.mark.parametrize("shape, perm", [
+    ((5, 3, 4), (0, 2, 1)),
+    ((5, 3, 4, 2), (0, 2, 3, 1)),      # copied as (5, 3, 8) -> (5, 8, 3)
+    ((2, 3, 4, 5, 2), (3, 4, 0, 1, 2)),
+    ((0, 3, 4, 2), (0, 2, 3, 1)),
+])
+def test_a_transpose_also_read_by_a_reduction_is_copied(shape, perm):
+    x = sg.placeholder("x", (None,) + shape[1:], F64)
+    t = sg.transpose(x * 3.0, perm)
     outs = [t + 1.0, sg.sum(t, axis=1)]
     f = sg.function([x], outs, background=False)
     assert not _lazy(f) and "copy_view" in f.source
-    xv = np.random.default_rng(1).standard_normal((5, 3, 4))
+    xv = np.random.default_rng(1).standard_normal(shape)
     for got, want in zip(f(xv), sg.evaluate(outs, {x: xv})):
         np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_a_loop_reading_a_transpose_merges_the_axes_that_stay_together():
+    """(N, H, W, C) read as (N, C, H, W) with a bias (1, C, 1, 1): the loop runs over
+    (N, C, H·W), its rows H·W long."""
+    x = sg.placeholder("x", (None, 3, 4, 5), F64)
+    b = sg.placeholder("b", (1, 5, 1, 1), F64)
+    out = sg.relu(sg.transpose(x * 2.0, (0, 3, 1, 2)) + b)
+    f = sg.function([x, b], out, background=False)
+    merged = [d for d in f.decisions if d.pass_ == "merge_axes"]
+    assert _lazy(f) and merged and "3 axes, not 4" in merged[0].detail
+    rng = np.random.default_rng(6)
+    xv, bv = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((1, 5, 1, 1))
+    np.testing.assert_allclose(f(xv, bv), sg.evaluate(out, {x: xv, b: bv}), rtol=1e-12)
 
 
 def test_the_transposed_value_outlives_the_loops_that_read_it():
