@@ -75,6 +75,13 @@ def _slice_at(index, starts_steps, offset):
             for j, (start, step) in zip(index, starts_steps)]
 
 
+def _calls(body):
+    """Whether an elementwise body calls a function (exp, log, tanh...: fastmath or libm),
+    beyond comparisons and selections."""
+    return any(not isinstance(f, (scalar.gt, scalar.eq, scalar.select))
+               for f in body.atoms(sympy.Function))
+
+
 def _transposed_at(index, perm):
     """Where a transpose by `perm`, read at `index`, reads its source: source axis perm[d] at
     index d."""
@@ -267,9 +274,10 @@ class Code:
         """Whether the loops reading broadcast `out` in place would run rows shorter than
         SHORT_ROW (the softmax cross-entropy gradient's 10 classes) calling exp, log, tanh...:
         such rows never fill a vector register, and every call runs scalar, while a flat loop
-        vectorises them all (copying the broadcast costs less)."""
+        vectorises them all (copying the broadcast costs less). Comparisons and selections
+        (a ReLU's mask) are not calls: they compile to compares and blends in the loop."""
         return node.ndim >= 2 and isinstance(node.shape[-1], int) and node.shape[-1] < SHORT_ROW and any(
-                u is not None and is_elementwise(u) and elementwise_body_of(u).atoms(sympy.Function)
+                u is not None and is_elementwise(u) and _calls(elementwise_body_of(u))
                 for u in self.consumers.get(out, []))
 
     def elementwise_loop(self, node, out, args, body, dims=None):
