@@ -626,8 +626,30 @@ def _in_place_updates(program, code, positions):
             continue
         if last_read.get(variable, -1) > step_index[name]:
             continue
+        if _reads_moved(program, code, value, variable):
+            continue
         chosen[name] = names[variable]
     return chosen
+
+
+def _reads_moved(program, code, value, variable):
+    """Whether the loop computing `value`, or an elementwise value it may compute inline,
+    reads `variable` through a view left to the loops (a transpose, slice, broadcast or zero
+    padding: Code.transposes...): at other indices than the one it writes, so that writing
+    the update into the Variable as it goes would change what it reads next (W = 2·Wᵀ)."""
+    lazy = {**code.transposes, **code.slices, **code.padded, **code.broadcasts}
+    by_name = {name: node for node, name in program.names.items()}
+    stack, seen = [value], set()
+    while stack:
+        node = stack.pop()
+        for node_in in node.inputs:
+            name = program.names.get(node_in)
+            if name in lazy and program.storage(by_name.get(lazy[name][0], node_in)) is variable:
+                return True
+            if is_elementwise(node_in) and node_in not in seen:
+                seen.add(node_in)
+                stack.append(node_in)
+    return False
 
 
 class Epilogue(NamedTuple):

@@ -105,3 +105,20 @@ def test_a_convolution_layer_is_a_product_and_one_loop():
         np.testing.assert_allclose(forward(xv), sg.evaluate(h, {x: xv}), rtol=1e-12)
         for got, want in zip(f(xv, vv), sg.evaluate(grads, {x: xv, v: vv})):
             np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("update", [
+    lambda W: sg.transpose(W) * 2.0 + 1.0,
+    lambda W: sg.tanh(sg.transpose(W) * 0.5) + W,          # the transpose read by an inlined value
+    lambda W: W[0:1, :] * 2.0 + sg.transpose(W),
+])
+def test_an_update_reading_its_variable_transposed_is_not_written_in_place(update):
+    """W = 2·Wᵀ + 1 written into W as the loop goes would read entries it has already
+    overwritten: the update is computed first, then copied (and equals the interpreter)."""
+    W = sg.Variable(np.arange(16.0).reshape(4, 4) / 7.0, name="W")
+    new = update(W)
+    want = sg.evaluate(new)
+    step = sg.function([], [], updates=[(W, new)], background=False)
+    step()
+    np.testing.assert_allclose(W.value, want, rtol=1e-12)
+    assert not any(d.pass_ == "in_place_update" for d in step.decisions)
