@@ -167,6 +167,37 @@ MATMUL = "gemm" if blas.AVAILABLE else "matmul" if blas.SCIPY else "matmul_loops
 product = globals()[MATMUL]
 
 
+# A product a @ rows, where rows (N·P, C) is x (N, C, P) laid out image by image, position by
+# position (a convolution's cotangent as the product's rows): the sum over images of
+# a[:, n·P:(n+1)·P] @ x[n]ᵀ, one BLAS call each reading x[n] transposed in place, so that x is
+# never copied into rows (codegen's product_by_images pass). Two definitions, as gemm_update
+# has, so that Numba's cache (one per definition) never hands one product's code to another.
+if MATMUL == "gemm":
+    @jit
+    def product_by_images(a, x, out):
+        n_, p_ = x.shape[0], x.shape[2]
+        if n_ == 0:
+            fill(out, 0.0)
+        for n in range(n_):
+            block, rows = a[:, n * p_:(n + 1) * p_], x[n].T
+            if n == 0:
+                gemm(block, rows, out)
+            else:
+                gemm_update(block, rows, out, 1.0, 1.0)
+else:
+    @jit
+    def product_by_images(a, x, out):  # without NumPy's BLAS: loops (np.dot takes C or F order only)
+        n_, c_, p_ = x.shape
+        for i in range(out.shape[0]):
+            for j in range(c_):
+                out[i, j] = 0
+            for n in range(n_):
+                for q in range(p_):
+                    a_iq = a[i, n * p_ + q]
+                    for j in range(c_):
+                        out[i, j] += a_iq * x[n, j, q]
+
+
 @jit
 def copy(source, out):
     """out = source element by element, for C-ordered arrays of one size (the dtypes may

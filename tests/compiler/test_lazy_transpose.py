@@ -122,3 +122,33 @@ def test_an_update_reading_its_variable_transposed_is_not_written_in_place(updat
     step()
     np.testing.assert_allclose(W.value, want, rtol=1e-12)
     assert not any(d.pass_ == "in_place_update" for d in step.decisions)
+
+
+@pytest.mark.parametrize("batch", [0, 1, 3])
+def test_a_filter_gradient_sums_a_product_per_image(batch):
+    """The filter gradient of a convolution over 16×16 images (256 positions each): colsᵀ
+    times the cotangent laid out as rows, computed image by image from the cotangent in place
+    (product_by_images), no transposed copy. Equals the interpreter, NaN included."""
+    x = sg.placeholder("x", (None, 2, 16, 16), F64)
+    w = sg.Variable(np.random.default_rng(7).standard_normal((3, 2, 3, 3)), name="w")
+    loss = sg.sum(sg.tanh(sg.conv2d(x, w, padding=1)) ** 2)
+    g = sg.grad(loss, w)
+    f = sg.function([x], g, background=False)
+    assert any(d.pass_ == "product_by_images" for d in f.decisions)
+    assert "copy_view({0}.transpose((0, 2, 1))" not in f.source
+    xv = np.random.default_rng(batch).standard_normal((batch, 2, 16, 16))
+    np.testing.assert_allclose(f(xv), sg.evaluate(g, {x: xv}), rtol=1e-10, atol=1e-12)
+    if batch:
+        xv[0, 1, 5, 5] = np.nan
+        np.testing.assert_array_equal(np.isnan(f(xv)), np.isnan(sg.evaluate(g, {x: xv})))
+
+
+def test_small_images_keep_one_product():
+    """8×8 images (64 positions): one BLAS call per image would cost more than the copy."""
+    x = sg.placeholder("x", (None, 2, 8, 8), F64)
+    w = sg.Variable(np.random.default_rng(8).standard_normal((3, 2, 3, 3)), name="w")
+    g = sg.grad(sg.sum(sg.tanh(sg.conv2d(x, w, padding=1)) ** 2), w)
+    f = sg.function([x], g, background=False)
+    assert not any(d.pass_ == "product_by_images" for d in f.decisions)
+    xv = np.random.default_rng(9).standard_normal((2, 2, 8, 8))
+    np.testing.assert_allclose(f(xv), sg.evaluate(g, {x: xv}), rtol=1e-10)
