@@ -153,9 +153,13 @@ def gemm_update_scaled(a, b, out, factor, scalar, beta):
 
 @jit
 def _update_by_loops(a, b, out, alpha, beta):
-    """out = beta·out + alpha·(a @ b) as the loop would: the product first, then each element."""
+    """out = beta·out + alpha·(a @ b) as the loop would: the product first, then each element.
+    The product by loops, not `product`: Numba caches one machine code per definition, and
+    the BLAS route's code, loaded where NumPy's BLAS is not (SYMGRAD_SCIPY_BLAS=1 on the same
+    installation), would call a symbol that is not there. (Only rates of 0 or not finite, and
+    builds without NumPy's BLAS, come here.)"""
     product_ = np.empty(out.shape, out.dtype)
-    product(a, b, product_)
+    matmul_loops(a, b, product_)
     for i in range(out.shape[0]):
         for j in range(out.shape[1]):
             out[i, j] = beta * out[i, j] + alpha * product_[i, j]

@@ -109,6 +109,17 @@ grad = sg.function([images], g)
 assert "product_by_images" in grad.source
 I = np.linspace(-2, 2, 2 * 256).reshape(2, 1, 16, 16)
 assert np.allclose(grad(I), sg.evaluate(g, {{images: I}}))
+# an SGD update written by the product's call (gemm_update), its rate 0.1 and then 0 (the
+# loops' route in every build: BLAS skips a product scaled by 0, where 0·NaN must stay NaN)
+rate = sg.Variable(np.array(0.1), name="rate")
+y = sg.placeholder("y", (None, 2), "float64")
+V = sg.Variable(np.ones((3, 2)), name="V")
+sgd = sg.function([x, y], [], updates=[(V, V - rate * (x.T @ y))])
+for r in (0.1, 0.0):
+    rate.value = np.array(r)
+    before = V.value.copy()
+    sgd(X, np.ones((4, 2)))
+    assert np.allclose(V.value, before - r * (X.T @ np.ones((4, 2))))
 print("ok")
 """
 
