@@ -295,8 +295,11 @@ def _drop_stop_gradient(node):
 
 
 def _squeeze_constant_axis(node, axis):
-    """`node` (constant along `axis`: a broadcast from size 1 there) with that axis removed,
-    or None when that needs more than a reshape."""
+    """`node` (constant along `axis`: a broadcast from size 1 there, or a 0-d value, which
+    elementwise ops spread along every axis) with that axis removed, or None when that needs
+    more than a reshape."""
+    if node.ndim == 0:
+        return node
     if node.op != "broadcast_to" or node.ndim != node.inputs[0].ndim:
         return None
     source = node.inputs[0]
@@ -346,8 +349,12 @@ def _sum_of_distribution(node):
         else:
             if not used:
                 return None
-            inputs = [squeezed.get(i, inner.inputs[i]) for i in range(len(inner.inputs))]
-            result = fuse(rest, inputs)
+            # s over the operands it uses (p, unused, would give a constant s p's shape)
+            order = sorted(used)
+            result = fuse(rest.xreplace({X[i]: X[j] for j, i in enumerate(order)}),
+                          [squeezed[i] for i in order])
+            if result.ndim == 0 and node.ndim:  # s is a 0-d value (a folded -1 or -1/N)
+                result = ops.broadcast_to(result, node.shape)
             return result if compatible(result.shape, node.shape) else None
     return None
 

@@ -58,6 +58,28 @@ def test_softmax_cross_entropy_gradient_is_q_minus_p(classifier):
     np.testing.assert_allclose(f(xb, pb), (q - pb) / 6, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("batch", [None, 6])
+@pytest.mark.parametrize("scale", [1.0, 1.0 / 6])
+def test_a_cross_entropy_written_out_differentiates_to_q_minus_p(batch, scale):
+    """-Σ p·log_softmax(z), written out: its gradient reaches the sum as a 0-d constant (-1,
+    or -1/N with a fixed batch, folded into the product), constant along every axis, so the
+    rule still fires."""
+    z = sg.placeholder("z", (batch, 4), "float64")
+    p = sg.placeholder("p", (batch, 4), "float64")
+    loss = -sg.sum(sg.distribution(p, axis=1) * sg.log_softmax(z, axis=1)) * scale
+    gz = sg.grad(loss, z)
+    f = sg.function([z, p], [loss, gz])
+    assert "sum_of_distribution" in fired(f.rewrites)
+    zb = RNG.standard_normal((6, 4)) * 4
+    pb = RNG.uniform(0, 1, (6, 4))
+    pb /= pb.sum(1, keepdims=True)
+    q = np.exp(zb - zb.max(1, keepdims=True))
+    q /= q.sum(1, keepdims=True)
+    value, grad = f(zb, pb)
+    np.testing.assert_allclose(grad, (q - pb) * scale, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(value, sg.evaluate(loss, {z: zb, p: pb}), rtol=1e-12)
+
+
 def test_cross_entropy_without_the_fact_keeps_the_general_form():
     z = sg.placeholder("z", (3, 4), "float64")
     p = sg.placeholder("p", (3, 4), "float64")
