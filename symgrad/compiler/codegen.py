@@ -220,44 +220,41 @@ class Code:
         except NotImplementedError:
             return None
 
-    def read_in_place(self, node, out, source, offsets):
-        """Leave a slice to the elementwise loops that read it, if only they read it:
-        `offsets` gives each axis's (start, step) into `source`. Returns whether it did."""
+    def _leave_to_loops(self, node, out, table, entry, pass_, detail, sizes=()):
+        """Record `out` in `table` (self.slices, .transposes or .padded) as `entry`, for the
+        elementwise loops that read it to read its source in place, if only they read it
+        and its sizes, and `sizes`, are code at the top of the plan. Returns whether it did."""
         dims = self.sizes_code(node.shape)
-        if not (node.ndim and dims is not None and self.consumed_only_by(out, is_elementwise)):
+        if not (node.ndim and dims is not None and self.sizes_code(sizes) is not None and
+                self.consumed_only_by(out, is_elementwise)):
             return False
-        self.slices[out] = (source, offsets)
+        table[out] = entry
         self.spread_dims[out] = dims
-        self.decide("lazy_slice", out, f"= {source}[...] is read in place by the loops that use it")
+        self.decide(pass_, out, detail)
         return True
 
+    def read_in_place(self, node, out, source, offsets):
+        """Leave a slice to the elementwise loops that read it: `offsets` gives each axis's
+        (start, step) into `source`. Returns whether it did."""
+        return self._leave_to_loops(node, out, self.slices, (source, offsets), "lazy_slice",
+                                    f"= {source}[...] is read in place by the loops that use it")
+
     def read_transposed(self, node, out, source, perm):
-        """Leave a transpose to the elementwise loops that read it, if only they read it:
-        each reads `source` with its indices permuted (a convolution's (N·H·W, O) product
-        read as (N, O, H·W) by the loop adding its bias: one pass, not a copy and a pass).
-        Returns whether it did."""
-        dims = self.sizes_code(node.shape)
-        if not (dims is not None and self.consumed_only_by(out, is_elementwise)):
-            return False
-        self.transposes[out] = (source, perm)
-        self.spread_dims[out] = dims
-        self.decide("lazy_transpose", out, f"= {source}.transpose({perm}) is read in place by "
-                                           f"the loops that use it")
-        return True
+        """Leave a transpose to the elementwise loops that read it: each reads `source` with
+        its indices permuted (a convolution's (N·H·W, O) product read as (N, O, H·W) by the
+        loop adding its bias: one pass, not a copy and a pass). Returns whether it did."""
+        return self._leave_to_loops(node, out, self.transposes, (source, perm), "lazy_transpose",
+                                    f"= {source}.transpose({perm}) is read in place by the "
+                                    f"loops that use it")
 
     def read_padded(self, node, out, source, windows):
         """Leave a zero-padded array (the gradient of a slice) to the elementwise loops that
-        read it, if only they read it: `windows` gives each axis's [start, stop) holding
-        `source`; elsewhere the value is 0. Returns whether it did."""
-        dims = self.sizes_code(node.shape)
-        window_code = self.sizes_code([b for window in windows for b in window])
-        if not (node.ndim and dims is not None and window_code is not None and
-                self.consumed_only_by(out, is_elementwise)):
-            return False
-        self.padded[out] = (source, windows, node.dtype)
-        self.spread_dims[out] = dims
-        self.decide("lazy_unslice", out, f"= {source} padded with zeros, read in place by its loops")
-        return True
+        read it: `windows` gives each axis's [start, stop) holding `source`; elsewhere the
+        value is 0. Returns whether it did."""
+        return self._leave_to_loops(node, out, self.padded, (source, windows, node.dtype),
+                                    "lazy_unslice", f"= {source} padded with zeros, read in "
+                                                    f"place by its loops",
+                                    [b for window in windows for b in window])
 
     def broadcast(self, node, out, source, dims):
         """Materialise a broadcast, or leave it to the elementwise loops that read it."""
@@ -327,18 +324,10 @@ class Code:
                 # filled in below, once the loop's index names are known
                 names[f"x{k}"] = ("padded", f"a{position}[{', '.join(index)}]", window, zero)
                 continue
-            if arg in self.slices:
+            read = self._read_through(arg, loop_index, node, offset)
+            if read is not None:
                 spread.append((k, arg))
-                source, starts_steps = self.slices[arg]
-                index = _slice_at(loop_index, starts_steps, offset)
-            elif arg in self.transposes:
-                spread.append((k, arg))
-                source, perm = self.transposes[arg]
-                index = _transposed_at(loop_index, perm)
-            elif arg in self.broadcasts:
-                spread.append((k, arg))
-                source, source_node = self.broadcasts[arg]
-                index = _broadcast_at(loop_index, node, source_node)
+                source, index = read
             else:
                 full.append((node_in, arg))
             if (source, index) not in operands:
@@ -430,6 +419,21 @@ class Code:
         if out in self.reductions and not flat:  # (never chosen so: _loop_reductions)
             raise AssertionError(f"codegen: {out}'s sum was left to its loop, which is not flat")
 
+    def _read_through(self, arg, index, reader, offset):
+        """Where the loop of `reader` reads value `arg` at `index` (one index expression per
+        axis) when `arg` is a slice, transpose or broadcast left to the loops: (its source,
+        the index into it); None for a value read as it is stored."""
+        if arg in self.slices:
+            source, starts_steps = self.slices[arg]
+            return source, _slice_at(index, starts_steps, offset)
+        if arg in self.transposes:
+            source, perm = self.transposes[arg]
+            return source, _transposed_at(index, perm)
+        if arg in self.broadcasts:
+            source, source_node = self.broadcasts[arg]
+            return source, _broadcast_at(index, reader, source_node)
+        return None
+
     def _inlined_code(self, name, index, operands, numbers, offset):
         """The code computing inlined value `name` at `index` (one index expression per
         axis), its operands read at the indices that one maps to, added to `operands`; and
@@ -446,17 +450,7 @@ class Code:
                 local[f"x{m}"], inner = self._inlined_code(arg, index, operands, numbers, offset)
                 divides = divides or inner
                 continue
-            if arg in self.slices:
-                source, starts_steps = self.slices[arg]
-                at = _slice_at(index, starts_steps, offset)
-            elif arg in self.transposes:
-                source, perm = self.transposes[arg]
-                at = _transposed_at(index, perm)
-            elif arg in self.broadcasts:
-                source, source_node = self.broadcasts[arg]
-                at = _broadcast_at(index, producer, source_node)
-            else:
-                source, at = arg, list(index) or ["0"]
+            source, at = self._read_through(arg, index, producer, offset) or (arg, list(index) or ["0"])
             if (source, at) not in operands:
                 operands.append((source, at))
             local[f"x{m}"] = f"a{operands.index((source, at))}[{', '.join(at)}]"
@@ -651,13 +645,11 @@ def _reads_moved(program, code, value, variable):
     padding: Code.transposes...): at other indices than the one it writes, so that writing
     the update into the Variable as it goes would change what it reads next (W = 2·Wᵀ)."""
     lazy = {**code.transposes, **code.slices, **code.padded, **code.broadcasts}
-    by_name = {name: node for node, name in program.names.items()}
     stack, seen = [value], set()
     while stack:
         node = stack.pop()
-        for node_in in node.inputs:
-            name = program.names.get(node_in)
-            if name in lazy and program.storage(by_name.get(lazy[name][0], node_in)) is variable:
+        for node_in in node.inputs:  # (a view's storage is its source's: Program.storage)
+            if program.names.get(node_in) in lazy and program.storage(node_in) is variable:
                 return True
             if is_elementwise(node_in) and node_in not in seen:
                 seen.add(node_in)
