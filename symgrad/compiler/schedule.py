@@ -2,8 +2,9 @@
 
 In: the nodes a function must compute (outputs and update values) and its declared inputs.
 Out: a `Program`: the leaves in argument order, a list of `Step`s in a deterministic
-topological order keyed by the graph's structure (nodes no output needs are never visited:
-dead-code elimination; update values come last), each value's last use, the memory plan
+topological order keyed by the graph's structure (a value's last reader runs as soon as it
+is ready: release_first_order; nodes no output needs are never visited: dead-code
+elimination; update values come last), each value's last use, the memory plan
 (workspace slots shared by values whose lifetimes do not overlap), and a `networkx.DiGraph`
 of the scheduled graph for inspection.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import heapq
 import math
 
 import networkx as nx
@@ -141,7 +143,7 @@ def schedule(inputs, outputs, updates=()):
             for symbol in stated_sizes(node) & introduced.keys():
                 if introduced[symbol] is not node:
                     ordering.add_edge(introduced[symbol], node)
-    order = list(nx.lexicographical_topological_sort(ordering, key=place.__getitem__))
+    order, moved = release_first_order(ordering, place, {value for _, value in updates})
     names, state, constants, steps = {}, [], [], []
     for k, node in enumerate(inputs):
         names[node] = f"arg{k}"
@@ -170,8 +172,103 @@ def schedule(inputs, outputs, updates=()):
         last_use[names[node]] = len(steps)
     program = Program(list(inputs), state, constants, steps, list(outputs), list(updates), names,
                       last_use, graph, _argument_sizes(inputs, names))
+    for node, ended in moved:
+        values = ", ".join(f"{names[value]} ({_bytes_text(size)})" for value, size in ended)
+        program.decisions.append(Decision("release_first", names[node], f"runs before steps the "
+                                          f"depth-first walk puts first: it is the last reader of {values}, at batch {NOMINAL_SIZE}"))
     plan_workspace(program)
     return program
+
+
+# Unknown sizes (the batch) count as this many when the schedule weighs values against each
+# other: only their ratios matter, and a typical batch keeps an activation heavier than a
+# weight of the same shape.
+NOMINAL_SIZE = 128
+# False: the plain depth-first order, for measuring what release_first_order gains.
+RELEASE_FIRST = True
+
+
+def release_first_order(ordering, place, last):
+    """The steps' order, and the nodes it runs earlier than the depth-first walk would, each
+    with the values (and their bytes) it is the last reader of. Of the nodes ready to run (all
+    their inputs computed): a view first (it costs nothing and lets its readers become ready);
+    else the one whose run ends the most bytes of values (it is their last reader, through
+    views too); else the first in `place` (the depth-first walk). The nodes in `last` (the
+    update values) run only when nothing else is ready. Running a value's last reader as soon
+    as it can keeps the value in cache for it and frees its memory early: LeNet's second filter
+    gradient, which reads a 7.7 MB column matrix, runs right after its cotangent rather than
+    after the first layer's whole backward pass (step 5 % faster, peak memory 31 -> 29 MB).
+    Deterministic: it depends on the graph's structure only."""
+    if not RELEASE_FIRST:
+        return list(nx.lexicographical_topological_sort(ordering, key=place.__getitem__)), []
+
+    def reads_through(node):
+        return OPS[node.op].view or OPS[node.op].lazy_read
+
+    def storage(node):
+        while reads_through(node):
+            node = node.inputs[0]
+        return node
+
+    def weight(node):
+        count = dims.element_count(node.shape)
+        if not dims.is_known(count):
+            count = count.xreplace({s: NOMINAL_SIZE for s in count.free_symbols})
+        return int(count) * np.dtype(node.dtype).itemsize
+
+    computed = {node for node in ordering if OPS[node.op].leaf is None}
+    reads = {node: {storage(i) for i in node.inputs} & computed
+             for node in ordering if not reads_through(node)}
+    readers = {}  # value -> the nodes still to run that read it
+    for node, sources in reads.items():
+        for source in sources:
+            readers.setdefault(source, set()).add(node)
+    weights = {source: weight(source) for source in readers}
+
+    def priority(node):
+        if reads_through(node):
+            return (0, 0, place[node])
+        ended = sum(weights[s] for s in reads[node] if len(readers[s]) == 1)
+        return (1 + (node in last), -ended, place[node])
+
+    # a heap of the ready nodes; a node's priority only rises (when it becomes the last reader
+    # of a value), and is then pushed again: entries not matching `current` are stale
+    waiting = {node: ordering.in_degree(node) for node in ordering}
+    current = {node: priority(node) for node, count in waiting.items() if count == 0}
+    heap = [(key, node) for node, key in current.items()]
+    heapq.heapify(heap)
+    by_place = [(place[node], node) for node in current]  # the ready nodes, walk order first
+    heapq.heapify(by_place)
+    order, moved = [], []
+    while heap:
+        key, node = heapq.heappop(heap)
+        if current.get(node) != key:
+            continue
+        while by_place[0][1] not in current:
+            heapq.heappop(by_place)
+        if key[1] < 0 and by_place[0][0] < place[node]:
+            moved.append((node, [(s, weights[s]) for s in sorted(reads[node], key=place.get)
+                                 if len(readers[s]) == 1]))
+        del current[node]
+        order.append(node)
+        for source in reads.get(node, ()):
+            readers[source].discard(node)
+            if len(readers[source]) == 1:
+                (last_reader,) = readers[source]
+                if last_reader in current:
+                    current[last_reader] = priority(last_reader)
+                    heapq.heappush(heap, (current[last_reader], last_reader))
+        for user in ordering.successors(node):
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                current[user] = priority(user)
+                heapq.heappush(heap, (current[user], user))
+                heapq.heappush(by_place, (place[user], user))
+    return order, moved
+
+
+def _bytes_text(size):
+    return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
 
 
 def _argument_sizes(inputs, names):
