@@ -18,7 +18,9 @@ are everything symgrad knows about that op, declared by keyword where the op is 
   `lazy_read` (codegen may leave the value to the loops that use it, which then read input 0:
   that input must live as long as they do), `integer_inputs` (the positions of inputs that may
   be int64: labels, indices; every other op refuses integers), `draws` (a random draw: input 0
-  is a generator's state, which each compiled call advances: random.py).
+  is a generator's state, which each compiled call advances: random.py), `split_fixed` (where
+  input 0 is fixed and the others vary, an equal node whose work on input 0 alone is a node of
+  its own, which partial evaluation computes once: max pooling's routing; partial.py).
 
 Every op is checked when it is registered (`register`): a traits combination that cannot hold
 is a `TypeError` at import, not a wrong number later.
@@ -80,6 +82,8 @@ class Op:
     integer_inputs: tuple = ()            # the inputs that may be int64 (labels, indices, keys)
     draws: bool = False                   # input 0 is a generator's state (random.py): every
                                           # compiled call advances it
+    split_fixed: Callable | None = None   # node -> an equal node whose work on input 0 alone
+                                          # is a node of its own, or None (partial.py)
 
     def __post_init__(self):
         if self.linear and self.jvp is None:
@@ -1238,16 +1242,119 @@ def _jvp_routing(node, tangents):
     return make(node.op, [node.inputs[0], tangents[1]], node.attrs) if tangents[1] is not None else None
 
 
+# Max pooling's routing, for disjoint windows (stride >= window): each tap's share of its
+# window's cotangent, as an array of x's shape. Given the routing R, max_pool2d_grad(x, g) is
+# routed_pool2d_grad(R, g) = R · g spread to the taps, and max_pool2d_select(x, t) is
+# routed_pool2d(R, t) = each window's Σ R · t: products and sums, with no window's maximum
+# found again. Where x is fixed and g or t vary (the Hessian-vector products of a bound
+# operator), partial evaluation computes R once (split_fixed, partial.py).
+
+def _disjoint(op, attrs):
+    (kh, kw), (sh, sw) = attrs["window"], attrs["stride"]
+    if sh < kh or sw < kw:
+        raise ShapeError(f"{op}: windows {kh}×{kw} moved by {sh}×{sw} overlap; routing weights "
+                         f"are one per tap, so the windows must not (stride >= window)")
+
+
+def _infer_max_pool2d_routing(inputs, attrs):
+    _infer_pool("max_pool2d_routing")(inputs, attrs)
+    _disjoint("max_pool2d_routing", attrs)
+    return inputs[0].shape, inputs[0].dtype
+
+
+def _np_max_pool2d_routing(arrays, attrs):
+    x = arrays[0]
+    return _scatter_windows(_max_weights(x, attrs), x.shape, attrs["window"], attrs["stride"],
+                            attrs["padding"])
+
+
+def _same_shapes(op, a, b, what):
+    if b.ndim != a.ndim or any(_merge_dim(p, q) is False for p, q in zip(a.shape, b.shape)):
+        raise ShapeError(f"{op}: {what} {fmt(b.shape)} is not of the routing's shape {fmt(a.shape)}")
+
+
+def _infer_routed_pool2d(inputs, attrs):
+    routing, t = inputs
+    _same_shapes("routed_pool2d", routing, t, "the tangent")
+    _disjoint("routed_pool2d", attrs)
+    return _infer_pool("routed_pool2d")([routing], attrs)
+
+
+def _np_routed_pool2d(arrays, attrs):
+    windows = [_padded_windows(a, attrs["window"], attrs["stride"], attrs["padding"]) for a in arrays]
+    return (windows[0] * windows[1]).sum(axis=(4, 5))
+
+
+def _infer_routed_pool2d_grad(inputs, attrs):
+    routing, g = inputs
+    _disjoint("routed_pool2d_grad", attrs)
+    _, h, w = _image("routed_pool2d_grad", routing)
+    pooled = routing.shape[:2] + _windows_out("routed_pool2d_grad", (h, w), attrs["window"], attrs)
+    if g.ndim != 4 or any(_merge_dim(p, q) is False for p, q in zip(pooled, g.shape)):
+        raise ShapeError(f"routed_pool2d_grad: a cotangent {fmt(g.shape)} does not come from "
+                         f"pooling an input of size {h}×{w} (expected {fmt(pooled)})")
+    return routing.shape, routing.dtype
+
+
+def _np_routed_pool2d_grad(arrays, attrs):
+    routing, g = arrays
+    window, stride, padding = attrs["window"], attrs["stride"], attrs["padding"]
+    values = _padded_windows(routing, window, stride, padding) * g[..., None, None]
+    return _scatter_windows(values, routing.shape, window, stride, padding)
+
+
+def _sum_of(terms):
+    terms = [t for t in terms if t is not None]
+    return None if not terms else terms[0] if len(terms) == 1 else make("add", terms)
+
+
+def _bilinear_jvp(node, tangents):
+    """Both routed ops are linear in each input: the tangent is op(ṙ, b) + op(r, ḃ)."""
+    r, b = node.inputs
+    dr, db = tangents
+    return _sum_of([make(node.op, [dr, b], node.attrs) if dr is not None else None,
+                    make(node.op, [r, db], node.attrs) if db is not None else None])
+
+
+def _split_routing(node):
+    """max_pool2d_grad(x, g) or max_pool2d_select(x, t) with x fixed: the routed op reading
+    max_pool2d_routing(x), which partial evaluation then computes once (None where windows
+    overlap)."""
+    attrs = _pool_attrs(node)
+    (kh, kw), (sh, sw) = attrs["window"], attrs["stride"]
+    if sh < kh or sw < kw:
+        return None
+    routed = "routed_pool2d_grad" if node.op == "max_pool2d_grad" else "routed_pool2d"
+    return make(routed, [make("max_pool2d_routing", [node.inputs[0]], attrs), node.inputs[1]], attrs)
+
+
+# Piecewise constant in x: no derivative (as argmax).
+register(Op("max_pool2d_routing", infer=_infer_max_pool2d_routing, numpy=_np_max_pool2d_routing,
+            emit=_emit_pool("max_pool2d_routing", 1), writes_output=True))
+register(Op("routed_pool2d", infer=_infer_routed_pool2d, numpy=_np_routed_pool2d,
+            vjp=lambda node, c, wanted: [
+                make("routed_pool2d_grad", [node.inputs[1], c], node.attrs) if wanted[0] else None,
+                make("routed_pool2d_grad", [node.inputs[0], c], node.attrs) if wanted[1] else None],
+            jvp=_bilinear_jvp, emit=_emit_pool("routed_pool2d", 2), writes_output=True))
+register(Op("routed_pool2d_grad", infer=_infer_routed_pool2d_grad, numpy=_np_routed_pool2d_grad,
+            vjp=lambda node, c, wanted: [
+                make("routed_pool2d_grad", [c, node.inputs[1]], node.attrs) if wanted[0] else None,
+                make("routed_pool2d", [node.inputs[0], c], node.attrs) if wanted[1] else None],
+            jvp=_bilinear_jvp, emit=_emit_pool("routed_pool2d_grad", 2), writes_output=True))
+
+
 register(Op("max_pool2d_grad", infer=_infer_pool_grad("max_pool2d_grad"),
             numpy=_np_max_pool2d_grad,
             vjp=lambda node, c, wanted: [None, make("max_pool2d_select", [node.inputs[0], c],
                                                     _pool_attrs(node)) if wanted[1] else None],
-            jvp=_jvp_routing, emit=_emit_pool("max_pool2d_grad", 2), writes_output=True))
+            jvp=_jvp_routing, emit=_emit_pool("max_pool2d_grad", 2), writes_output=True,
+            split_fixed=_split_routing))
 register(Op("max_pool2d_select", infer=_infer_max_pool2d_select,
             numpy=_np_max_pool2d_select,
             vjp=lambda node, c, wanted: [None, make("max_pool2d_grad", [node.inputs[0], c],
                                                     _pool_grad_attrs(node)) if wanted[1] else None],
-            jvp=_jvp_routing, emit=_emit_pool("max_pool2d_select", 2), writes_output=True))
+            jvp=_jvp_routing, emit=_emit_pool("max_pool2d_select", 2), writes_output=True,
+            split_fixed=_split_routing))
 
 
 # ============================================================================ indexing

@@ -12,6 +12,11 @@ Some fixed nodes are not stored but rebuilt on the varying side from their own i
 constants and placeholders (passed as they are), and cheap views and sizes (a transpose, a
 broadcast bias), which codegen reads in place. Variables are residuals: their values at the
 time the residuals are evaluated are part of the point, so later updates do not mix in.
+
+Some varying nodes do work on a fixed input that can be split off (an op's `split_fixed`):
+max pooling's gradient and tangent at a fixed x find every window's maximum again on each
+call; split, they read the routing (each tap's share of its window) computed once as a
+residual, and each call is a product and a sum.
 """
 from __future__ import annotations
 
@@ -42,11 +47,43 @@ class Split:
     """residuals: nodes to evaluate now; placeholders: their stand-ins, in the same order;
     outputs: the outputs in terms of `varying`, the placeholders, and the graph's other
     placeholders and constants; size_inputs: placeholders of the graph whose sizes (known
-    only at call time) the outputs need, though not their values."""
+    only at call time) the outputs need, though not their values; specialised: (node, its
+    replacement) for each varying node whose work on its fixed input was split off
+    (Op.split_fixed)."""
     residuals: list
     placeholders: list
     outputs: list
     size_inputs: list
+    specialised: list
+
+
+def _depending(order, varying):
+    """The nodes of `order` (inputs first) that `varying` reaches."""
+    depends = set()
+    for node in order:
+        if node in varying or any(i in depends for i in node.inputs):
+            depends.add(node)
+    return depends
+
+
+def _split_fixed_work(outputs, varying):
+    """`outputs` rebuilt with each varying node whose input 0 is fixed replaced by what its op's
+    split_fixed gives (an equal node whose work on input 0 alone is a node of its own, which
+    the split then makes a residual: max pooling's routing), and the (node, replacement) pairs."""
+    order = topological_order(outputs)
+    depends = _depending(order, varying)
+    new, specialised = {}, []
+    for node in order:
+        inputs = [new.get(i, i) for i in node.inputs]
+        rebuilt = node if inputs == list(node.inputs) else make(node.op, inputs, node.attrs)
+        hook = OPS[node.op].split_fixed
+        if hook is not None and node in depends and node.inputs[0] not in depends:
+            replacement = hook(rebuilt)
+            if replacement is not None:
+                specialised.append((node, replacement))
+                rebuilt = replacement
+        new[node] = rebuilt
+    return [new.get(o, o) for o in outputs], specialised
 
 
 def split(outputs, varying, prefix="residual"):
@@ -60,11 +97,9 @@ def split(outputs, varying, prefix="residual"):
     for node in varying:
         if node.op != "placeholder":
             raise TypeError(f"split: what varies must be placeholders, got {node!r}")
+    outputs, specialised = _split_fixed_work(outputs, varying)
     order = topological_order(outputs)
-    depends = set()
-    for node in order:
-        if node in varying or any(i in depends for i in node.inputs):
-            depends.add(node)
+    depends = _depending(order, varying)
     # The fixed nodes the varying side reads, directly or through views it rebuilds.
     needed = {o for o in outputs if o not in depends}
     for node in reversed(order):
@@ -87,4 +122,4 @@ def split(outputs, varying, prefix="residual"):
     missing = unbound_symbols(rebuilt, [n for n in rebuilt if OPS[n.op].leaf == "input"])
     size_inputs = [n for n in order if OPS[n.op].leaf == "input" and n not in stand_in.values()
                    and missing & set(n.shape)]
-    return Split(residuals, placeholders, new_outputs, size_inputs)
+    return Split(residuals, placeholders, new_outputs, size_inputs, specialised)

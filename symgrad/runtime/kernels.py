@@ -660,6 +660,127 @@ def max_pool2d_select(x, t, out, kh, kw, sh, sw, ph, pw):
                         o[a, b] = _select_max(plane, tp, r0, q0, kh, kw, True)
 
 
+# Max pooling's routing (windows disjoint): each tap's share of its window's cotangent, so
+# that the gradient and tangent of max pooling at a fixed x are products and sums (ops.py).
+
+@jit
+def _max_pool2d_routing_tiles(x, out, kh, kw, wo):
+    rows = x.shape[0] * x.shape[1] * x.shape[2] // kh
+    x4 = x.reshape(rows, kh, wo, kw)
+    o4 = out.reshape(rows, kh, wo, kw)
+    for r in range(rows):
+        for b in range(wo):
+            m, nan = _tile_peak(x4, r, b, kh, kw)
+            count = 0
+            for i in range(kh):
+                for j in range(kw):
+                    count += x4[r, i, b, j] == m
+            share = np.nan if nan else 1.0 / count
+            for i in range(kh):
+                for j in range(kw):
+                    o4[r, i, b, j] = share * (x4[r, i, b, j] == m)
+
+
+@jit
+def max_pool2d_routing(x, out, kh, kw, sh, sw, ph, pw):
+    """1/k at the k taps attaining their window's maximum, 0 at the others and outside every
+    window, NaN throughout a window holding a NaN (padding never counted)."""
+    ho, wo = _windows_along(x.shape[2], kh, sh, ph, 1), _windows_along(x.shape[3], kw, sw, pw, 1)
+    if _tiles(x, (ho, wo), kh, kw, sh, sw, ph, pw):
+        _max_pool2d_routing_tiles(x, out, kh, kw, wo)
+        return
+    _zero_gaps(out, ho, wo, kh, kw, sh, sw, ph, pw)
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            plane, o = x[n, c], out[n, c]
+            for a in range(ho):
+                for b in range(wo):
+                    r0, q0 = a * sh - ph, b * sw - pw
+                    if _inside(plane, r0, q0, kh, kw):
+                        share, m = _max_share(plane, r0, q0, kh, kw, False, 1.0)
+                        _window_add(o, r0, q0, kh, kw, False, share, plane, m, True, True)
+                    else:
+                        share, m = _max_share(plane, r0, q0, kh, kw, True, 1.0)
+                        _window_add(o, r0, q0, kh, kw, True, share, plane, m, True, True)
+
+
+@jit
+def _window_dot(a, b, r0, q0, kh, kw, checked):
+    """Σ a · b over the window's taps inside the plane, in float64."""
+    total = 0.0
+    for t in range(kh * kw):
+        r, q, inside = _tap(a, r0, q0, t, kw, checked)
+        if inside:
+            total += a[r, q] * b[r, q]
+    return total
+
+
+@jit
+def routed_pool2d(routing, t, out, kh, kw, sh, sw, ph, pw):
+    """Each window's Σ routing · t (max_pool2d_select at the x the routing is of)."""
+    ho, wo = out.shape[2], out.shape[3]
+    if _tiles(routing, (ho, wo), kh, kw, sh, sw, ph, pw):
+        rows = out.shape[0] * out.shape[1] * ho
+        r4, t4 = routing.reshape(rows, kh, wo, kw), t.reshape(rows, kh, wo, kw)
+        o2 = out.reshape(rows, wo)
+        for r in range(rows):
+            for b in range(wo):
+                total = 0.0
+                for i in range(kh):
+                    for j in range(kw):
+                        total += r4[r, i, b, j] * t4[r, i, b, j]
+                o2[r, b] = total
+        return
+    for n in range(out.shape[0]):
+        for c in range(out.shape[1]):
+            plane, tp, o = routing[n, c], t[n, c], out[n, c]
+            for a in range(ho):
+                for b in range(wo):
+                    r0, q0 = a * sh - ph, b * sw - pw
+                    if _inside(plane, r0, q0, kh, kw):
+                        o[a, b] = _window_dot(plane, tp, r0, q0, kh, kw, False)
+                    else:
+                        o[a, b] = _window_dot(plane, tp, r0, q0, kh, kw, True)
+
+
+@jit
+def _window_scale(out, a, r0, q0, kh, kw, checked, value):
+    """out = a · value at the window's taps inside the plane."""
+    for t in range(kh * kw):
+        r, q, inside = _tap(a, r0, q0, t, kw, checked)
+        if inside:
+            out[r, q] = a[r, q] * value
+
+
+@jit
+def routed_pool2d_grad(routing, g, out, kh, kw, sh, sw, ph, pw):
+    """routing · g spread to each window's taps, 0 outside every window (max_pool2d_grad at
+    the x the routing is of)."""
+    ho, wo = g.shape[2], g.shape[3]
+    if _tiles(routing, (ho, wo), kh, kw, sh, sw, ph, pw):
+        rows = g.shape[0] * g.shape[1] * ho
+        r4, o4 = routing.reshape(rows, kh, wo, kw), out.reshape(rows, kh, wo, kw)
+        g2 = g.reshape(rows, wo)
+        for r in range(rows):
+            for b in range(wo):
+                v = g2[r, b]
+                for i in range(kh):
+                    for j in range(kw):
+                        o4[r, i, b, j] = r4[r, i, b, j] * v
+        return
+    _zero_gaps(out, ho, wo, kh, kw, sh, sw, ph, pw)
+    for n in range(out.shape[0]):
+        for c in range(out.shape[1]):
+            plane, gp, o = routing[n, c], g[n, c], out[n, c]
+            for a in range(ho):
+                for b in range(wo):
+                    r0, q0 = a * sh - ph, b * sw - pw
+                    if _inside(plane, r0, q0, kh, kw):
+                        _window_scale(o, plane, r0, q0, kh, kw, False, gp[a, b])
+                    else:
+                        _window_scale(o, plane, r0, q0, kh, kw, True, gp[a, b])
+
+
 @jit
 def avg_pool2d(x, out, kh, kw, sh, sw, ph, pw):
     """The mean of each window, padding counting as zeros (the divisor is kh·kw)."""

@@ -114,3 +114,37 @@ def test_pooling_gradient_kernels_write_every_position_whatever_out_held(hw, win
         kernels.avg_pool2d_grad(g, out, *geometry)
         np.testing.assert_allclose(
             out, OPS["avg_pool2d_grad"].numpy([g], dict(attrs, in_hw=hw)), rtol=1e-12)
+        if stride[0] < window[0]:
+            continue  # routing needs disjoint windows
+        routing = np.full(x.shape, out_start)
+        kernels.max_pool2d_routing(x, routing, *geometry)
+        np.testing.assert_allclose(routing, OPS["max_pool2d_routing"].numpy([x], attrs), rtol=1e-12)
+        out = np.full(x.shape, out_start)
+        kernels.routed_pool2d_grad(routing, g, out, *geometry)
+        np.testing.assert_allclose(out, OPS["max_pool2d_grad"].numpy([x, g], dict(attrs, in_hw=hw)),
+                                   rtol=1e-12)
+        pooled = np.full(g.shape, out_start)
+        kernels.routed_pool2d(routing, x * 2.0 + 1.0, pooled, *geometry)
+        np.testing.assert_allclose(pooled, OPS["max_pool2d_select"].numpy([x, x * 2.0 + 1.0], attrs),
+                                   rtol=1e-12)
+
+
+def test_max_poolings_routing_shares_ties_keeps_nan_and_wants_disjoint_windows():
+    """Each tap's share of its window's cotangent: 1/k at k tied maxima, NaN throughout a window
+    holding a NaN, 0 in no window; the routed ops give max pooling's gradient and tangent."""
+    from symgrad.core.ops import make
+    attrs = dict(window=(2, 2), stride=(2, 2), padding=(0, 0))
+    x = sg.placeholder("x", (1, 1, 2, 5), "float64")
+    routing = make("max_pool2d_routing", [x], attrs)
+    f = sg.function([x], routing, background=False)
+    value = np.array([[[[1.0, 5.0, np.nan, 0.0, 9.0], [5.0, 2.0, 3.0, 4.0, 9.0]]]])
+    want = [[[[0.0, 0.5, np.nan, np.nan, 0.0], [0.5, 0.0, np.nan, np.nan, 0.0]]]]
+    np.testing.assert_array_equal(f(value), want)
+    np.testing.assert_array_equal(sg.evaluate(routing, {x: value}), want)
+    with pytest.raises(sg.ShapeError, match="overlap"):
+        make("max_pool2d_routing", [x], dict(attrs, stride=(1, 2)))
+    t = sg.placeholder("t", (1, 1, 2, 5), "float64")
+    with pytest.raises(sg.ShapeError, match="routing's shape"):
+        make("routed_pool2d", [routing, sg.placeholder("u", (1, 1, 2, 4), "float64")], attrs)
+    with pytest.raises(sg.ShapeError, match="does not come from pooling"):
+        make("routed_pool2d_grad", [routing, t], attrs)

@@ -251,11 +251,33 @@ def _ref_max_pool2d_select(x, t, window, stride, padding):
     return out
 
 
+def _ref_max_pool2d_routing(x, window, stride, padding):
+    weights = _ref_max_weights(x, window, stride, padding)
+    return _ref_spread(lambda a, b: weights[a, b], x.shape, window, stride, padding)
+
+
+def _ref_routed_pool2d(r, t, window, stride, padding):
+    patches_r, (ho, wo) = _ref_windows(r, window, stride, padding)
+    patches_t, _ = _ref_windows(t, window, stride, padding)
+    out = np.zeros(r.shape[:2] + (ho, wo))
+    for key, patch in patches_r.items():
+        out[:, :, key[0], key[1]] = (patch * patches_t[key]).sum(axis=(2, 3))
+    return out
+
+
+def _ref_routed_pool2d_grad(r, g, window, stride, padding):
+    patches_r, _ = _ref_windows(r, window, stride, padding)
+    return _ref_spread(lambda a, b: patches_r[a, b] * g[:, :, a, b, None, None], r.shape,
+                       window, stride, padding)
+
+
 def _pool_op(name, arity, **attrs):
     return lambda *xs: sg.core.ops.make(name, list(xs[:arity]), attrs)
 
 
 POOL = dict(window=(2, 3), stride=(2, 1), padding=(1, 1))
+# disjoint windows (routing weights are one per tap), with padding, gaps and odd sizes
+ROUTED = dict(window=(2, 3), stride=(3, 3), padding=(1, 1))
 
 
 E = Entry
@@ -492,6 +514,21 @@ TABLE = [
     E("max_pool2d_select", _pool_op("max_pool2d_select", 2, **POOL),
       lambda x, t: _ref_max_pool2d_select(x, t, **POOL), ((2, 2, 5, 6), (2, 2, 5, 6)),
       each(_distinct, _normal), wrt=(1,), hessian="zero"),
+    # max pooling's routing (piecewise constant: the gradient flows through t only) and the
+    # two ops that read it, each linear in both inputs
+    E("max_pool2d_routing", lambda x, t: _pool_op("max_pool2d_routing", 1, **ROUTED)(x) * t,
+      lambda x, t: _ref_max_pool2d_routing(x, **ROUTED) * t, ((None, 2, 5, 7), (None, 2, 5, 7)),
+      each(_distinct, _normal), wrt=(1,), hessian="zero", compile32=True),
+    E("max_pool2d_routing-as-max_pool2d", lambda x: _pool_op("routed_pool2d", 2, **ROUTED)(
+        _pool_op("max_pool2d_routing", 1, **ROUTED)(x), x),
+      lambda x: _ref_pool(x, kind="max", **ROUTED), ((3, 1, 5, 7),), each(_distinct),
+      hessian="zero"),
+    E("routed_pool2d", _pool_op("routed_pool2d", 2, **ROUTED),
+      lambda r, t: _ref_routed_pool2d(r, t, **ROUTED), ((None, 2, 5, 7), (None, 2, 5, 7)),
+      compile32=True),
+    E("routed_pool2d_grad", _pool_op("routed_pool2d_grad", 2, **ROUTED),
+      lambda r, g: _ref_routed_pool2d_grad(r, g, **ROUTED), ((None, 2, 5, 7), (None, 2, 2, 3)),
+      compile32=True),
     # --- ops users define (symgrad.extend; tests/extension_ops.py): the same checks
     E("ext-swish", extension_ops.swish, lambda a: a * _sigmoid(a), ((None, 4),), compile32=True),
     E("ext-cumsum", lambda a: extension_ops.cumsum(a, reverse=0),

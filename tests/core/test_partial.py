@@ -161,3 +161,43 @@ def test_bound_operator_bad_input_is_named(mlp):
         bound([np.ones(p.shape) for p in mlp["params"][:3]])
     with pytest.raises(ValueError, match="vector 0 for 'W1' has 5 elements; it needs shape \\(5, 7\\)"):
         bound([np.ones(5)] + [np.ones(p.shape) for p in mlp["params"][1:]])
+
+
+def _pooled_net(window, stride, padding=0):
+    """A conv, ReLU and max pooling net; its loss, parameters and inputs."""
+    rng = np.random.default_rng(5)
+    x = sg.placeholder("x", (None, 1, 8, 8), "float64")
+    y = sg.placeholder("y", (None, 3), "float64")
+    w = sg.Variable(rng.standard_normal((2, 1, 3, 3)) * 0.5, name="w")
+    h = sg.max_pool2d(sg.relu(sg.conv2d(x, w, padding=1)), window, stride, padding)
+    flat = int(np.prod(h.shape[1:]))
+    d = sg.Variable(rng.standard_normal((flat, 3)) * 0.3, name="d")
+    loss = sg.nn.softmax_cross_entropy(sg.reshape(h, (-1, flat)) @ d, y)
+    return loss, [w, d], [x, y]
+
+
+@pytest.mark.parametrize("window, stride, padding, routed", [
+    (2, 2, 0, True),          # windows tile the planes (the kernels' fast path)
+    ((2, 3), (3, 3), 1, True),  # gaps and padding
+    (3, 2, 1, False),         # overlapping windows: a tap has no single share
+])
+def test_bound_hvp_reads_max_poolings_routing_computed_once(window, stride, padding, routed):
+    """With x fixed, max_pool2d_grad and max_pool2d_select become products and sums over the
+    routing (each tap's share of its window), a residual; the products equal the one-call
+    HVP's, ties (ReLU's zeros), a NaN-free point and batch 0 and 1 included."""
+    loss, params, inputs = _pooled_net(window, stride, padding)
+    op = linalg.HessianOperator(loss, params, inputs)
+    parts = split(op.products, op.vectors)
+    assert bool(parts.specialised) == routed
+    residual_ops = {r.op for r in parts.residuals}
+    used_ops = {n.op for n in sg.core.graph.topological_order(parts.outputs)}
+    assert ("max_pool2d_routing" in residual_ops) == routed
+    assert ("max_pool2d_select" in used_ops) != routed and ("max_pool2d_grad" in used_ops) != routed
+    rng = np.random.default_rng(1)
+    for batch in (4, 1, 0):
+        x = np.round(rng.standard_normal((batch, 1, 8, 8)), 1)  # ties
+        y = np.eye(3)[rng.integers(0, 3, batch)]
+        vs = [rng.standard_normal(p.shape) for p in params]
+        bound = op.bind(x, y)(vs)
+        for got, want in zip(bound, op.matvec(vs, x, y)):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
