@@ -27,11 +27,12 @@ def _cnn():
     return x, y, params, loss
 
 
-def _build(release_first, monkeypatch):
+def _build(release_first, monkeypatch, compiled=True):
+    """The SGD step (compiled, or None), its Program and its parameters."""
     monkeypatch.setattr(schedule, "RELEASE_FIRST", release_first)
     x, y, params, loss = _cnn()
     updates = [(p, p - 0.1 * sg.grad(loss, p)) for p in params]
-    f = sg.function([x, y], loss, updates=updates, background=False)
+    f = sg.function([x, y], loss, updates=updates, background=False) if compiled else None
     program = schedule.schedule([x, y], [loss], updates)
     return f, program, params
 
@@ -48,8 +49,8 @@ def _position(program, op, nth=0):
 
 
 def test_the_second_filter_gradient_runs_before_the_first_layers_backward_pass(monkeypatch):
-    f, program, _ = _build(True, monkeypatch)
-    _, depth_first, _ = _build(False, monkeypatch)
+    _, program, _ = _build(True, monkeypatch, compiled=False)
+    _, depth_first, _ = _build(False, monkeypatch, compiled=False)
     # the columns of the second layer: the second im2col; their last reader is the filter
     # gradient's product, which the depth-first walk runs after the first layer's col2im
     # (the first layer's input is a placeholder: its only col2im is the second layer's)
@@ -60,7 +61,7 @@ def test_the_second_filter_gradient_runs_before_the_first_layers_backward_pass(m
         pools_back = [k for k, s in enumerate(p.steps) if s.node.op == "max_pool2d_grad"]
         assert len(readers) == 2 and len(pools_back) == 2
         assert (readers[-1] < pools_back[-1]) == moved_first
-    moved = [d for d in f.decisions if d.pass_ == "release_first"]
+    moved = [d for d in program.decisions if d.pass_ == "release_first"]
     names = program.names
     columns = names[program.steps[_position(program, "im2col", 1)].node]
     assert any(f"last reader of {columns} " in d.detail for d in moved)
@@ -81,8 +82,8 @@ def test_both_orders_compute_the_same_step(monkeypatch):
 
 
 def test_peak_memory_does_not_grow_and_updates_come_last(monkeypatch):
-    _, program, _ = _build(True, monkeypatch)
-    _, depth_first, _ = _build(False, monkeypatch)
+    _, program, _ = _build(True, monkeypatch, compiled=False)
+    _, depth_first, _ = _build(False, monkeypatch, compiled=False)
     assert program.peak_bytes(128) <= depth_first.peak_bytes(128)
     update_values = {value for _, value in program.updates}
     positions = [k for k, s in enumerate(program.steps) if s.node in update_values]
