@@ -139,11 +139,14 @@ class BoundOperator:
 class Staged:
     """A product compiled in two stages (see BoundOperator): `prepare(*inputs)` -> the
     operator's `also` values, then the residuals it computes; `apply(*vs, *those residuals,
-    *the captured Variables' values, *the inputs at positions `data_used`)` -> the products."""
+    *the captured Variables' values, *the inputs at positions `data_used`)` -> the products.
+    `specialised`: (node, replacement) for the work split off a fixed input (max pooling's
+    routing: partial.py)."""
     prepare: object
     apply: object
     captured: list
     data_used: list
+    specialised: list
 
 
 class CurvatureOperator:
@@ -199,7 +202,7 @@ class CurvatureOperator:
         apply = function(self.vectors + [p for _, p in computed + captured] +
                          [self.inputs[k] for k in data_used], parts.outputs,
                          name=f"{self.name}: apply", background=False)
-        return Staged(prepare, apply, [r for r, _ in captured], data_used)
+        return Staged(prepare, apply, [r for r, _ in captured], data_used, parts.specialised)
 
     def _vectors(self, vs):
         if len(vs) != len(self.params):

@@ -194,7 +194,8 @@ def release_first_order(ordering, place, last):
     their inputs computed): a view first (it costs nothing and lets its readers become ready);
     else the one whose run ends the most bytes of values (it is their last reader, through
     views too); else the first in `place` (the depth-first walk). The nodes in `last` (the
-    update values) run only when nothing else is ready. Running a value's last reader as soon
+    update values) run only when nothing else is ready, in `place` order (which update's loop
+    reads a Variable another writes is the order they were listed in). Running a value's last reader as soon
     as it can keeps the value in cache for it and frees its memory early: LeNet's second filter
     gradient, which reads a 7.7 MB column matrix, runs right after its cotangent rather than
     after the first layer's whole backward pass (step 5 % faster, peak memory 31 -> 29 MB).
@@ -228,8 +229,10 @@ def release_first_order(ordering, place, last):
     def priority(node):
         if reads_through(node):
             return (0, 0, place[node])
+        if node in last:  # the updates, in the walk's order (the order they were listed in)
+            return (2, 0, place[node])
         ended = sum(weights[s] for s in reads[node] if len(readers[s]) == 1)
-        return (1 + (node in last), -ended, place[node])
+        return (1, -ended, place[node])
 
     # a heap of the ready nodes; a node's priority only rises (when it becomes the last reader
     # of a value), and is then pushed again: entries not matching `current` are stale

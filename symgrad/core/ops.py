@@ -1249,9 +1249,13 @@ def _jvp_routing(node, tangents):
 # found again. Where x is fixed and g or t vary (the Hessian-vector products of a bound
 # operator), partial evaluation computes R once (split_fixed, partial.py).
 
+def _windows_disjoint(attrs):
+    return all(s >= k for s, k in zip(attrs["stride"], attrs["window"]))
+
+
 def _disjoint(op, attrs):
-    (kh, kw), (sh, sw) = attrs["window"], attrs["stride"]
-    if sh < kh or sw < kw:
+    if not _windows_disjoint(attrs):
+        (kh, kw), (sh, sw) = attrs["window"], attrs["stride"]
         raise ShapeError(f"{op}: windows {kh}×{kw} moved by {sh}×{sw} overlap; routing weights "
                          f"are one per tap, so the windows must not (stride >= window)")
 
@@ -1303,17 +1307,13 @@ def _np_routed_pool2d_grad(arrays, attrs):
     return _scatter_windows(values, routing.shape, window, stride, padding)
 
 
-def _sum_of(terms):
-    terms = [t for t in terms if t is not None]
-    return None if not terms else terms[0] if len(terms) == 1 else make("add", terms)
-
-
 def _bilinear_jvp(node, tangents):
     """Both routed ops are linear in each input: the tangent is op(ṙ, b) + op(r, ḃ)."""
     r, b = node.inputs
     dr, db = tangents
-    return _sum_of([make(node.op, [dr, b], node.attrs) if dr is not None else None,
-                    make(node.op, [r, db], node.attrs) if db is not None else None])
+    terms = ([make(node.op, [dr, b], node.attrs)] if dr is not None else []) + \
+            ([make(node.op, [r, db], node.attrs)] if db is not None else [])
+    return None if not terms else terms[0] if len(terms) == 1 else make("add", terms)
 
 
 def _split_routing(node):
@@ -1321,8 +1321,7 @@ def _split_routing(node):
     max_pool2d_routing(x), which partial evaluation then computes once (None where windows
     overlap)."""
     attrs = _pool_attrs(node)
-    (kh, kw), (sh, sw) = attrs["window"], attrs["stride"]
-    if sh < kh or sw < kw:
+    if not _windows_disjoint(attrs):
         return None
     routed = "routed_pool2d_grad" if node.op == "max_pool2d_grad" else "routed_pool2d"
     return make(routed, [make("max_pool2d_routing", [node.inputs[0]], attrs), node.inputs[1]], attrs)
