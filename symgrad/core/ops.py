@@ -1227,11 +1227,16 @@ register(Op("max_pool2d", infer=_infer_pool("max_pool2d"), numpy=_np_max_pool2d,
             jvp=lambda node, tangents: make("max_pool2d_select", [node.inputs[0], tangents[0]],
                                             _pool_attrs(node)) if tangents[0] is not None else None,
             emit=_emit_pool("max_pool2d", 1), writes_output=True))
+def _tangent_shaped_like(op, t, x, whose):
+    """A pooling tangent t must have the shape of x (the input, or its routing)."""
+    if t.ndim != x.ndim or any(_merge_dim(a, b) is False for a, b in zip(x.shape, t.shape)):
+        raise ShapeError(f"{op}: the tangent {fmt(t.shape)} is not of the {whose} shape "
+                         f"{fmt(x.shape)}")
+
+
 def _infer_max_pool2d_select(inputs, attrs):
     x, t = inputs
-    if t.ndim != x.ndim or any(_merge_dim(a, b) is False for a, b in zip(x.shape, t.shape)):
-        raise ShapeError(f"max_pool2d_select: the tangent {fmt(t.shape)} is not of the input's "
-                         f"shape {fmt(x.shape)}")
+    _tangent_shaped_like("max_pool2d_select", t, x, "input's")
     return _infer_pool("max_pool2d_select")([x], attrs)
 
 
@@ -1272,14 +1277,9 @@ def _np_max_pool2d_routing(arrays, attrs):
                             attrs["padding"])
 
 
-def _same_shapes(op, a, b, what):
-    if b.ndim != a.ndim or any(_merge_dim(p, q) is False for p, q in zip(a.shape, b.shape)):
-        raise ShapeError(f"{op}: {what} {fmt(b.shape)} is not of the routing's shape {fmt(a.shape)}")
-
-
 def _infer_routed_pool2d(inputs, attrs):
     routing, t = inputs
-    _same_shapes("routed_pool2d", routing, t, "the tangent")
+    _tangent_shaped_like("routed_pool2d", t, routing, "routing's")
     _disjoint("routed_pool2d", attrs)
     return _infer_pool("routed_pool2d")([routing], attrs)
 
