@@ -174,8 +174,9 @@ def schedule(inputs, outputs, updates=()):
                       last_use, graph, _argument_sizes(inputs, names))
     for node, ended in moved:
         values = ", ".join(f"{names[value]} ({_bytes_text(size)})" for value, size in ended)
-        program.decisions.append(Decision("release_first", names[node], f"runs before steps the "
-                                          f"depth-first walk puts first: it is the last reader of {values}, at batch {NOMINAL_SIZE}"))
+        detail = (f"runs before steps the depth-first walk puts first: it is the last reader "
+                  f"of {values}, at batch {NOMINAL_SIZE}")
+        program.decisions.append(Decision("release_first", names[node], detail))
     plan_workspace(program)
     return program
 
