@@ -672,7 +672,6 @@ def _products_by_images(program, code, taken):
     product sums each image's block of rows (kernels.product_by_images) and the layout is
     never written."""
     names = program.names
-    step_index = program.step_index()
     chosen = {}
     for step in program.steps:
         node = step.node
@@ -690,8 +689,7 @@ def _products_by_images(program, code, taken):
             continue
         if math.prod(x.shape[2:]) < BY_IMAGES_MIN_ROWS:
             continue
-        images = program.steps[step_index[names[laid]]].args[0]
-        chosen[step.out] = (step.args[0], images, (names[laid], names[rows]))
+        chosen[step.out] = (step.args[0], names[x], (names[laid], names[rows]))
     return chosen
 
 

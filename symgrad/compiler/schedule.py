@@ -82,13 +82,8 @@ class Program:
         return node
 
     def storage(self, node):
-        """The node whose memory is read when `node`'s value is read: its base, also through
-        ops whose value codegen may leave to the loops that use it (an unslice, read as its
-        input padded with zeros). Lifetimes follow storage: the input of such an op must
-        outlive the op's own last reader."""
-        while OPS[node.op].view or OPS[node.op].lazy_read:
-            node = node.inputs[0]
-        return node
+        """The node whose memory is read when `node`'s value is read (storage)."""
+        return storage(node)
 
     def workspace_bytes(self, bindings):
         """Bytes of workspace for run-time sizes {size symbol: size}."""
@@ -97,9 +92,7 @@ class Program:
 
     def peak_bytes(self, batch=1):
         """Bytes of intermediate values alive at once at worst, with unknown sizes = `batch`."""
-        every = {symbol: batch for s in self.steps for symbol in dims.symbols_of(s.node.shape)}
-        sizes = {s.out: math.prod(dims.evaluate(d, every) for d in s.node.shape)
-                 * np.dtype(s.node.dtype).itemsize for s in self.steps}
+        sizes = {s.out: bytes_at(s.node, batch) for s in self.steps}
         alive, peak = 0, 0
         ends = {}
         for name, last in self.last_use.items():
@@ -109,6 +102,28 @@ class Program:
             peak = max(peak, alive)
             alive -= sum(sizes.get(n, 0) for n in ends.get(k, []))
         return peak
+
+
+def reads_through(node):
+    """Whether reading `node`'s value reads its input 0's memory: a view, or an op whose value
+    codegen may leave to the loops that use it (an unslice, read as its input padded with
+    zeros)."""
+    return OPS[node.op].view or OPS[node.op].lazy_read
+
+
+def storage(node):
+    """The node whose memory is read when `node`'s value is read: its base, also through ops
+    read through (reads_through). Lifetimes follow storage: the input of such an op must
+    outlive the op's own last reader."""
+    while reads_through(node):
+        node = node.inputs[0]
+    return node
+
+
+def bytes_at(node, batch):
+    """The bytes of `node`'s value with every size known only at call time = `batch`."""
+    every = {symbol: batch for symbol in dims.symbols_of(node.shape)}
+    return math.prod(dims.evaluate(d, every) for d in node.shape) * np.dtype(node.dtype).itemsize
 
 
 def to_networkx(outputs):
@@ -204,20 +219,6 @@ def release_first_order(ordering, place, last):
     if not RELEASE_FIRST:
         return list(nx.lexicographical_topological_sort(ordering, key=place.__getitem__)), []
 
-    def reads_through(node):
-        return OPS[node.op].view or OPS[node.op].lazy_read
-
-    def storage(node):
-        while reads_through(node):
-            node = node.inputs[0]
-        return node
-
-    def weight(node):
-        count = dims.element_count(node.shape)
-        if not dims.is_known(count):
-            count = count.xreplace({s: NOMINAL_SIZE for s in count.free_symbols})
-        return int(count) * np.dtype(node.dtype).itemsize
-
     computed = {node for node in ordering if OPS[node.op].leaf is None}
     reads = {node: {storage(i) for i in node.inputs} & computed
              for node in ordering if not reads_through(node)}
@@ -225,7 +226,7 @@ def release_first_order(ordering, place, last):
     for node, sources in reads.items():
         for source in sources:
             readers.setdefault(source, set()).add(node)
-    weights = {source: weight(source) for source in readers}
+    weights = {source: bytes_at(source, NOMINAL_SIZE) for source in readers}
 
     def priority(node):
         if reads_through(node):

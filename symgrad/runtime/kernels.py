@@ -565,6 +565,17 @@ def _tile_peak(x4, r, b, kh, kw):
 
 
 @jit
+def _tile_peak_count(x4, r, b, kh, kw):
+    """_tile_peak, and how many of the window's taps equal its maximum."""
+    m, nan = _tile_peak(x4, r, b, kh, kw)
+    count = 0
+    for i in range(kh):
+        for j in range(kw):
+            count += x4[r, i, b, j] == m
+    return m, nan, count
+
+
+@jit
 def _max_pool2d_tiles(x, out, kh, kw):
     rows = out.shape[0] * out.shape[1] * out.shape[2]
     x4 = x.reshape(rows, kh, out.shape[3], kw)
@@ -583,11 +594,7 @@ def _max_pool2d_grad_tiles(x, g, out, kh, kw):
     g2 = g.reshape(rows, g.shape[3])
     for r in range(rows):
         for b in range(g2.shape[1]):
-            m, nan = _tile_peak(x4, r, b, kh, kw)
-            count = 0
-            for i in range(kh):
-                for j in range(kw):
-                    count += x4[r, i, b, j] == m
+            m, nan, count = _tile_peak_count(x4, r, b, kh, kw)
             share = np.nan if nan else (g2[r, b] if count == 1 else g2[r, b] / count)
             for i in range(kh):
                 for j in range(kw):
@@ -670,11 +677,7 @@ def _max_pool2d_routing_tiles(x, out, kh, kw, wo):
     o4 = out.reshape(rows, kh, wo, kw)
     for r in range(rows):
         for b in range(wo):
-            m, nan = _tile_peak(x4, r, b, kh, kw)
-            count = 0
-            for i in range(kh):
-                for j in range(kw):
-                    count += x4[r, i, b, j] == m
+            m, nan, count = _tile_peak_count(x4, r, b, kh, kw)
             share = np.nan if nan else 1.0 / count
             for i in range(kh):
                 for j in range(kw):
