@@ -34,6 +34,7 @@ import numpy as np
 
 import symgrad as sg
 from symgrad import nn
+from symgrad.compiler import lanes
 from symgrad.core.graph import topological_order
 
 F64 = "float64"
@@ -1210,6 +1211,53 @@ def _scale(*arrays):
     return 1.0 + max(vals, default=0.0)
 
 
+def _point_feed(batch, size, rng):
+    """A point at batch size `size`: its env, the feed of every placeholder (values,
+    tangents, each graph's cotangent u), each graph's (NumPy value, kink margin), and the
+    tangents."""
+    env, tangents = point(batch, size, rng)
+    feed = {l.node: env.values[l.name] for l in batch.gen.order}
+    feed.update({l.tangent: tangents[l.name] for l in batch.gen.order})
+    refs = {}
+    for g in batch.graphs:
+        env.margins = []
+        with np.errstate(all="ignore"):
+            refs[g.index] = (np.asarray(g.expr.ref(env), F64), min(env.margins, default=np.inf))
+        feed[g.u] = rng.standard_normal(refs[g.index][0].shape)
+    return env, feed, refs, tangents
+
+
+def check_lanes(batch, limit=12, sizes=(3, 5)):
+    """Compiled in lanes == interpreter: the values and derivatives of the batch whose graphs
+    split (compiler/lanes.py; the first `limit`), in one function called at batch sizes of
+    two lanes or more, with every call in lanes (the caller removes the work threshold).
+    Returns (problems, how many outputs ran in lanes)."""
+    build_derivatives(batch)
+    inputs = inputs_of(batch)
+    chosen = [(g, lab, o) for g in batch.graphs for lab, o in zip(g.labels, g.outputs)
+              if lanes.split(inputs, [o], [])[0] is not None][:limit]
+    if not chosen:
+        return [], 0
+    fn = sg.function(inputs, [o for _, _, o in chosen], name=f"fuzz lanes {batch.profile}", **_WAIT)
+    rng, problems = np.random.default_rng(batch.seed), []
+    for size in sizes:
+        feed = _point_feed(batch, size, rng)[1]
+        try:
+            want = sg.evaluate([o for _, _, o in chosen], feed)
+        except Exception:  # noqa: BLE001 (the interpreter's own checks: check_batch's part)
+            continue
+        args = [feed[n] for n in inputs]
+        got = fn(*args)
+        if not fn._lane_twins:
+            problems.append(f"[batch size {size}] the call did not run in lanes")
+        for (g, lab, _), a, b in zip(chosen, got, want):
+            bad = _close(a, b, RTOL, 1e-9 * _scale(b))
+            if bad:
+                problems.append(_describe(batch, g, size, f"compiled in lanes vs interpreter, "
+                                          f"{lab}: {bad}"))
+    return problems, len(chosen)
+
+
 def check_batch(batch, simplify_modes=(True, False), compiled_derivatives=None,
                 compiled_values=None):
     """Compile and run a batch; return the list of problems found (empty when all agree).
@@ -1237,16 +1285,7 @@ def check_batch(batch, simplify_modes=(True, False), compiled_derivatives=None,
                             f"{type(error).__name__}: {error}")
     rng = np.random.default_rng(batch.seed)
     for size in batch.batch_sizes:
-        env, tangents = point(batch, size, rng)
-        feed = {l.node: env.values[l.name] for l in batch.gen.order}
-        feed.update({l.tangent: tangents[l.name] for l in batch.gen.order})
-        refs = {}
-        for g in batch.graphs:
-            env.margins = []
-            with np.errstate(all="ignore"):
-                refs[g.index] = (np.asarray(g.expr.ref(env), F64), min(env.margins, default=np.inf))
-            u = rng.standard_normal(refs[g.index][0].shape)
-            feed[g.u] = u
+        env, feed, refs, tangents = _point_feed(batch, size, rng)
         try:
             want = sg.evaluate(outputs, feed)
         except Exception:  # noqa: BLE001 - find the graphs that raise, one by one

@@ -27,6 +27,8 @@ from hypothesis import strategies as st
 
 import symgrad as sg
 import fuzzgraphs as fg
+from symgrad.compiler import function as function_module
+from symgrad.runtime import cores
 
 LONG = bool(os.environ.get("SYMGRAD_FUZZ_EXAMPLES"))
 # Numba compile time grows with every node compiled (about 15 ms per generated line, 0.5 s for
@@ -199,3 +201,20 @@ def test_fuzz_covers_every_op():
     # (custom_gradient carries a user's derivative, and extend's ops are the user's: the op
     # table, tests/core/test_ops.py, checks them)
     assert not missing, f"ops the fuzzer never builds: {sorted(missing)}"
+
+
+@fuzz_settings(2)
+@given(SEEDS)
+def test_fuzz_lanes(seed):
+    """The values and derivatives whose graphs split into lanes (compiler/lanes.py), compiled
+    and called in lanes at batch sizes 3 and 5 (every call split, thresholds off), equal
+    the interpreter's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(function_module, "LANES_MIN_BYTES", 0)
+        patch.setattr(function_module, "LANES_WORK_PER_SUM", 0)
+        patch.setattr(cores, "cores", lambda: 2)
+        patch.setattr(cores, "blas_threads", lambda: 2)
+        patch.delenv("SYMGRAD_LANES", raising=False)
+        batch = fg.draw_batch(seed, "mixed")
+        problems, split = fg.check_lanes(batch)
+    assert not problems, fg.report(batch, problems)

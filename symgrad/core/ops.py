@@ -84,6 +84,9 @@ class Op:
                                           # compiled call advances it
     split_fixed: Callable | None = None   # node -> an equal node whose work on input 0 alone
                                           # is a node of its own, or None (partial.py)
+    rows: Callable | None = None          # how the examples of a batch pass through it, for
+                                          # splitting a call's batch into lanes (lanes.py);
+                                          # None: it mixes them (see ROWS below)
 
     def __post_init__(self):
         if self.linear and self.jvp is None:
@@ -92,6 +95,7 @@ class Op:
             object.__setattr__(self, "free", True)
         if self.body is not None:  # every elementwise op is one loop writing its output
             object.__setattr__(self, "writes_output", True)
+            object.__setattr__(self, "rows", _rows_elementwise)
         for problem in self._problems():
             raise TypeError(f"op {self.name!r}: {problem}")
 
@@ -119,6 +123,65 @@ class Op:
             yield "sums_to_one is a fact along an `axis` attribute; an elementwise op has none"
         if self.derivatives is not None and self.body is None:
             yield "`derivatives` overrides the derivatives of a `body`; it has none"
+
+
+# ROWS: an op's `rows(node, axes, spread)` says where the examples of a batch are in its output,
+# given where they are in its inputs: axes[i] is the axis of input i whose size counts the
+# examples (c·n for a batch of n), None where input i does not depend on them; spread is that
+# axis of the output's own shape, None where it has none. It returns the output's axis of
+# examples (each example's output computed from that example's inputs alone, so a part of
+# the batch gives that part of the output), SUMMED (a sum over the examples: the parts'
+# outputs add up to the whole's), or MIXED (anything else: the batch is not split). The
+# caller (lanes.py) checks an axis against `spread`.
+SUMMED, MIXED = "summed", "mixed"
+
+
+def _rows_elementwise(node, axes, spread):
+    """Inputs broadcast against each other: the examples' axes must line up, and an input
+    without them must be spread (size 1) along that axis."""
+    found = set()
+    for x, axis in zip(node.inputs, axes):
+        lead = node.ndim - x.ndim
+        if axis is not None:
+            found.add(axis + lead)
+        elif spread is not None and spread >= lead and x.shape[spread - lead] != 1:
+            return MIXED
+    return found.pop() if len(found) == 1 else MIXED
+
+
+def _rows_same(node, axes, spread):
+    """The identity on input 0 (a cast, a view carrying a fact)."""
+    return axes[0] if axes[0] is not None else MIXED
+
+
+def _rows_along(node, axes, spread):
+    """An op along attrs["axis"] alone (softmax): the examples stay where they are, unless
+    the op runs along them."""
+    return axes[0] if axes[0] != node.attrs["axis"] else MIXED
+
+
+def _rows_reduce(along):
+    """A reduction along attrs["axis"]: the examples' axis shifts down past it; `along`
+    where the reduction runs along them (SUMMED for a sum, MIXED for a max)."""
+    def rows(node, axes, spread):
+        axis, a = node.attrs["axis"], axes[0]
+        return along if a == axis else a - (a > axis)
+    return rows
+
+
+def _rows_by_image(node, axes, spread):
+    """Convolution and pooling work image by image: examples along axis 0 of every input."""
+    return 0 if all(a == 0 for a in axes) else MIXED
+
+
+def _whole_span(index, axis):
+    """Whether a slice index takes all of `axis`."""
+    _, start, stop, step = index[axis]
+    return start in (None, 0) and stop is None and step in (None, 1)
+
+
+def _rows_slice(node, axes, spread):
+    return axes[0] if _whole_span(node.attrs["index"], axes[0]) else MIXED
 
 
 def register(op):
@@ -424,6 +487,12 @@ def _infer_broadcast(inputs, attrs):
     return shape, x.dtype
 
 
+def _rows_broadcast(node, axes, spread):
+    """The input's examples move right by the axes added in front; a value without them,
+    spread over a batch, is the same for every example."""
+    return spread if axes[0] is None else axes[0] + node.ndim - node.inputs[0].ndim
+
+
 def _vjp_broadcast(node, g, wanted):
     x = node.inputs[0]
     lead = node.ndim - x.ndim
@@ -446,7 +515,7 @@ def _emit_broadcast(code, node, out, args):
 register(Op("broadcast_to", infer=_infer_broadcast,
             numpy=lambda arrays, attrs: np.broadcast_to(arrays[0], attrs["shape"]),
             vjp=_vjp_broadcast, linear=True, emit=_emit_broadcast, view=True, transparent=True,
-            plumbing=True))
+            plumbing=True, rows=_rows_broadcast))
 
 
 def _infer_reshape(inputs, attrs):
@@ -469,7 +538,10 @@ def _emit_reshape(code, node, out, args):
 register(Op("reshape", infer=_infer_reshape,
             numpy=lambda arrays, attrs: arrays[0].reshape(attrs["shape"]),
             vjp=lambda node, g, wanted: [reshape(g, node.inputs[0].shape)],
-            linear=True, emit=_emit_reshape, view=True, transparent=True, plumbing=True))
+            linear=True, emit=_emit_reshape, view=True, transparent=True, plumbing=True,
+            # (C order keeps each example's elements together where both shapes lead with
+            # the examples: (N, 16, 5, 5) as (N, 400), (N·P, K) as (N, P·K))
+            rows=lambda node, axes, spread: 0 if axes[0] == 0 and spread == 0 else MIXED))
 
 
 def _inverse_permutation(perm):
@@ -519,7 +591,8 @@ def _axis_runs(perm):
 register(Op("transpose", infer=_infer_transpose,
             numpy=lambda arrays, attrs: np.transpose(arrays[0], attrs["perm"]),
             vjp=lambda node, g, wanted: [transpose(g, _inverse_permutation(node.attrs["perm"]))],
-            linear=True, emit=_emit_transpose, view=True))
+            linear=True, emit=_emit_transpose, view=True,
+            rows=lambda node, axes, spread: node.attrs["perm"].index(axes[0])))
 
 
 def _slices(index):
@@ -582,7 +655,7 @@ register(Op("slice", infer=_infer_slice,
             numpy=lambda arrays, attrs: arrays[0][_slices(attrs["index"])],
             vjp=lambda node, g, wanted: [make("unslice", [g], {"index": node.attrs["index"],
                                                                 "shape": node.inputs[0].shape})],
-            linear=True, emit=_emit_slice, view=True))
+            linear=True, emit=_emit_slice, view=True, rows=_rows_slice))
 
 
 def _infer_unslice(inputs, attrs):
@@ -619,7 +692,7 @@ def _emit_unslice(code, node, out, args):
 
 register(Op("unslice", infer=_infer_unslice, numpy=_np_unslice,
             vjp=lambda node, g, wanted: [make("slice", [g], {"index": node.attrs["index"]})],
-            linear=True, emit=_emit_unslice, lazy_read=True))
+            linear=True, emit=_emit_unslice, lazy_read=True, rows=_rows_slice))
 
 
 def _infer_concatenate(inputs, attrs):
@@ -664,7 +737,9 @@ def _emit_concatenate(code, node, out, args):
 
 register(Op("concatenate", infer=_infer_concatenate,
             numpy=lambda arrays, attrs: np.concatenate(arrays, axis=attrs["axis"]),
-            vjp=_vjp_concatenate, linear=True, emit=_emit_concatenate))
+            vjp=_vjp_concatenate, linear=True, emit=_emit_concatenate,
+            rows=lambda node, axes, spread: axes[0] if len(set(axes)) == 1 and
+            axes[0] not in (None, node.attrs["axis"]) else MIXED))
 
 
 def _infer_cast(inputs, attrs):
@@ -680,13 +755,13 @@ register(Op("cast", infer=_infer_cast,
             else cast(tangents[0], node.dtype),
             emit=lambda code, node, out, args: code.compute(node, out, _runtime_dims(node, args[0]),
                                                             "kernels.copy({0}, {1})", args[0]),
-            transparent=True, integer_inputs=(0,)))
+            transparent=True, integer_inputs=(0,), rows=_rows_same))
 
 register(Op("stop_gradient", infer=lambda inputs, attrs: (inputs[0].shape, inputs[0].dtype),
             numpy=lambda arrays, attrs: arrays[0], vjp=lambda node, g, wanted: [None],
             jvp=lambda node, tangents: None,
             emit=lambda code, node, out, args: code.line(f"{out} = {args[0]}"),
-            view=True, transparent=True))
+            view=True, transparent=True, rows=_rows_same))
 
 
 def _check_cotangents(cotangents, inputs):
@@ -729,7 +804,7 @@ register(Op("custom_gradient",
             numpy=lambda arrays, attrs: arrays[0],
             vjp=_vjp_custom, jvp=_jvp_custom,
             emit=lambda code, node, out, args: code.line(f"{out} = {args[0]}"),
-            view=True, transparent=True))
+            view=True, transparent=True, rows=_rows_same))
 
 
 def with_gradient(value, inputs, vjp, jvp=None):
@@ -791,7 +866,7 @@ register(Op("distribution", infer=_infer_distribution, numpy=_np_distribution,
             # not `linear`: a tangent of a distribution sums to 0, so it must not carry the fact
             jvp=lambda node, tangents: tangents[0],
             emit=_emit_distribution, view=True, transparent=True,
-            sums_to_one=True))
+            sums_to_one=True, rows=_rows_along))
 
 
 def _emit_size(code, node, out, args):
@@ -836,8 +911,13 @@ def _emit_matmul(code, node, out, args):
     code.compute(node, out, dims, "kernels.product({0}, {1}, {2})", args[0], args[1])
 
 
+# Examples along the rows of a (or the columns of b) stay there; along a's columns and b's
+# rows they are summed over.
+_MATMUL_ROWS = {(0, None): 0, (None, 1): 1, (1, 0): SUMMED}
+
 register(Op("matmul", infer=_infer_matmul, numpy=lambda arrays, attrs: arrays[0] @ arrays[1],
-            vjp=_vjp_matmul, jvp=_jvp_matmul, emit=_emit_matmul, writes_output=True))
+            vjp=_vjp_matmul, jvp=_jvp_matmul, emit=_emit_matmul, writes_output=True,
+            rows=lambda node, axes, spread: _MATMUL_ROWS.get(tuple(axes), MIXED)))
 
 
 # ============================================================================ reductions
@@ -875,7 +955,7 @@ def _expand(g, node):
 register(Op("sum", infer=_infer_reduce("sum"),
             numpy=lambda arrays, attrs: np.sum(arrays[0], axis=attrs["axis"]),
             vjp=lambda node, g, wanted: [_expand(g, node)], linear=True,
-            emit=_emit_reduce("sum_axis"), writes_output=True))
+            emit=_emit_reduce("sum_axis"), writes_output=True, rows=_rows_reduce(SUMMED)))
 
 
 def _max_mask(node):
@@ -891,7 +971,7 @@ register(Op("max", infer=_infer_reduce("max"),
             vjp=lambda node, g, wanted: [multiply(_expand(g, node), _max_mask(node))],
             jvp=lambda node, tangents: make("sum", [multiply(tangents[0], _max_mask(node))],
                                             {"axis": node.attrs["axis"]}),
-            emit=_emit_reduce("max_axis"), writes_output=True))
+            emit=_emit_reduce("max_axis"), writes_output=True, rows=_rows_reduce(MIXED)))
 
 
 def _np_max_and_log_sum(x, axis):
@@ -913,7 +993,7 @@ register(Op("logsumexp", infer=_infer_reduce("logsumexp"),
             vjp=lambda node, g, wanted: [multiply(_expand(g, node), softmax(node.inputs[0], node.attrs["axis"]))],
             jvp=lambda node, tangents: make("sum", [multiply(tangents[0], softmax(node.inputs[0], node.attrs["axis"]))],
                                             {"axis": node.attrs["axis"]}),
-            emit=_emit_reduce("logsumexp_axis"), writes_output=True))
+            emit=_emit_reduce("logsumexp_axis"), writes_output=True, rows=_rows_reduce(MIXED)))
 
 
 def _infer_same(name):
@@ -953,7 +1033,7 @@ def _jvp_softmax(node, tangents):
 register(Op("softmax", infer=_infer_same("softmax"),
             numpy=lambda arrays, attrs: np.exp(_np_log_softmax(arrays[0], attrs["axis"])),
             vjp=_vjp_softmax, jvp=_jvp_softmax, emit=_emit_along_axis("softmax_axis"),
-            writes_output=True, sums_to_one=True))
+            writes_output=True, sums_to_one=True, rows=_rows_along))
 
 
 def _vjp_log_softmax(node, g, wanted):
@@ -969,7 +1049,7 @@ def _jvp_log_softmax(node, tangents):
 register(Op("log_softmax", infer=_infer_same("log_softmax"),
             numpy=lambda arrays, attrs: _np_log_softmax(arrays[0], attrs["axis"]),
             vjp=_vjp_log_softmax, jvp=_jvp_log_softmax, emit=_emit_along_axis("log_softmax_axis"),
-            writes_output=True))
+            writes_output=True, rows=_rows_along))
 
 
 # ============================================================================ convolution
@@ -1123,10 +1203,10 @@ def _emit_col2im(code, node, out, args):
 register(Op("im2col", infer=_infer_im2col, numpy=_np_im2col,
             vjp=lambda node, g, wanted: [make("col2im", [g],
                                               dict(_window_attrs(node), image=node.inputs[0].shape[1:]))],
-            linear=True, emit=_emit_im2col, writes_output=True))
+            linear=True, emit=_emit_im2col, writes_output=True, rows=_rows_by_image))
 register(Op("col2im", infer=_infer_col2im, numpy=_np_col2im,
             vjp=lambda node, c, wanted: [make("im2col", [c], _window_attrs(node))],
-            linear=True, emit=_emit_col2im, writes_output=True))
+            linear=True, emit=_emit_col2im, writes_output=True, rows=_rows_by_image))
 
 
 # ---------------------------------------------------------------------------- pooling
@@ -1216,17 +1296,17 @@ def _pool_grad_attrs(node):
 
 register(Op("avg_pool2d", infer=_infer_pool("avg_pool2d"), numpy=_np_avg_pool2d,
             vjp=lambda node, g, wanted: [make("avg_pool2d_grad", [g], _pool_grad_attrs(node))],
-            linear=True, emit=_emit_pool("avg_pool2d", 1), writes_output=True))
+            linear=True, emit=_emit_pool("avg_pool2d", 1), writes_output=True, rows=_rows_by_image))
 register(Op("avg_pool2d_grad", infer=_infer_pool_grad("avg_pool2d_grad"),
             numpy=_np_avg_pool2d_grad,
             vjp=lambda node, c, wanted: [make("avg_pool2d", [c], _pool_attrs(node))],
-            linear=True, emit=_emit_pool("avg_pool2d_grad", 1), writes_output=True))
+            linear=True, emit=_emit_pool("avg_pool2d_grad", 1), writes_output=True, rows=_rows_by_image))
 register(Op("max_pool2d", infer=_infer_pool("max_pool2d"), numpy=_np_max_pool2d,
             vjp=lambda node, g, wanted: [make("max_pool2d_grad", [node.inputs[0], g],
                                               _pool_grad_attrs(node))],
             jvp=lambda node, tangents: make("max_pool2d_select", [node.inputs[0], tangents[0]],
                                             _pool_attrs(node)) if tangents[0] is not None else None,
-            emit=_emit_pool("max_pool2d", 1), writes_output=True))
+            emit=_emit_pool("max_pool2d", 1), writes_output=True, rows=_rows_by_image))
 def _tangent_shaped_like(op, t, x, whose):
     """A pooling tangent t must have the shape of x (the input, or its routing)."""
     if t.ndim != x.ndim or any(_merge_dim(a, b) is False for a, b in zip(x.shape, t.shape)):
@@ -1329,30 +1409,30 @@ def _split_routing(node):
 
 # Piecewise constant in x: no derivative (as argmax).
 register(Op("max_pool2d_routing", infer=_infer_max_pool2d_routing, numpy=_np_max_pool2d_routing,
-            emit=_emit_pool("max_pool2d_routing", 1), writes_output=True))
+            emit=_emit_pool("max_pool2d_routing", 1), writes_output=True, rows=_rows_by_image))
 register(Op("routed_pool2d", infer=_infer_routed_pool2d, numpy=_np_routed_pool2d,
             vjp=lambda node, c, wanted: [
                 make("routed_pool2d_grad", [node.inputs[1], c], node.attrs) if wanted[0] else None,
                 make("routed_pool2d_grad", [node.inputs[0], c], node.attrs) if wanted[1] else None],
-            jvp=_bilinear_jvp, emit=_emit_pool("routed_pool2d", 2), writes_output=True))
+            jvp=_bilinear_jvp, emit=_emit_pool("routed_pool2d", 2), writes_output=True, rows=_rows_by_image))
 register(Op("routed_pool2d_grad", infer=_infer_routed_pool2d_grad, numpy=_np_routed_pool2d_grad,
             vjp=lambda node, c, wanted: [
                 make("routed_pool2d_grad", [c, node.inputs[1]], node.attrs) if wanted[0] else None,
                 make("routed_pool2d", [node.inputs[0], c], node.attrs) if wanted[1] else None],
-            jvp=_bilinear_jvp, emit=_emit_pool("routed_pool2d_grad", 2), writes_output=True))
+            jvp=_bilinear_jvp, emit=_emit_pool("routed_pool2d_grad", 2), writes_output=True, rows=_rows_by_image))
 
 
 register(Op("max_pool2d_grad", infer=_infer_pool_grad("max_pool2d_grad"),
             numpy=_np_max_pool2d_grad,
             vjp=lambda node, c, wanted: [None, make("max_pool2d_select", [node.inputs[0], c],
                                                     _pool_attrs(node)) if wanted[1] else None],
-            jvp=_jvp_routing, emit=_emit_pool("max_pool2d_grad", 2), writes_output=True,
+            jvp=_jvp_routing, emit=_emit_pool("max_pool2d_grad", 2), writes_output=True, rows=_rows_by_image,
             split_fixed=_split_routing))
 register(Op("max_pool2d_select", infer=_infer_max_pool2d_select,
             numpy=_np_max_pool2d_select,
             vjp=lambda node, c, wanted: [None, make("max_pool2d_grad", [node.inputs[0], c],
                                                     _pool_grad_attrs(node)) if wanted[1] else None],
-            jvp=_jvp_routing, emit=_emit_pool("max_pool2d_select", 2), writes_output=True,
+            jvp=_jvp_routing, emit=_emit_pool("max_pool2d_select", 2), writes_output=True, rows=_rows_by_image,
             split_fixed=_split_routing))
 
 
@@ -1448,6 +1528,29 @@ def _emit_take_add(code, node, out, args):
                  size, _product(tail))
 
 
+def _rows_take(node, axes, spread):
+    """Examples among the indices land where the indices go; examples of x off the picked
+    axis stay there (shifted by the indices' extra axes)."""
+    x, indices = axes
+    axis, extra = node.attrs["axis"], node.inputs[1].ndim - 1
+    if x is None and indices is not None:
+        return axis + indices
+    if indices is None and x is not None and x != axis:
+        return x if x < axis else x + extra
+    return MIXED
+
+
+def _rows_take_add(node, axes, spread):
+    """take's adjoint: examples among the indices are summed into the rows they pick."""
+    g, indices = axes
+    axis, extra = node.attrs["axis"], node.inputs[1].ndim - 1
+    if indices is not None and g == axis + indices:
+        return SUMMED
+    if indices is None and g is not None and not axis <= g <= axis + extra:
+        return g if g < axis else g - extra
+    return MIXED
+
+
 # take: rows of x (along `axis`) picked by int64 indices, any shape of them (an embedding
 # lookup). Linear in x: its cotangent is added back into the rows it came from (take_add, a
 # scatter-add, so rows picked twice get both), and take_add's is read back by take.
@@ -1458,13 +1561,13 @@ register(Op("take", infer=_infer_take, numpy=_np_take,
                                          None],
             jvp=lambda node, tangents: None if tangents[0] is None else
             make("take", [tangents[0], node.inputs[1]], node.attrs),
-            emit=_emit_take, writes_output=True, integer_inputs=(1,)))
+            emit=_emit_take, writes_output=True, integer_inputs=(1,), rows=_rows_take))
 register(Op("take_add", infer=_infer_take_add, numpy=_np_take_add,
             vjp=lambda node, c, wanted: [make("take", [c, node.inputs[1]],
                                               {"axis": node.attrs["axis"]}), None],
             jvp=lambda node, tangents: None if tangents[0] is None else
             make("take_add", [tangents[0], node.inputs[1]], node.attrs),
-            emit=_emit_take_add, writes_output=True, integer_inputs=(1,)))
+            emit=_emit_take_add, writes_output=True, integer_inputs=(1,), rows=_rows_take_add))
 
 
 def _infer_one_hot(inputs, attrs):
@@ -1490,7 +1593,7 @@ def _emit_one_hot(code, node, out, args):
 # Rows of 0s with a 1 at each label: they sum to 1 along the last axis (every label is checked
 # to be in range), so softmax cross-entropy of integer labels gets the gradient q - p.
 register(Op("one_hot", infer=_infer_one_hot, numpy=_np_one_hot, emit=_emit_one_hot,
-            writes_output=True, sums_to_one=True, integer_inputs=(0,)))
+            writes_output=True, sums_to_one=True, integer_inputs=(0,), rows=_rows_same))
 
 
 def _argmax_message(axis):
@@ -1524,7 +1627,7 @@ def _infer_argmax(inputs, attrs):
 # The index of the largest value along `axis` (the first, among ties; a NaN counts as
 # largest, as in NumPy). Piecewise constant: nothing differentiates through it.
 register(Op("argmax", infer=_infer_argmax, numpy=_np_argmax, emit=_emit_argmax,
-            writes_output=True))
+            writes_output=True, rows=_rows_reduce(MIXED)))
 
 
 # ============================================================================ builders

@@ -32,28 +32,17 @@ import llvmlite.binding as llvm
 import numpy as np
 from numba import types
 
+from .cores import loaded_openblas
+
 # CBLAS constants (row-major layout, transposition flags).
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 
 _PREFIXES = ("scipy_cblas_", "cblas_")  # NumPy >= 2 wheels, then NumPy 1.26 wheels
 
 
-def _loaded_openblas():
-    """Paths of the OpenBLAS libraries loaded in this process, NumPy's first."""
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split(maxsplit=5)[-1].strip() for line in maps
-                     if "openblas" in line.lower() and "/" in line}
-    except OSError:
-        return []
-    numpy_root = os.path.dirname(os.path.dirname(os.path.abspath(np.__file__)))
-    ours = os.path.join(numpy_root, "numpy")
-    return sorted(paths, key=lambda p: not p.startswith(ours))
-
-
 def _find_gemm():
     """(address of sgemm, address of dgemm) of a 64-bit-integer CBLAS, or None."""
-    for path in _loaded_openblas():
+    for path in loaded_openblas():
         try:
             library = ctypes.CDLL(path)
         except OSError:
