@@ -21,7 +21,8 @@ from common import CONFIGS, LR, data, gemm_floor, init, jax_sgd_step, numpy_step
 import symgrad as sg  # noqa: E402
 
 
-def symgrad_step(sizes):
+def symgrad_model(sizes):
+    """The MLP as a symgrad graph: (x, y, parameters, loss)."""
     x = sg.placeholder("x", (None, sizes[0]), "float32")
     y = sg.placeholder("y", (None, sizes[-1]), "float32")
     params = [sg.Variable(p, name=f"p{k}") for k, p in enumerate(init(sizes))]
@@ -31,7 +32,11 @@ def symgrad_step(sizes):
         h = h @ params[2 * l] + params[2 * l + 1]
         if l < L - 1:
             h = sg.tanh(h)
-    loss = sg.nn.softmax_cross_entropy(h, y, labels_sum_to_one=True)
+    return x, y, params, sg.nn.softmax_cross_entropy(h, y, labels_sum_to_one=True)
+
+
+def symgrad_step(sizes):
+    x, y, params, loss = symgrad_model(sizes)
     grads = sg.gradients(loss, params)
     started = time.perf_counter()
     step = sg.function([x, y], loss, updates=[(p, p - LR * g) for p, g in zip(params, grads)],

@@ -141,6 +141,7 @@ class Function:
         self._plans = {}
         self._lane_functions = None  # (lane, finish), compiled at the first call in lanes
         self._lane_twins = []        # copies of the lane function with workspaces of their own
+        self._lane_full_values = {}  # argument shapes -> the values of the cut's `full` nodes
         self._background = background
         self._compiled = threading.Event()
         if background is None:
@@ -193,7 +194,7 @@ class Function:
     # again), before it returns. Variables pickled together (a train step and its evaluation)
     # stay one object each on the other side.
     _LOCAL = ("_state_ids", "_fixed", "_runner", "_compile_error", "_compile_seconds", "_plans",
-              "_compiled", "_plan_function", "_lane_functions", "_lane_twins")
+              "_compiled", "_plan_function", "_lane_functions", "_lane_twins", "_lane_full_values")
 
     def __getstate__(self):
         self.wait()  # (what is sent is what compiled)
@@ -384,12 +385,20 @@ class Function:
         return outputs[0] if self._single else outputs
 
     def _whole_batch_values(self, values):
-        """The values of the lanes' `full` nodes (the sizes of the whole call)."""
-        bindings = {}
-        for node, value in zip(self.inputs, values):
-            dims.bind(node.shape, value.shape, bindings)
-        return [np.asarray(OPS[n.op].numpy([], dims.evaluate_attrs(n.attrs, bindings)), n.dtype)
+        """The values of the lanes' `full` nodes (the sizes of the whole call), worked out
+        once per set of argument shapes."""
+        shapes = tuple(v.shape for v in values)
+        known = self._lane_full_values.get(shapes)
+        if known is None:
+            bindings = {}
+            for node, value in zip(self.inputs, values):
+                dims.bind(node.shape, value.shape, bindings)
+            known = self._lane_full_values[shapes] = [
+                np.asarray(OPS[n.op].numpy([], dims.evaluate_attrs(n.attrs, bindings)), n.dtype)
                 for n in self._lane_cut.full]
+            if len(self._lane_full_values) > 16:
+                self._lane_full_values.pop(next(iter(self._lane_full_values)))
+        return known
 
     def _prepare(self, shapes):
         """The plan for input arrays of `shapes` (as a call holds them), bound to its

@@ -60,12 +60,19 @@ def set_blas_threads(count):
         _thread_count[1](int(count))
 
 
-def cores():
-    """The cores this process may run on."""
+def _count_cores():
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # (not Linux)
         return os.cpu_count() or 1
+
+
+_CORES = _count_cores()
+
+
+def cores():
+    """The cores this process may run on (counted at import)."""
+    return _CORES
 
 
 _pool, _pool_lock = None, threading.Lock()

@@ -131,6 +131,15 @@ def test_what_mixes_examples_does_not_split(mixes):
     assert ("no input has a batch" if fixed else "mixes the examples") in why_not
 
 
+def test_a_value_of_the_batchs_size_without_examples_does_not_split():
+    """x (None, 3) times a constant (4, 3): the graph assumes a batch of 4 and pairs example
+    i with the constant's row i, which a lane of 2 rows would not."""
+    x = sg.placeholder("x", (None, 3), F64)
+    loss = sg.sum(x * sg.constant(np.arange(12.0).reshape(4, 3)))
+    cut, why_not = _cut([x], [loss])
+    assert cut is None and "multiply" in why_not
+
+
 def test_an_update_per_example_does_not_split():
     x = sg.placeholder("x", (None, 2), F64)
     v = sg.Variable(np.zeros((4, 2)), name="v")
