@@ -3,7 +3,10 @@ float32, NCHW): symgrad's compiled step beside NumPy by hand (im2col + GEMM, the
 vectorisation), the im2col GEMM floor (the step's matrix products, each timed alone with
 NumPy), and PyTorch (eager, 2 threads) and JAX (jit of value_and_grad) where they are
 installed, measured in one run; all start from the same weights and their first losses are
-checked to agree.
+checked to agree. symgrad's step runs in lanes (its batch split between the cores,
+compiler/lanes.py) where the work per call is large enough; benchmarks/batch_lanes.py times
+it with lanes on and off. Each system is timed after 0.3 s of sleep, so the threads of the
+one before have stopped spinning.
 
 Configurations (as the team's peer benchmark defines them):
   small: 8×8×1 input, conv 3×3 8 (pad 1) → ReLU → max pool 2 → conv 3×3 16 (pad 1) → ReLU →
@@ -16,6 +19,7 @@ Usage: python benchmarks/cnn_train_step.py [--configs small,lenet]
 import argparse
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -259,8 +263,10 @@ def main():
         steps = {k: step for k, step in steps.items() if step is not None}
         first = {k: float(step(x, y)) for k, step in steps.items()}
         agree = all(np.isclose(first["symgrad"], v, rtol=1e-4) for v in first.values())
-        us = {k: timeit(step, (x, y), reps=10 if k == "numpy" else 20) * 1e6
-              for k, step in steps.items()}
+        us = {}
+        for k, step in steps.items():
+            time.sleep(0.3)  # (the threads of the system timed before spin for ~0.1 s)
+            us[k] = timeit(step, (x, y), reps=10 if k == "numpy" else 20) * 1e6
         floor = gemm_floor(cfg) * 1e6
         t = {k: us.get(k, float("nan")) for k in ("symgrad", "numpy", "torch", "jax")}
         print(f"{name},{t['symgrad']:.0f},{t['numpy']:.0f},{t['torch']:.0f},{t['jax']:.0f},"
