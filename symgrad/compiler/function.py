@@ -9,7 +9,9 @@ with those shapes (so a Function is not meant to be called from several threads 
 
 Pipeline: simplify (simplify.py) -> schedule (schedule.py) -> generate the plan function
 (codegen.py) -> compile its steps (jit.py) -> per set of argument shapes, a plan (plan.py) ->
-per call, native.run.
+per call, native.run. Where the graph allows it (lanes.py), a call with enough work runs in
+lanes instead: a lane function per core on its share of the batch, then a finish function
+on their sums (both compiled at the first such call).
 """
 from __future__ import annotations
 

@@ -29,10 +29,9 @@ import importlib.util
 import os
 
 import llvmlite.binding as llvm
-import numpy as np
 from numba import types
 
-from .cores import loaded_openblas
+from .cores import openblas_libraries
 
 # CBLAS constants (row-major layout, transposition flags).
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
@@ -42,11 +41,7 @@ _PREFIXES = ("scipy_cblas_", "cblas_")  # NumPy >= 2 wheels, then NumPy 1.26 whe
 
 def _find_gemm():
     """(address of sgemm, address of dgemm) of a 64-bit-integer CBLAS, or None."""
-    for path in loaded_openblas():
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
+    for library in openblas_libraries():
         for prefix in _PREFIXES:
             try:
                 found = [getattr(library, f"{prefix}{kind}gemm64_") for kind in "sd"]

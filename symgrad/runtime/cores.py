@@ -2,7 +2,7 @@
 count, and the worker threads that run lanes (compiler/lanes.py). No Numba here: `import
 symgrad` loads this module without starting it.
 
-In: nothing at import. Out: `loaded_openblas()` (paths, NumPy's first), `blas_threads()` and
+In: nothing at import. Out: `loaded_openblas()` (paths, NumPy's first) and `openblas_libraries()` (loaded), `blas_threads()` and
 `set_blas_threads(n)` (1 and a no-op where the library cannot be told), `cores()` (the cores
 this process may run on) and `workers()` (a shared pool of threads for the lanes past the
 first, which the calling thread runs itself).
@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["loaded_openblas", "blas_threads", "set_blas_threads", "cores", "workers"]
+__all__ = ["loaded_openblas", "openblas_libraries", "blas_threads", "set_blas_threads", "cores", "workers"]
 
 
 def loaded_openblas():
@@ -30,13 +30,18 @@ def loaded_openblas():
     return sorted(paths, key=lambda p: not p.startswith(ours))
 
 
-def _find_thread_count():
-    """(get, set) of NumPy's OpenBLAS thread count, as ctypes functions, or None."""
+def openblas_libraries():
+    """The OpenBLAS libraries loaded in this process as ctypes libraries, NumPy's first."""
     for path in loaded_openblas():
         try:
-            library = ctypes.CDLL(path)
+            yield ctypes.CDLL(path)
         except OSError:
             continue
+
+
+def _find_thread_count():
+    """(get, set) of NumPy's OpenBLAS thread count, as ctypes functions, or None."""
+    for library in openblas_libraries():
         for name in ("scipy_openblas_{}_num_threads64_", "openblas_{}_num_threads64_",
                      "openblas_{}_num_threads"):
             try:

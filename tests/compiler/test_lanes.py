@@ -132,12 +132,26 @@ def test_what_mixes_examples_does_not_split(mixes):
 
 
 def test_a_value_of_the_batchs_size_without_examples_does_not_split():
-    """x (None, 3) times a constant (4, 3): the graph assumes a batch of 4 and pairs example
-    i with the constant's row i, which a lane of 2 rows would not."""
+    """x (None, 3) plus vᵀ, v a (3, None) input not cut: the graph assumes x's batch equals
+    v's columns and pairs example i with column i, which a lane of part of x would not."""
     x = sg.placeholder("x", (None, 3), F64)
-    loss = sg.sum(x * sg.constant(np.arange(12.0).reshape(4, 3)))
-    cut, why_not = _cut([x], [loss])
-    assert cut is None and "multiply" in why_not
+    v = sg.placeholder("v", (3, None), F64)
+    cut, why_not = _cut([x, v], [x + sg.transpose(v)])
+    assert cut is None and "add" in why_not
+
+
+@pytest.mark.parametrize("reduce", [sg.max, sg.logsumexp, sg.softmax])
+def test_a_value_over_the_batch_alone_does_not_split(reduce):
+    x = sg.placeholder("x", (None, 3), F64)
+    cut, why_not = _cut([x], [reduce(x, axis=0)])
+    assert cut is None and "mixes" in why_not
+
+
+def test_a_sum_spread_back_over_the_batch_does_not_split():
+    """mean(x, 0) spread to x's shape: computed after the lanes, it would need the batch."""
+    x = sg.placeholder("x", (None, 3), F64)
+    cut, why_not = _cut([x], [sg.broadcast_to(sg.mean(x, axis=0), x.shape)])
+    assert cut is None and "broadcast_to" in why_not
 
 
 def test_an_update_per_example_does_not_split():
