@@ -392,6 +392,7 @@ class Function:
         shapes = tuple(v.shape for v in values)
         known = self._lane_full_values.get(shapes)
         if known is None:
+            self._check_sizes(values)  # (the whole call's shapes, as the whole program checks)
             bindings = {}
             for node, value in zip(self.inputs, values):
                 dims.bind(node.shape, value.shape, bindings)

@@ -227,6 +227,15 @@ def test_a_check_failing_in_one_lane_raises_and_changes_nothing(lanes_on):
         np.testing.assert_array_equal(p.value, b)
 
 
+def test_arguments_that_do_not_fit_are_refused_as_without_lanes(lanes_on):
+    """x of 6 rows and y of 5: the whole call's error, not a lane's."""
+    step = _train_step(_mlp(np.random.default_rng(0)))
+    x, y = _data(np.random.default_rng(0), 6, (5,))
+    step(x, y)
+    with pytest.raises(ValueError, match=r"'x' \(6, 5\), 'y' \(5, 3\)\) do not fit the graph"):
+        step(x, y[:5])
+
+
 def test_blas_threads_are_restored_after_a_call_in_lanes(monkeypatch):
     monkeypatch.setattr(function_module, "LANES_MIN_BYTES", 0)
     monkeypatch.setattr(function_module, "LANES_WORK_PER_SUM", 0)
