@@ -110,7 +110,8 @@ class Lanes:
     the sums the finish reads, then the function's outputs that have examples. full: nodes
     whose values come from the whole call's sizes alone. finish: (placeholders, sources,
     outputs, updates). assemble: per output of the function, ("lane", j, axis) (lane output
-    j of every lane, joined along axis) or ("finish", j)."""
+    j of every lane, joined along axis) or ("finish", j). sums: how many of the lane's
+    outputs (the first) are sums."""
     split: list
     lane: tuple
     full: list
