@@ -34,15 +34,16 @@ def steps(name):
         if name.startswith("mlp:"):
             batch, sizes = MLP_CONFIGS[name[4:]]
             x, y, params, loss = mlp.symgrad_model(sizes)
-            args, torch = mlp_data(batch, sizes), None
+            args = mlp_data(batch, sizes)
         else:
             cfg = cnn.CONFIGS[name]
             x, y, params, _, loss = cnn.symgrad_model(cfg)
-            args, torch = cnn.data(cfg), cnn.torch_step(cfg)
+            args = cnn.data(cfg)
         step = sg.function([x, y], loss, updates=[(p, p - LR * sg.grad(loss, p)) for p in params],
                            background=False, lanes=lanes)
         pairs.append((step, params))
     (on, on_params), (off, off_params) = pairs
+    torch = None if name.startswith("mlp:") else cnn.torch_step(cnn.CONFIGS[name])
     return on, off, on_params, off_params, args, torch
 
 

@@ -214,6 +214,7 @@ def test_fuzz_lanes(seed):
         patch.setattr(function_module, "LANES_WORK_PER_SUM", 0)
         patch.setattr(cores, "cores", lambda: 2)
         patch.setattr(cores, "blas_threads", lambda: 2)
+        patch.setattr(cores, "set_blas_threads", lambda threads: None)  # (see test_lanes.py)
         patch.delenv("SYMGRAD_LANES", raising=False)
         batch = fg.draw_batch(seed, "mixed")
         problems, split = fg.check_lanes(batch)

@@ -30,11 +30,10 @@ from ..core.graph import Node, Variable, is_named_leaf, topological_order
 from ..core.interpreter import check_value, evaluate
 from ..core.ops import OPS, fmt
 from ..core.random import advance
-from .schedule import schedule
+from .schedule import Decision, bytes_at, schedule
 from ..core.sizes import concrete_shapes, introduced_sizes, unbound_symbols
 from ..core.simplify import simplify as simplify_graph
 from ..runtime import cores
-from .schedule import Decision, bytes_at
 
 __all__ = ["Function", "function", "BACKGROUND_AFTER"]
 
@@ -116,11 +115,10 @@ class Function:
                 self.decisions.append(Decision("lanes", self.program.names[batch[0]],
                                                self._lane_cut.describe() if self._lane_cut
                                                else f"the batch is not split: {why_not}"))
-        # bytes of the values written per example, and of the lanes' sums (the thresholds)
-        self._bytes_per_example = sum(bytes_at(s.node, 2) - bytes_at(s.node, 1)
-                                      for s in self.program.steps)
-        self._sum_bytes = sum(bytes_at(n, 1) for n in self._lane_cut.lane[2][:self._lane_cut.sums]) \
-            if self._lane_cut else 0
+        if self._lane_cut:  # the bytes of the values per example and of the lanes' sums
+            self._bytes_per_example = sum(bytes_at(s.node, 2) - bytes_at(s.node, 1)
+                                          for s in self.program.steps)
+            self._sum_bytes = sum(bytes_at(n, 1) for n in self._lane_cut.lane[2][:self._lane_cut.sums])
         self._interpreted = (list(outputs), list(updates))  # what the interpreter runs meanwhile
         # (self._plans, made by _start: argument shapes -> (Plan, workspace arrays per dtype))
         self._workspace_dtypes = codegen.workspace_dtypes(self.program)
@@ -348,7 +346,8 @@ class Function:
         (the first here, the others on worker threads; BLAS on one thread each), then the
         finish reads the lanes' sums added up (lanes.py)."""
         cut = self._lane_cut
-        (lane, finish), functions = self._lane_functions, [self._lane_functions[0]] + self._lane_twins
+        functions = [self._lane_functions[0]] + self._lane_twins
+        finish = self._lane_functions[1]
         values = [a if node.ndim else a.reshape(()) for a, node in zip(arrays, self.inputs)]
         full = self._whole_batch_values(values)
 
@@ -364,8 +363,7 @@ class Function:
                     out.append(values[k] if kind == "input" else full[k] if kind == "full" else sums[k])
             return out
 
-        _, lane_sources, _ = cut.lane
-        parts = [arguments(lane_sources, lane) for lane in range(count)]
+        parts = [arguments(cut.lane[1], lane) for lane in range(count)]
         before = cores.blas_threads()
         cores.set_blas_threads(1)
         try:
@@ -380,8 +378,7 @@ class Function:
         sums = [sum(r[j] for r in results[1:]) + results[0][j] for j in range(cut.sums)]
         finished = []
         if finish is not None:
-            finish_inputs, finish_sources, _, _ = cut.finish
-            finished = finish(*arguments(finish_sources, sums=sums))
+            finished = finish(*arguments(cut.finish[1], sums=sums))
         outputs = [np.concatenate([r[a[1]] for r in results], axis=a[2]) if a[0] == "lane"
                    else finished[a[1]] for a in cut.assemble]
         return outputs[0] if self._single else outputs

@@ -34,7 +34,7 @@ import sympy
 from ..core import dims
 from ..core.graph import make, placeholder, topological_order
 from ..core.ops import MIXED, OPS, SUMMED, fmt
-from ..core.sizes import unbound_symbols
+from ..core.sizes import attribute_sizes, unbound_symbols
 
 __all__ = ["Lanes", "split", "FULL", "AFTER"]
 
@@ -44,13 +44,9 @@ __all__ = ["Lanes", "split", "FULL", "AFTER"]
 FULL, AFTER = "full", "after"
 
 
-def _mentions(value, batch):
-    """Whether a shape, an attribute or a size mentions a batch size symbol."""
-    if isinstance(value, (tuple, list)):
-        return any(_mentions(v, batch) for v in value)
-    if isinstance(value, dict):
-        return any(_mentions(v, batch) for v in value.values())
-    return isinstance(value, sympy.Basic) and not value.free_symbols.isdisjoint(batch)
+def _attrs_mention(node, batch):
+    """Whether node's attributes state a batch size (a target shape, a mean's count)."""
+    return not attribute_sizes(node).isdisjoint(batch)
 
 
 def _counts_examples(d, batch):
@@ -66,7 +62,8 @@ def _counts_examples(d, batch):
 def _spread(node, batch):
     """The one axis of node's shape that counts examples; None if none; MIXED if the batch
     shows anywhere else."""
-    axes = [k for k, d in enumerate(node.shape) if _mentions(d, batch)]
+    axes = [k for k, d in enumerate(node.shape)
+            if not dims.is_known(d) and not d.free_symbols.isdisjoint(batch)]
     if not axes:
         return None
     if len(axes) > 1 or not _counts_examples(node.shape[axes[0]], batch):
@@ -84,12 +81,12 @@ def _state(node, states, batch):
         # computed once from the lanes' sums: examples may not meet them (in one op, or
         # spread back over the batch, as a mean subtracted from every example)
         alone = all(not isinstance(s, int) for s in inputs)
-        return AFTER if alone and spread is None and not _mentions(node.attrs, batch) else MIXED
+        return AFTER if alone and spread is None and not _attrs_mention(node, batch) else MIXED
     axes = [None if s == FULL else s for s in inputs]
     if all(a is None for a in axes):
-        if not node.inputs and spread is None and _mentions(node.attrs, batch):
+        if not node.inputs and spread is None and _attrs_mention(node, batch):
             return FULL
-        if spread is None and not _mentions(node.attrs, batch):
+        if spread is None and not _attrs_mention(node, batch):
             return None
     if spread == MIXED or OPS[node.op].rows is None:
         return MIXED
@@ -147,12 +144,12 @@ def split(inputs, outputs, updates):
     if not split_inputs:
         return None, "no input has a batch (an axis 0 whose size is known only at call time)"
     batch = {inputs[k].shape[0] for k in split_inputs}
-    states = {}
+    cut_nodes = {inputs[k] for k in split_inputs}
+    states = {}  # (filled in topological order)
     for node in order:
         if OPS[node.op].leaf is not None:
             spread = _spread(node, batch)
-            states[node] = None if spread is None else \
-                0 if spread == 0 and node in inputs and inputs.index(node) in split_inputs else MIXED
+            states[node] = None if spread is None else 0 if spread == 0 and node in cut_nodes else MIXED
         else:
             states[node] = _state(node, states, batch)
         if states[node] == MIXED:
@@ -173,7 +170,7 @@ def _cut(inputs, outputs, updates, states, split_inputs):
         for value in (node.inputs if states[node] == AFTER else ()) + (node,) * (node in finish_roots):
             if states[value] == SUMMED and value not in sums:
                 sums.append(value)
-    full = [n for n in topological_order(list(outputs) + [v for _, v in updates]) if states[n] == FULL]
+    full = [n for n, state in states.items() if state == FULL]
     full_in = {n: placeholder(f"lanes:whole-batch size {j}", n.shape, n.dtype) for j, n in enumerate(full)}
     sum_in = {n: placeholder(f"lanes:sum {j}", n.shape, n.dtype) for j, n in enumerate(sums)}
     per_example = [o for o in outputs if isinstance(states[o], int)]

@@ -19,7 +19,8 @@ from . import dims
 from .graph import ShapeError
 from .ops import OPS, fmt
 
-__all__ = ["Sizes", "concrete_shapes", "unbound_symbols", "stated_sizes", "introduced_sizes",
+__all__ = ["Sizes", "concrete_shapes", "unbound_symbols", "stated_sizes", "attribute_sizes",
+           "introduced_sizes",
            "in_size_order"]
 
 
@@ -104,14 +105,14 @@ def concrete_shapes(order, given):
     return sizes
 
 
-def _in_attrs(node):
+def attribute_sizes(node):
     """The size symbols `node`'s attributes state (a target shape)."""
     return dims.symbols_of(tuple(v for v in node.attrs.values() if isinstance(v, tuple)))
 
 
 def stated_sizes(node):
     """The size symbols `node` states: in its shape and its attributes."""
-    return dims.symbols_of(node.shape) | _in_attrs(node)
+    return dims.symbols_of(node.shape) | attribute_sizes(node)
 
 
 def introduced_sizes(order):
@@ -120,7 +121,7 @@ def introduced_sizes(order):
     introducer = {}
     for node in order:
         if node.inputs:
-            known = dims.symbols_of(tuple(i.shape for i in node.inputs)) | _in_attrs(node)
+            known = dims.symbols_of(tuple(i.shape for i in node.inputs)) | attribute_sizes(node)
             for d in node.shape:
                 if not dims.is_known(d) and d.is_Symbol and d not in known:
                     introducer.setdefault(d, node)

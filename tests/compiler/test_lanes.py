@@ -30,6 +30,8 @@ def lanes_on(monkeypatch):
     count = {"lanes": 2}
     monkeypatch.setattr(cores, "cores", lambda: count["lanes"])
     monkeypatch.setattr(cores, "blas_threads", lambda: count["lanes"])
+    # (restoring the patched count would leave NumPy's BLAS on that many threads)
+    monkeypatch.setattr(cores, "set_blas_threads", lambda threads: None)
     return count
 
 
