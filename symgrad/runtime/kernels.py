@@ -575,8 +575,54 @@ def _tile_peak_count(x4, r, b, kh, kw):
     return m, nan, count
 
 
+# 2×2 windows (the CNNs' pooling) are read as four named taps, a row of windows at a time:
+# straight-line code with no data branch, which LLVM vectorises across the row (LeNet's first
+# pooling gradient at 64 images: 0.41 -> 0.16 ms; results identical, ties and NaN included).
+
+@jit
+def _quad_peak(a0, a1, a2, a3):
+    """The maximum of four taps, and whether one of them is NaN."""
+    m01 = a0 if a0 > a1 else a1
+    m23 = a2 if a2 > a3 else a3
+    return (m01 if m01 > m23 else m23), (a0 != a0) | (a1 != a1) | (a2 != a2) | (a3 != a3)
+
+
+@jit
+def _max_pool2d_quads(x, out):
+    rows, wo = out.shape[0] * out.shape[1] * out.shape[2], out.shape[3]
+    x3 = x.reshape(rows, 2, 2 * wo)
+    o2 = out.reshape(rows, wo)
+    for r in range(rows):
+        top, bottom, o = x3[r, 0], x3[r, 1], o2[r]
+        for b in range(wo):
+            m, nan = _quad_peak(top[2 * b], top[2 * b + 1], bottom[2 * b], bottom[2 * b + 1])
+            o[b] = np.nan if nan else m
+
+
+@jit
+def _max_pool2d_grad_quads(x, g, out):
+    rows, wo = g.shape[0] * g.shape[1] * g.shape[2], g.shape[3]
+    x3, o3 = x.reshape(rows, 2, 2 * wo), out.reshape(rows, 2, 2 * wo)
+    g2 = g.reshape(rows, wo)
+    one, nan_share = x.dtype.type(1.0), x.dtype.type(np.nan)  # (float32 stays float32)
+    for r in range(rows):
+        top, bottom, o_top, o_bottom, gr = x3[r, 0], x3[r, 1], o3[r, 0], o3[r, 1], g2[r]
+        for b in range(wo):
+            a0, a1, a2, a3 = top[2 * b], top[2 * b + 1], bottom[2 * b], bottom[2 * b + 1]
+            m, nan = _quad_peak(a0, a1, a2, a3)
+            e0, e1, e2, e3 = a0 == m, a1 == m, a2 == m, a3 == m
+            # (a division for every window, even at count 1: vectorised, it costs less than
+            # a branch; g / 1 is g exactly)
+            share = nan_share if nan else gr[b] / (one * e0 + one * e1 + one * e2 + one * e3)
+            o_top[2 * b], o_top[2 * b + 1] = share * e0, share * e1
+            o_bottom[2 * b], o_bottom[2 * b + 1] = share * e2, share * e3
+
+
 @jit
 def _max_pool2d_tiles(x, out, kh, kw):
+    if kh == 2 and kw == 2:
+        _max_pool2d_quads(x, out)
+        return
     rows = out.shape[0] * out.shape[1] * out.shape[2]
     x4 = x.reshape(rows, kh, out.shape[3], kw)
     o2 = out.reshape(rows, out.shape[3])
@@ -588,6 +634,9 @@ def _max_pool2d_tiles(x, out, kh, kw):
 
 @jit
 def _max_pool2d_grad_tiles(x, g, out, kh, kw):
+    if kh == 2 and kw == 2:
+        _max_pool2d_grad_quads(x, g, out)
+        return
     rows = g.shape[0] * g.shape[1] * g.shape[2]
     x4 = x.reshape(rows, kh, g.shape[3], kw)
     o4 = out.reshape(rows, kh, g.shape[3], kw)

@@ -62,17 +62,21 @@ def test_shape_errors_state_the_output_size_formula():
         sg.avg_pool2d(x, 2, stride=0)
 
 
-def test_max_pooling_splits_the_gradient_among_ties_and_keeps_nan():
-    x = sg.placeholder("x", (1, 1, 2, 2), "float64")
-    g = sg.grad(sg.sum(sg.max_pool2d(x, 2) * 3.0), x)
-    f = sg.function([x], [sg.max_pool2d(x, 2), g], background=False)
-    tied = np.array([[[[1.0, 5.0], [5.0, 2.0]]]])
-    for value, grad in (f(tied), sg.evaluate([sg.max_pool2d(x, 2), g], {x: tied})):
+@pytest.mark.parametrize("k", [2, 3])  # 2×2 windows have a path of their own (kernels._quad_peak)
+def test_max_pooling_splits_the_gradient_among_ties_and_keeps_nan(k):
+    x = sg.placeholder("x", (1, 1, k, k), "float64")
+    g = sg.grad(sg.sum(sg.max_pool2d(x, k) * 3.0), x)
+    f = sg.function([x], [sg.max_pool2d(x, k), g], background=False)
+    tied = np.ones((1, 1, k, k))
+    tied[0, 0, 0, k - 1] = tied[0, 0, k - 1, 0] = 5.0
+    expected = np.where(tied == 5.0, 1.5, 0.0)  # 3 split in two
+    for value, grad in (f(tied), sg.evaluate([sg.max_pool2d(x, k), g], {x: tied})):
         np.testing.assert_array_equal(value, [[[[5.0]]]])
-        np.testing.assert_array_equal(grad, [[[[0.0, 1.5], [1.5, 0.0]]]])  # 3 split in two
-    with_nan = np.array([[[[1.0, np.nan], [5.0, 2.0]]]])
+        np.testing.assert_array_equal(grad, expected)
+    with_nan = tied.copy()
+    with_nan[0, 0, 0, 1] = np.nan
     value, grad = f(with_nan)
-    ref_value, ref_grad = sg.evaluate([sg.max_pool2d(x, 2), g], {x: with_nan})
+    ref_value, ref_grad = sg.evaluate([sg.max_pool2d(x, k), g], {x: with_nan})
     assert np.isnan(value).all() and np.isnan(ref_value).all()
     np.testing.assert_array_equal(np.isnan(grad), np.isnan(ref_grad))
 
