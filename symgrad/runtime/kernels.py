@@ -176,12 +176,29 @@ product = globals()[MATMUL]
 # a[:, n·P:(n+1)·P] @ x[n]ᵀ, one BLAS call each reading x[n] transposed in place, so that x is
 # never copied into rows (codegen's product_by_images pass). Two definitions, as gemm_update
 # has, so that Numba's cache (one per definition) never hands one product's code to another.
+#
+# Where a is itself the transpose of row-major columns (a filter gradient: the im2col columns
+# read transposed), each image's product is taken the other way round, x[n] @ columns (both
+# row-major), into a small (C, rows of out) sum copied out transposed: OpenBLAS runs that form
+# 1.3x faster (LeNet's first filter gradient at 64 images, 6×784 · 784×25 per image: 0.31
+# against 0.40 ms).
 if MATMUL == "gemm":
     @jit
     def product_by_images(a, x, out):
         n_, p_ = x.shape[0], x.shape[2]
         if n_ == 0:
             fill(out, 0.0)
+            return
+        columns = a.T
+        if _blas_layout(columns)[0] == blas.NO_TRANS and _blas_layout(x[0])[0] == blas.NO_TRANS:
+            total = np.empty((out.shape[1], out.shape[0]), out.dtype)
+            for n in range(n_):
+                if n == 0:
+                    gemm(x[n], columns[:p_], total)
+                else:
+                    gemm_update(x[n], columns[n * p_:(n + 1) * p_], total, 1.0, 1.0)
+            _copy_plane(total.T, out)
+            return
         for n in range(n_):
             block, rows = a[:, n * p_:(n + 1) * p_], x[n].T
             if n == 0:

@@ -76,6 +76,21 @@ def test_gemm_checks_shapes():
             kernels.gemm(a, bad_b, bad_out)
 
 
+@pytest.mark.parametrize("images", [0, 1, 3])
+@pytest.mark.parametrize("transposed", [True, False])
+def test_product_by_images_equals_numpy_for_either_layout_of_a(images, transposed):
+    # a filter gradient's product: out = Σ_n a[:, n·P:(n+1)·P] @ x[n]ᵀ. `a` the transpose of
+    # row-major columns (the im2col columns: each image's product is taken the other way
+    # round) or row-major itself; out starts as garbage.
+    rng = np.random.default_rng(images)
+    x = rng.standard_normal((images, 4, 5))
+    columns = rng.standard_normal((images * 5, 6))
+    a = columns.T if transposed else np.ascontiguousarray(columns.T)
+    out = np.full((6, 4), np.nan)
+    kernels.product_by_images(a, x, out)
+    np.testing.assert_allclose(out, a @ x.transpose(0, 2, 1).reshape(images * 5, 4), atol=1e-12)
+
+
 def test_gemm_writes_into_a_view_of_a_larger_buffer():
     if not blas.AVAILABLE:
         pytest.skip("NumPy's BLAS was not found")
