@@ -1923,8 +1923,11 @@ def reshape(x, shape):
     if -1 in shape or None in shape:
         rest = math.prod(as_dim(d) for d in shape if d not in (-1, None))
         total = math.prod(x.shape)
+        if rest == 0:
+            raise ShapeError(f"reshape {fmt(x.shape)} -> {shape}: the other sizes multiply to 0, "
+                             f"so the -1 (or None) could be any size", "state every size")
         if is_known(total) and is_known(rest):
-            if rest == 0 or total % rest:
+            if total % rest:
                 raise ShapeError(f"reshape: cannot reshape {fmt(x.shape)} to {shape}")
             fill = total // rest
         else:  # what the other sizes leave; a call where it does not divide is refused

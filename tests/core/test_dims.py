@@ -132,3 +132,14 @@ def test_an_output_size_an_extension_rule_leaves_unknown_is_bound_when_computed(
                 np.testing.assert_allclose(a, b, rtol=1e-12)
     finally:
         extend.undefine("test_repeat_unknown")
+
+
+@pytest.mark.parametrize("shape", [(0, -1, 1), (-1, 0), (2, None, 0)])
+def test_reshape_cannot_infer_a_size_beside_a_zero(shape):
+    # the other sizes multiply to 0: the -1 could be anything (NumPy refuses it too), for a
+    # batch known only at call time as for a known one
+    for x in (sg.placeholder("x", (None, 3)), sg.placeholder("x", (4, 3))):
+        with pytest.raises(sg.ShapeError, match="multiply to 0"):
+            sg.reshape(x, shape)
+    with pytest.raises(sg.ShapeError, match="only one size can be -1"):
+        sg.reshape(sg.placeholder("x", (None, 3)), (-1, None))
