@@ -369,6 +369,16 @@ MUTANTS = [
            "sums = [results[0][j] for j in range(cut.sums)]",
            ("tests/compiler/test_lanes.py",),
            "only the first lane's sums reach the updates"),
+    Mutant("lanes_native_failure_of_later_lane_ignored", "symgrad/compiler/function.py",
+           "for (built, _), index in zip(bound, failed):",
+           "for (built, _), index in zip(bound[:1], failed):",
+           ("tests/compiler/test_lanes.py",),
+           "a check failing in the second lane (started from native code) goes unreported"),
+    Mutant("lanes_native_in_forked_child", "symgrad/runtime/native.py",
+           "if _launched_in not in (None, os.getpid()) or not _thread_safe_layer():",
+           "if not _thread_safe_layer():",
+           ("tests/compiler/test_lanes.py",),
+           "a process forked after the lanes' pool started launches it again (GNU OpenMP aborts)"),
 ]
 
 

@@ -10,8 +10,9 @@ with those shapes (so a Function is not meant to be called from several threads 
 Pipeline: simplify (simplify.py) -> schedule (schedule.py) -> generate the plan function
 (codegen.py) -> compile its steps (jit.py) -> per set of argument shapes, a plan (plan.py) ->
 per call, native.run. Where the graph allows it (lanes.py), a call with enough work runs in
-lanes instead: a lane function per core on its share of the batch, then a finish function
-on their sums (both compiled at the first such call).
+lanes instead: a lane function per core on its share of the batch, started together from
+native code (native.run_lanes), then a finish function on their sums (both compiled at the
+first such call).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from ..core.random import advance
 from .schedule import Decision, bytes_at, schedule
 from ..core.sizes import concrete_shapes, introduced_sizes, unbound_symbols
 from ..core.simplify import simplify as simplify_graph
-from ..runtime import cores
+from ..runtime import cores, native
 
 __all__ = ["Function", "function", "BACKGROUND_AFTER"]
 
@@ -304,7 +305,24 @@ class Function:
             raise ValueError(built.messages[failed])
         if self._single:
             return results[0].reshape(()) if self._scalar_out[0] else results[0]
+        return self._shaped(results)
+
+    def _shaped(self, results):
+        """The output arrays as a call returns them (0-d outputs are held as 1 element)."""
         return [r.reshape(()) if scalar else r for r, scalar in zip(results, self._scalar_out)]
+
+    def _bound(self, arrays):
+        """The plan for a call on `arrays` (as __call__ holds them once checked) and its output
+        arrays, every address stored in the plan: what native.run_lanes runs."""
+        shapes = tuple([a.shape for a in arrays])
+        prepared = self._plans.get(shapes)
+        if prepared is None:
+            self._check_sizes(arrays)
+            prepared = self._prepare(shapes)
+        built = prepared[0]
+        results = [np.empty(shape, dtype) for shape, dtype in built.outputs]
+        built.bind_call(arrays + results)
+        return built, results
 
     def _lane_count(self, arrays):
         """How many lanes this call runs in (1: the whole program runs): as many as the
@@ -315,7 +333,8 @@ class Function:
         if rows < 2 or work < max(LANES_MIN_BYTES, LANES_WORK_PER_SUM * self._sum_bytes) or \
                 os.environ.get("SYMGRAD_LANES", "1") == "0":
             return 1
-        count = min(cores.cores(), cores.blas_threads(), rows)
+        count = min(cores.cores(), cores.blas_threads(), rows,
+                    native.parallel_lanes() or cores.cores())
         if count < 2:
             return 1
         if self._lane_functions is None:
@@ -342,9 +361,11 @@ class Function:
         self._lane_functions = (lane, finish)
 
     def _call_lanes(self, arrays, count):
-        """One call in `count` lanes: each runs the lane function on its share of the batch
-        (the first here, the others on worker threads; BLAS on one thread each), then the
-        finish reads the lanes' sums added up (lanes.py)."""
+        """One call in `count` lanes: each runs the lane function on its share of the batch,
+        all at once (native.run_lanes, in Numba's pool, the first on the calling thread; or
+        where Numba's threading layer is not thread-safe, the first here and the others on
+        Python worker threads; BLAS on one thread each), then the finish reads the lanes'
+        sums added up (lanes.py)."""
         cut = self._lane_cut
         functions = [self._lane_functions[0]] + self._lane_twins
         finish = self._lane_functions[1]
@@ -366,15 +387,18 @@ class Function:
         parts = [arguments(cut.lane[1], lane) for lane in range(count)]
         before = cores.blas_threads()
         cores.set_blas_threads(1)
-        try:
-            others = [cores.workers().submit(f, *args) for f, args in zip(functions[1:count], parts[1:])]
-            try:
-                first = functions[0](*parts[0])
-            finally:  # (every lane finishes before anything is raised)
-                results = [other.result() for other in others]
+        try:  # (every lane finishes before anything is raised)
+            if native.parallel_lanes():
+                results = self._lanes_in_native_threads(functions[:count], parts)
+            else:
+                others = [cores.workers().submit(f, *args) for f, args in zip(functions[1:count], parts[1:])]
+                try:
+                    first = functions[0](*parts[0])
+                finally:
+                    results = [other.result() for other in others]
+                results.insert(0, first)
         finally:
             cores.set_blas_threads(before)
-        results.insert(0, first)
         sums = [sum(r[j] for r in results[1:]) + results[0][j] for j in range(cut.sums)]
         finished = []
         if finish is not None:
@@ -382,6 +406,18 @@ class Function:
         outputs = [np.concatenate([r[a[1]] for r in results], axis=a[2]) if a[0] == "lane"
                    else finished[a[1]] for a in cut.assemble]
         return outputs[0] if self._single else outputs
+
+    @staticmethod
+    def _lanes_in_native_threads(functions, parts):
+        """Each lane function on its arguments, all at once in Numba's pool (native.run_lanes):
+        their outputs, or the first failed check's error once all have run."""
+        bound = [f._bound([a if a.ndim else a.reshape(1) for a in args])
+                 for f, args in zip(functions, parts)]
+        failed = native.launch_lanes(tuple(built.table for built, _ in bound))
+        for (built, _), index in zip(bound, failed):
+            if index >= 0:
+                raise ValueError(built.messages[index])
+        return [f._shaped(results) for f, (_, results) in zip(functions, bound)]
 
     def _whole_batch_values(self, values):
         """The values of the lanes' `full` nodes (the sizes of the whole call), worked out

@@ -163,6 +163,11 @@ class Plan:
         self.table, self.workspace, self.outputs, self.messages = table, workspace, outputs, messages
         self.first_fixed, self.statements = first_fixed, list(statements)
 
+    def bind_call(self, arrays):
+        """Store the addresses of a call's arrays (inputs, then outputs), as native.run does
+        (for native.run_lanes, which runs plans bound beforehand)."""
+        self.table[2:2 + len(arrays)] = [array.ctypes.data for array in arrays]
+
     def bind(self, fixed):
         """Store the addresses of the state, constant and workspace arrays `fixed` (which
         must stay alive and in place while the plan is used)."""

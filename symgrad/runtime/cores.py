@@ -1,5 +1,6 @@
 """The cores a call uses: NumPy's OpenBLAS (found among the loaded libraries) and its thread
-count, and the worker threads that run lanes (compiler/lanes.py). No Numba here: `import
+count, and the Python worker threads that run lanes (compiler/lanes.py) where Numba's pool
+cannot (native.run_lanes, native.parallel_lanes). No Numba here: `import
 symgrad` loads this module without starting it.
 
 In: nothing at import. Out: `loaded_openblas()` (paths, NumPy's first) and `openblas_libraries()` (loaded), `blas_threads()` and

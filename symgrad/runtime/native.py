@@ -16,10 +16,20 @@ list of input and output types, which models share: a new model compiles only th
 model before it had, and nothing per model.
 
 Plan layout: [number of bases, number of steps, the bases' addresses (those of the passed
-arrays written by `run`, the others by `Plan.bind`), (step address, table offset) per step,
-the tables].
+arrays written by `run`, or by `Plan.bind_call`, the others by `Plan.bind`), (step address,
+table offset) per step, the tables].
+
+`run_lanes` runs several plans at once, one per thread of Numba's pool (the calling thread
+runs the first): a call split into lanes (compiler/lanes.py) starts its lanes and hears back
+from them in native code, 0.1-0.15 ms sooner per call than through Python threads (measured
+on 2 cores: LeNet's step in lanes 4.02-4.09 -> 3.89-3.95 ms, the small CNN's 0.38-0.42 ->
+0.28-0.29 ms, which is one lane's time alone). `parallel_lanes()` says whether it may be used
+here.
 """
+import os
+
 import numba
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core.extending import intrinsic
@@ -102,3 +112,51 @@ def run_step(plan, index, repeats):
 def run(plan, *arrays):
     _store_addresses(plan[2:2 + len(arrays)], arrays)
     return run_steps(plan)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def run_lanes(plans, failed):
+    """Every plan of the tuple `plans` (their bases' addresses stored), each on a thread of
+    Numba's pool: failed[k] = run_steps(plans[k])."""
+    for k in numba.prange(len(plans)):
+        failed[k] = run_steps(plans[k])
+
+
+_launched_in = None  # the process that first launched run_lanes
+
+
+def _thread_safe_layer():
+    """Whether Numba's threading layer (the one chosen, or the one the first launch will
+    choose) lets several threads launch at once: tbb and omp do; the workqueue layer aborts
+    the process on a concurrent launch."""
+    try:
+        return numba.threading_layer() in ("tbb", "omp")
+    except ValueError:  # no parallel launch yet
+        pass
+    if numba.config.THREADING_LAYER not in ("default", "threadsafe", "tbb", "omp"):
+        return False
+    for layer in ("tbbpool", "omppool"):
+        try:
+            __import__(f"numba.np.ufunc.{layer}")
+            return True
+        except ImportError:
+            continue
+    return False
+
+
+def parallel_lanes():
+    """The threads `run_lanes` may use here (0: it may not): Numba's pool, where its
+    threading layer is thread-safe, in the process that first launched it (GNU OpenMP aborts
+    a forked child that launches its parent's pool)."""
+    if _launched_in not in (None, os.getpid()) or not _thread_safe_layer():
+        return 0
+    return numba.get_num_threads()
+
+
+def launch_lanes(plans):
+    """run_lanes on the tuple `plans`: the index of each plan's failed check, or -1."""
+    global _launched_in
+    failed = np.empty(len(plans), np.int64)
+    run_lanes(plans, failed)
+    _launched_in = os.getpid()
+    return failed

@@ -4,9 +4,12 @@ train steps, embeddings, per-example outputs) and what does not (batch statistic
 softmax over the batch, random draws, a batch of fixed size). The calls: lanes give the
 whole program's outputs and updates (float64, to rounding), at odd batch sizes and in three
 lanes; a check failing in one lane raises the whole call's error and changes no Variable;
-BLAS threads are restored; too little work, lanes=False and SYMGRAD_LANES=0 run the whole."""
+BLAS threads are restored; too little work, lanes=False and SYMGRAD_LANES=0 run the whole. Each
+test that calls in lanes runs twice: lanes started from native code, and from Python threads."""
+import os
 import pickle
 
+import numba
 import numpy as np
 import pytest
 
@@ -15,19 +18,24 @@ from symgrad.compiler import function as function_module
 from symgrad.compiler.lanes import split
 from symgrad.core.graph import topological_order
 from symgrad.core.random import Generator
-from symgrad.runtime import cores
+from symgrad.runtime import cores, native
 
 F64 = "float64"
 
 
-@pytest.fixture
-def lanes_on(monkeypatch):
+@pytest.fixture(params=["native threads", "python threads"])
+def lanes_on(monkeypatch, request):
     """Every call with two rows or more runs in lanes: no work threshold, 2 cores (3 where
-    a test asks)."""
+    a test asks), the lanes run by native.run_lanes in Numba's pool or, where Numba's
+    threading layer is not thread-safe, by Python threads."""
     monkeypatch.setattr(function_module, "LANES_MIN_BYTES", 0)
     monkeypatch.setattr(function_module, "LANES_WORK_PER_SUM", 0)
     monkeypatch.delenv("SYMGRAD_LANES", raising=False)
     count = {"lanes": 2}
+    if request.param == "native threads" and not native.parallel_lanes():
+        pytest.skip("Numba's threading layer here is not thread-safe (no tbb or OpenMP)")
+    native_threads = request.param == "native threads"
+    monkeypatch.setattr(native, "parallel_lanes", lambda: count["lanes"] if native_threads else 0)
     monkeypatch.setattr(cores, "cores", lambda: count["lanes"])
     monkeypatch.setattr(cores, "blas_threads", lambda: count["lanes"])
     # (restoring the patched count would leave NumPy's BLAS on that many threads)
@@ -227,6 +235,15 @@ def test_a_check_failing_in_one_lane_raises_and_changes_nothing(lanes_on):
         step(x, bad)
     for p, b in zip(model[2], before):
         np.testing.assert_array_equal(p.value, b)
+
+
+def test_lanes_keep_to_python_threads_in_a_forked_child(monkeypatch):
+    # GNU OpenMP aborts a child forked after its pool started, if the child launches it: a
+    # process other than the one that launched run_lanes runs its lanes on Python threads
+    monkeypatch.setattr(native, "_launched_in", os.getpid() + 1)
+    assert native.parallel_lanes() == 0
+    monkeypatch.setattr(native, "_launched_in", os.getpid())
+    assert native.parallel_lanes() == (numba.get_num_threads() if native._thread_safe_layer() else 0)
 
 
 def test_arguments_that_do_not_fit_are_refused_as_without_lanes(lanes_on):
