@@ -34,7 +34,7 @@ from ..core.random import advance
 from .schedule import Decision, bytes_at, schedule
 from ..core.sizes import concrete_shapes, introduced_sizes, unbound_symbols
 from ..core.simplify import simplify as simplify_graph
-from ..runtime import cores, native
+from ..runtime import cores
 
 __all__ = ["Function", "function", "BACKGROUND_AFTER"]
 
@@ -334,7 +334,7 @@ class Function:
                 os.environ.get("SYMGRAD_LANES", "1") == "0":
             return 1
         count = min(cores.cores(), cores.blas_threads(), rows,
-                    native.parallel_lanes() or cores.cores())
+                    jit.parallel_lanes() or cores.cores())
         if count < 2:
             return 1
         if self._lane_functions is None:
@@ -388,7 +388,7 @@ class Function:
         before = cores.blas_threads()
         cores.set_blas_threads(1)
         try:  # (every lane finishes before anything is raised)
-            if native.parallel_lanes():
+            if jit.parallel_lanes():
                 results = self._lanes_in_native_threads(functions[:count], parts)
             else:
                 others = [cores.workers().submit(f, *args) for f, args in zip(functions[1:count], parts[1:])]
@@ -413,7 +413,7 @@ class Function:
         their outputs, or the first failed check's error once all have run."""
         bound = [f._bound([a if a.ndim else a.reshape(1) for a in args])
                  for f, args in zip(functions, parts)]
-        failed = native.launch_lanes(tuple(built.table for built, _ in bound))
+        failed = jit.launch_lanes(tuple(built.table for built, _ in bound))
         for (built, _), index in zip(bound, failed):
             if index >= 0:
                 raise ValueError(built.messages[index])

@@ -362,6 +362,22 @@ def compile_runner(array_types):
     return native.run
 
 
+# The lanes of a call (lanes.py) run at once through native.run_lanes; imported when first
+# asked, as the runners are, so that `import symgrad` loads no Numba.
+
+def parallel_lanes():
+    """The threads native.run_lanes may use here (0: none, and lanes run on Python threads)."""
+    from ..runtime import native
+    return native.parallel_lanes()
+
+
+def launch_lanes(tables):
+    """native.launch_lanes: the plans `tables` (bound to their calls) run at once; the index
+    of each one's failed check, or -1."""
+    from ..runtime import native
+    return native.launch_lanes(tables)
+
+
 def load_program(source):
     """The generated module `source` (plain Python: its `plan` function and its loops),
     executed once per process."""
