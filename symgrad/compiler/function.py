@@ -47,13 +47,14 @@ BACKGROUND_AFTER = 0.25
 # A call runs in lanes (lanes.py: its batch split between the cores) where its graph allows
 # it and the bytes its values take per example, times its examples, come to at least
 # LANES_MIN_BYTES and to LANES_WORK_PER_SUM times the bytes of the sums the lanes return.
-# Below the first, handing work to a thread costs more than the second core gives back; below
-# the second, the products that write the sums (weight gradients) dominate, and they use both
-# cores anyway, through BLAS: lanes would write each sum once per lane and add them up.
-# (Measured, 2 cores: LeNet-5 at batch 128, 75 MB, 0.56-0.66 of the whole program's time; a
-# small CNN at 128, 6 MB, 0.80-0.83; an MLP 784-1024-1024-10 at 512, 26 MB of values for 7 MB
-# of sums, 1.0-1.1: not split.) SYMGRAD_LANES=0 turns lanes off.
-LANES_MIN_BYTES = 4 << 20
+# Below the first, starting the lanes and adding their sums costs more than the second core
+# gives back; below the second, the products that write the sums (weight gradients) dominate,
+# and they use both cores anyway, through BLAS: lanes would write each sum once per lane and
+# add them up. (Measured, 2 cores, lanes started from native code, lanes / whole program: a
+# small CNN at 16, 32, 64 and 128 examples, 0.8, 1.7, 3.4 and 6.7 MB: 1.72, 1.02, 0.83, 0.69;
+# LeNet-5 at 8, 16, 32 and 64, 4.9 to 39 MB: 1.00, 0.82, 0.69, 0.64; an MLP 784-1024-1024-10
+# at 512, 26 MB of values for 7 MB of sums: 1.0-1.1, not split.) SYMGRAD_LANES=0 turns lanes off.
+LANES_MIN_BYTES = 2 << 20
 LANES_WORK_PER_SUM = 16
 
 
