@@ -246,6 +246,19 @@ def test_lanes_keep_to_python_threads_in_a_forked_child(monkeypatch):
     assert native.parallel_lanes() == (numba.get_num_threads() if native._thread_safe_layer() else 0)
 
 
+def test_openmp_loads_with_a_short_spin_and_the_environment_is_restored(monkeypatch):
+    # (OpenMP reads GOMP_SPINCOUNT when it loads; left set, it would change the OpenMP of a
+    # library loaded later, PyTorch's say)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    with native._short_openmp_spin():
+        assert os.environ["GOMP_SPINCOUNT"] == "3000"
+    assert "GOMP_SPINCOUNT" not in os.environ
+    monkeypatch.setenv("OMP_WAIT_POLICY", "active")  # the user's choice is kept
+    with native._short_openmp_spin():
+        assert "GOMP_SPINCOUNT" not in os.environ
+
+
 def test_arguments_that_do_not_fit_are_refused_as_without_lanes(lanes_on):
     """x of 6 rows and y of 5: the whole call's error, not a lane's."""
     step = _train_step(_mlp(np.random.default_rng(0)))
