@@ -252,8 +252,8 @@ MUTANTS = [
             f"{CORE}::test_swapping_updates_read_old_values"),
            "an update written in place while a later step still reads the old value"),
     Mutant("lazy_unslice_input_freed_early", "symgrad/compiler/schedule.py",
-           "while OPS[node.op].view or OPS[node.op].lazy_read:",
-           "while OPS[node.op].view:",
+           "return OPS[node.op].view or OPS[node.op].lazy_read",
+           "return OPS[node.op].view",
            (f"{CORRECTNESS}::test_gradients_of_several_slices_keep_their_memory_until_read",),
            "a cotangent read lazily through an unslice handed its slot on before it is read"),
     # issue 18: GEMM epilogues
