@@ -113,8 +113,10 @@ class Code:
     """The body of the plan function being written, with helpers the ops' emit rules use."""
 
     def __init__(self, program, in_place, epilogues=None, inlined=None, reductions=None,
-                 by_images=None):
+                 by_images=None, direct=None):
         self.program = program
+        # value name -> Direct: convolutions and filter gradients by direct kernels (generate)
+        self.direct = direct or {}
         # product value name -> (its left operand, the (N, C, P) value its right one lays out
         # as rows): products summed image by image (product_by_images, generate)
         self.by_images = by_images or {}
@@ -571,11 +573,11 @@ def _segmented_loops(rank, offsets, windows, statement):
 
 
 def _emit_steps(program, in_place, epilogues=None, inlined=None, reductions=None,
-                by_images=None):
-    """Emit every step; return the Code and, per value, the line count after its step."""
-    code = Code(program, in_place, epilogues, inlined, reductions, by_images)
-    # the transposes and reshapes laying out a product_by_images operand: never written
-    unwritten = {name for _, _, views in code.by_images.values() for name in views}
+                by_images=None, direct=None, unwritten=()):
+    """Emit every step but those `unwritten` names (values no step reads once the passes have
+    chosen: the layout of a product_by_images operand, columns a direct convolution does
+    without...); return the Code and, per value, the line count after its step."""
+    code = Code(program, in_place, epilogues, inlined, reductions, by_images, direct)
     summed = {total for total, _ in code.reductions.values()}
     positions = {}
     introduced = introduced_sizes([step.node for step in program.steps])
@@ -601,6 +603,11 @@ def _emit_steps(program, in_place, epilogues=None, inlined=None, reductions=None
             left, images, _ = code.by_images[step.out]
             code.compute(node, step.out, list(node.shape), "kernels.product_by_images({0}, {1}, {2})",
                          left, f"{images}.reshape({images}.shape[0], {images}.shape[1], -1)")
+        elif step.out in code.direct:
+            direct_step = code.direct[step.out]
+            x = direct_step.operands[0]
+            code.compute(node, step.out, [d if is_known(d) else f"{x}.shape[0]" for d in node.shape],
+                         direct_step.statement, *direct_step.operands)
         else:
             OPS[node.op].emit(code, node, step.out, list(step.args))
         for axis, d in enumerate(node.shape):  # a size this value brings: read it now
@@ -657,6 +664,22 @@ def _reads_moved(program, code, value, variable):
     return False
 
 
+def _images_as_rows(code, names, rows):
+    """The value x (N, C, P...) that `rows` lays out as rows, reshape(transpose(x, (0, 2, ...,
+    1)), (N·P, C)) (a convolution's cotangent as a product's right operand), where the
+    transpose and the reshape are read by the next op alone; or None."""
+    if rows.op != "reshape" or rows.ndim != 2 or len(code.consumers.get(names[rows], [])) != 1:
+        return None
+    laid = rows.inputs[0]
+    if laid.op != "transpose" or code.consumers.get(names[laid]) != [rows]:
+        return None
+    x = laid.inputs[0]
+    if laid.attrs["perm"] != (0,) + tuple(range(2, x.ndim)) + (1,) or x.ndim < 3 or \
+            rows.shape[1] != x.shape[1] or not all(is_known(d) for d in x.shape[1:]):
+        return None
+    return x
+
+
 # A product reading a convolution's cotangent as rows sums one BLAS call per image, reading
 # the cotangent in place, when an image's block is this many rows or more: measured on 2
 # cores, LeNet's first filter gradient (P = 784 positions) 0.93 -> 0.64 ms with the transposed
@@ -666,11 +689,10 @@ BY_IMAGES_MIN_ROWS = 256
 
 def _products_by_images(program, code, taken):
     """product_by_images: products a @ rows whose right operand is a value x (N, C, P...) laid
-    out as rows, reshape(transpose(x, (0, 2, ..., 1)), (N·P, C)) (a filter gradient: the
-    columns' transpose times the cotangent), where the transpose and the reshape are read by
-    the product alone: {product name: (a's name, x's name, (transpose, reshape names))}. The
-    product sums each image's block of rows (kernels.product_by_images) and the layout is
-    never written."""
+    out as rows (_images_as_rows: a filter gradient, the columns' transpose times the
+    cotangent): {product name: (a's name, x's name, (transpose, reshape names))}. The product
+    sums each image's block of rows (kernels.product_by_images) and the layout is never
+    written."""
     names = program.names
     chosen = {}
     for step in program.steps:
@@ -678,19 +700,108 @@ def _products_by_images(program, code, taken):
         if node.op != "matmul" or step.out in taken:
             continue
         rows = node.inputs[1]
-        if rows.op != "reshape" or rows.ndim != 2 or code.consumers.get(names[rows]) != [node]:
+        x = _images_as_rows(code, names, rows)
+        if x is None or math.prod(x.shape[2:]) < BY_IMAGES_MIN_ROWS:
             continue
-        laid = rows.inputs[0]
-        if laid.op != "transpose" or code.consumers.get(names[laid]) != [rows]:
-            continue
-        x = laid.inputs[0]
-        if laid.attrs["perm"] != (0,) + tuple(range(2, x.ndim)) + (1,) or x.ndim < 3 or \
-                rows.shape[1] != x.shape[1] or not all(is_known(d) for d in x.shape[1:]):
-            continue
-        if math.prod(x.shape[2:]) < BY_IMAGES_MIN_ROWS:
-            continue
-        chosen[step.out] = (step.args[0], names[x], (names[laid], names[rows]))
+        chosen[step.out] = (step.args[0], names[x], (names[rows.inputs[0]], names[rows]))
     return chosen
+
+
+# A convolution with at most this many taps per output (C·kh·kw) runs direct, its sums kept
+# in registers (kernels.conv2d_direct, conv2d_filter_direct), not as im2col columns and BLAS
+# products, whose shapes are then too thin for BLAS: measured at 64 images on one core,
+# LeNet's first convolution (1·5·5 = 25 taps, 6 filters) 0.83 -> 0.20 ms forward (im2col and
+# the product), its filter gradient 0.28 -> 0.19 ms; its second (6·5·5 = 150 taps, 16
+# filters) would run 0.52 -> 0.55 ms, so not there.
+DIRECT_MAX_TAPS = 25
+
+
+class Direct(NamedTuple):
+    """A convolution, or its filter gradient, computed by a direct kernel: the kernel's
+    statement, its operands (value names: the input, and the filters or the cotangent), and
+    the values it leaves unwritten (the layout between the columns' product and the result),
+    and what it is (for the Decision)."""
+    statement: str
+    operands: tuple
+    unwritten: tuple
+    detail: str
+
+
+def _runs_direct(columns):
+    """Whether the convolution whose im2col columns are `columns` runs direct."""
+    attrs = columns.attrs
+    return columns.op == "im2col" and attrs["stride"] == (1, 1) and \
+        columns.shape[1] <= DIRECT_MAX_TAPS and columns.dtype in ("float32", "float64")
+
+
+def _direct_convolutions(program, code, taken):
+    """direct_convolution: {value name: Direct} for (a) every NCHW convolution
+    transpose(reshape(im2col(x) @ filters, (N, Ho, Wo, O)), (0, 3, 1, 2)) and (b) every
+    filter gradient im2col(x)ᵀ @ rows of g (N, O, Ho, Wo) whose columns run direct
+    (_runs_direct); and the names of the columns, and of their transposes, that nothing else
+    reads (never written: the kernels read x)."""
+    names = program.names
+    chosen, replaced = {}, set()
+    for step in program.steps:
+        node = step.node
+        if node.op == "transpose" and node.attrs["perm"] == (0, 3, 1, 2):  # (a)
+            laid = node.inputs[0]
+            product = laid.inputs[0] if laid.op == "reshape" else None
+            if product is None or product.op != "matmul" or names[product] in taken or \
+                    code.consumers.get(names[laid]) != [node] or \
+                    code.consumers.get(names[product]) != [laid]:
+                continue
+            columns, filters = product.inputs
+            if not _runs_direct(columns) or filters.dtype != columns.dtype:
+                continue
+            x = columns.inputs[0]
+            if laid.shape[1:] != _direct_output(columns) + (product.shape[1],):
+                continue
+            chosen[step.out] = Direct(
+                f"kernels.conv2d_direct({{0}}, {{1}}, {{2}}, {_direct_geometry(columns)})",
+                (names[x], names[filters]), (names[laid], names[product]),
+                f"= the convolution of {names[x]} by {names[filters]}, each output's "
+                f"{columns.shape[1]} taps summed in registers: no im2col columns, no product")
+            replaced.add(product)
+        elif node.op == "matmul" and step.out not in taken and node.inputs[0].op == "transpose":  # (b)
+            columns = node.inputs[0].inputs[0]
+            g = _images_as_rows(code, names, node.inputs[1])
+            if not _runs_direct(columns) or g is None or g.ndim != 4 or g.dtype != columns.dtype:
+                continue
+            x = columns.inputs[0]
+            if g.shape[2:] != _direct_output(columns):
+                continue
+            rows = node.inputs[1]
+            chosen[step.out] = Direct(
+                f"kernels.conv2d_filter_direct({{0}}, {{1}}, {{2}}, {_direct_geometry(columns)})",
+                (names[x], names[g]), (names[rows.inputs[0]], names[rows]),
+                f"= the filter gradient of the convolution of {names[x]}, {names[g]} read as "
+                f"images: no im2col columns, no product")
+            replaced.add(node)
+    unwritten = set()
+    for step in program.steps:  # columns nothing else reads (or their transposes): never written
+        if step.node.op != "im2col" or not _runs_direct(step.node):
+            continue
+        readers = code.consumers.get(step.out, [])
+        views = [r for r in readers if r is not None and r.op == "transpose"]
+        reads = [r for r in readers if not any(r is v for v in views)] + \
+            [u for v in views for u in code.consumers.get(names[v], [None])]
+        if all(r is not None and r in replaced for r in reads):
+            unwritten.update([step.out] + [names[v] for v in views])
+    return chosen, unwritten
+
+
+def _direct_output(columns):
+    """(Ho, Wo) of a stride-1 convolution whose im2col columns are `columns`."""
+    (kh, kw), (ph, pw), (dh, dw) = (columns.attrs[k] for k in ("window", "padding", "dilation"))
+    h, w = columns.inputs[0].shape[2:]
+    return (h + 2 * ph - dh * (kh - 1), w + 2 * pw - dw * (kw - 1))
+
+
+def _direct_geometry(columns):
+    """The window's numbers as the direct kernels take them: kh, kw, ph, pw, dh, dw."""
+    attrs = columns.attrs
+    return ", ".join(str(v) for k in ("window", "padding", "dilation") for v in attrs[k])
 
 
 class Epilogue(NamedTuple):
@@ -941,19 +1052,29 @@ def generate(program, title="", decisions=None):
     taken = {**in_place, **epilogues, **{e.update: p for p, e in epilogues.items()}}
     inlined, lifetimes = _inline_producers(program, code, taken)
     reductions, column_sums = _loop_reductions(program, code, {**taken, **inlined})
-    by_images = _products_by_images(program, code, taken)
+    direct, unread_columns = _direct_convolutions(program, code, taken)
+    by_images = _products_by_images(program, code, {**taken, **direct})
     step_index = program.step_index()
     for product, (_, images, _) in by_images.items():  # read by the product, not the transpose
         lifetimes[images] = max(lifetimes.get(images, -1), step_index[product])
-    if in_place or inlined or epilogues or reductions or by_images:
+    for value, direct_step in direct.items():  # read by the kernel, not the columns
+        for operand in direct_step.operands:
+            lifetimes[operand] = max(lifetimes.get(operand, -1), step_index[value])
+    unwritten = {name for _, _, views in by_images.values() for name in views} | unread_columns | \
+        {name for direct_step in direct.values() for name in direct_step.unwritten}
+    if in_place or inlined or epilogues or reductions or by_images or direct:
         for arg, last in lifetimes.items():  # read where the inlined values are read
             program.last_use[arg] = max(program.last_use.get(arg, -1), last)
         # those values need no slot of their own (nor do products added into a Variable or a
-        # sum, nor values never stored); a sum has its memory from its first product on, or
-        # from the loop that adds it up
+        # sum, nor values never stored or never written); a sum has its memory from its first
+        # product on, or from the loop that adds it up
         plan_workspace(program, {**in_place, **{p: e.variable for p, e in epilogues.items()},
-                                 **{name: name for name in inlined}}, {**product_sums, **column_sums})
-        code, _ = _emit_steps(program, in_place, epilogues, inlined, reductions, by_images)
+                                 **{name: name for name in [*inlined, *unwritten]}},
+                       {**product_sums, **column_sums})
+        code, _ = _emit_steps(program, in_place, epilogues, inlined, reductions, by_images, direct,
+                              unwritten)
+        for value, direct_step in direct.items():
+            code.decide("direct_convolution", value, direct_step.detail)
         for product, (_, images, _) in by_images.items():
             code.decide("product_by_images", product, f"sums a product per image of {images}, read "
                                                       f"in place as rows: no transposed copy")
