@@ -664,14 +664,15 @@ def _reads_moved(program, code, value, variable):
     return False
 
 
-def _images_as_rows(code, names, rows):
+def _images_as_rows(code, names, rows, alone=True):
     """The value x (N, C, P...) that `rows` lays out as rows, reshape(transpose(x, (0, 2, ...,
     1)), (N·P, C)) (a convolution's cotangent as a product's right operand), where the
-    transpose and the reshape are read by the next op alone; or None."""
-    if rows.op != "reshape" or rows.ndim != 2 or len(code.consumers.get(names[rows], [])) != 1:
+    transpose and the reshape are read by the next op alone (unless not `alone`); or None."""
+    if rows.op != "reshape" or rows.ndim != 2 or \
+            (alone and len(code.consumers.get(names[rows], [])) != 1):
         return None
     laid = rows.inputs[0]
-    if laid.op != "transpose" or code.consumers.get(names[laid]) != [rows]:
+    if laid.op != "transpose" or (alone and code.consumers.get(names[laid]) != [rows]):
         return None
     x = laid.inputs[0]
     if laid.attrs["perm"] != (0,) + tuple(range(2, x.ndim)) + (1,) or x.ndim < 3 or \
@@ -764,17 +765,18 @@ def _direct_convolutions(program, code, taken):
                 f"{columns.shape[1]} taps summed in registers: no im2col columns, no product")
             replaced.add(product)
         elif node.op == "matmul" and step.out not in taken and node.inputs[0].op == "transpose":  # (b)
-            columns = node.inputs[0].inputs[0]
-            g = _images_as_rows(code, names, node.inputs[1])
+            columns, rows = node.inputs[0].inputs[0], node.inputs[1]
+            # (the rows may also be read by the input gradient's product: then they are written)
+            g = _images_as_rows(code, names, rows, alone=False)
             if not _runs_direct(columns) or g is None or g.ndim != 4 or g.dtype != columns.dtype:
                 continue
             x = columns.inputs[0]
             if g.shape[2:] != _direct_output(columns):
                 continue
-            rows = node.inputs[1]
+            alone = _images_as_rows(code, names, rows) is not None
             chosen[step.out] = Direct(
                 f"kernels.conv2d_filter_direct({{0}}, {{1}}, {{2}}, {_direct_geometry(columns)})",
-                (names[x], names[g]), (names[rows.inputs[0]], names[rows]),
+                (names[x], names[g]), (names[rows.inputs[0]], names[rows]) if alone else (),
                 f"= the filter gradient of the convolution of {names[x]}, {names[g]} read as "
                 f"images: no im2col columns, no product")
             replaced.add(node)

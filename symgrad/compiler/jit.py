@@ -6,7 +6,7 @@ step's compiled C function (native.py runs it), or the module's namespace.
 
 Each step is compiled from a module of its own, `<cache dir>/step_<hash>.py`, where the hash
 covers the step's text and the versions of symgrad, Numba, NumPy and Python and the code of
-the runtime modules (blas, fastmath, kernels, native, simd) that Numba inlines into it; Numba's own
+the runtime modules (blas, convolution, fastmath, kernels, native) that Numba inlines into it; Numba's own
 cache (`cache=True`) stores the machine code beside it. So a step is compiled once per
 machine, and serves every model that has it, in every process: a new model compiles only the
 steps no model before it had. The directory is `$SYMGRAD_CACHE_DIR`, else
@@ -63,9 +63,9 @@ def _runtime_digest():
     """A digest of the modules generated code calls into: Numba inlines them into the cached
     machine code, so a change there must change the cache key too; and of the matrix product
     `kernels.product` stands for in this process (NumPy's BLAS, or SciPy's through Numba)."""
-    from ..runtime import blas, fastmath, kernels, native, simd
+    from ..runtime import blas, convolution, fastmath, kernels, native
     digest = hashlib.sha256(kernels.MATMUL.encode())
-    for module in (blas, fastmath, kernels, native, simd):
+    for module in (blas, convolution, fastmath, kernels, native):
         with open(module.__file__, "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()[:16]

@@ -14,7 +14,10 @@ float32 or float64 version by the argument's type.
 import numba
 import numpy as np
 
-from . import blas, fastmath, simd
+from . import blas, fastmath
+# direct convolutions: defined beside their register tiles (Numba's cache of a function is
+# keyed by its own file alone), called by generated code as kernels.*
+from .convolution import conv2d_direct, conv2d_filter_direct  # noqa: F401
 
 jit = numba.njit(cache=True, nogil=True, fastmath=fastmath.SAFE_FLAGS, error_model="numpy")
 # Sums may be reassociated (vectorised accumulation); nothing else here may.
@@ -217,131 +220,6 @@ else:
                     a_iq = a[i, n * p_ + q]
                     for j in range(c_):
                         out[i, j] += a_iq * x[n, j, q]
-
-
-# A convolution with few taps per output (C·kh·kw, codegen's direct_convolution pass) without
-# im2col. Each image is copied once into zero-padded planes, one per channel, end to end, so
-# that the output at row i, column j is Σ_t w[t] · planes[p + offset[t]] with p = i·Wp + j
-# (Wp: the padded width; offset[t] the tap's place in the planes): a sum along a strip of
-# consecutive p, computed a tile of vectors of p at a time in registers (simd.py). The strip
-# also covers the Wp - Wo positions at the end of each row that hold no output; they are
-# dropped. Stride 1; any padding and dilation. Scratch: the padded planes of one image and a
-# strip per filter (about one output image), whatever the batch.
-
-@jit
-def _conv_geometry(x, taps, rows, kh, kw, ph, pw, dh, dw):
-    """(padded height, padded width, output height, output width) of a stride-1 convolution
-    of x (N, C, H, W), or ValueError where the sizes passed disagree (the kernels below read
-    through raw pointers: every size they index by is checked here)."""
-    hp, wp = x.shape[2] + 2 * ph, x.shape[3] + 2 * pw
-    ho, wo = hp - (kh - 1) * dh, wp - (kw - 1) * dw
-    if min(kh, kw, dh, dw) < 1 or min(ph, pw) < 0 or ho < 1 or wo < 1 or \
-            taps != x.shape[1] * kh * kw or rows < 0:
-        raise ValueError("direct convolution: the window, padding and dilation do not fit the "
-                         "input, or the filters do not have C·kh·kw taps")
-    return hp, wp, ho, wo
-
-
-@jit
-def _tap_offsets(channels, kh, kw, dh, dw, hp, wp, count):
-    """Where each tap (c, i, j) reads in the padded planes, relative to the output's place;
-    `count` >= C·kh·kw entries, those past the taps 0 (a place that exists)."""
-    offsets = np.zeros(count, np.int64)
-    for c in range(channels):
-        for i in range(kh):
-            for j in range(kw):
-                offsets[(c * kh + i) * kw + j] = c * hp * wp + i * dh * wp + j * dw
-    return offsets
-
-
-@jit
-def _pad_into(image, planes, hp, wp, ph, pw):
-    """planes[c·Hp·Wp + (i + ph)·Wp + pw + j] = image[c, i, j] (the padding stays 0)."""
-    for c in range(image.shape[0]):
-        for i in range(image.shape[1]):
-            row = planes[c * hp * wp + (i + ph) * wp + pw:]
-            for j in range(image.shape[2]):
-                row[j] = image[c, i, j]
-
-
-@jit
-def conv2d_direct(x, w, out, kh, kw, ph, pw, dh, dw):
-    """out (N, O, Ho, Wo) = the stride-1 convolution of x (N, C, H, W) padded with (ph, pw)
-    zeros, with the filters w (C·kh·kw, O: the product's right operand, any layout), taps dh,
-    dw apart."""
-    n_, c_ = x.shape[0], x.shape[1]
-    taps, o_ = w.shape
-    hp, wp, ho, wo = _conv_geometry(x, taps, o_, kh, kw, ph, pw, dh, dw)
-    if out.shape[0] != n_ or out.shape[1] != o_ or out.shape[2] != ho or out.shape[3] != wo:
-        raise ValueError("direct convolution: the output is not (N, O, Ho, Wo)")
-    tile = simd.VECTOR_BYTES // x.itemsize * simd.BLOCKS
-    strip = ho * wp
-    length = (strip + tile - 1) // tile * tile
-    filters = (o_ + simd.FILTERS - 1) // simd.FILTERS * simd.FILTERS
-    offsets = _tap_offsets(c_, kh, kw, dh, dw, hp, wp, taps)
-    weights = np.zeros((filters, taps), x.dtype)  # the filters padded to whole tiles with 0s
-    for o in range(o_):
-        for t in range(taps):
-            weights[o, t] = w[t, o]
-    # a tile reads up to `length` - 1 past a tap's offset, the largest of which is below C·Hp·Wp
-    planes = np.zeros(c_ * hp * wp + length, x.dtype)
-    sums = np.empty((filters, length), x.dtype)
-    flat_weights, flat_sums = weights.reshape(-1), sums.reshape(-1)
-    for n in range(n_):
-        _pad_into(x[n], planes, hp, wp, ph, pw)
-        for o in range(0, filters, simd.FILTERS):
-            for p in range(0, length, tile):
-                simd.taps_tile(planes, p, offsets, taps, flat_weights, o * taps, flat_sums,
-                               o * length + p, length)
-        for o in range(o_):
-            for i in range(ho):
-                row, strip_row = out[n, o, i], sums[o, i * wp:]
-                for j in range(wo):
-                    row[j] = strip_row[j]
-
-
-@jit
-def conv2d_filter_direct(x, g, out, kh, kw, ph, pw, dh, dw):
-    """out (C·kh·kw, O) = Σ over images n and outputs (i, j) of the window of x[n] at (i, j)
-    times g[n, :, i, j]: the filter gradient of conv2d_direct (im2col(x)ᵀ @ g's rows), g
-    (N, O, Ho, Wo) in any layout."""
-    n_, c_ = x.shape[0], x.shape[1]
-    taps, o_ = out.shape
-    hp, wp, ho, wo = _conv_geometry(x, taps, o_, kh, kw, ph, pw, dh, dw)
-    if g.shape[0] != n_ or g.shape[1] != o_ or g.shape[2] != ho or g.shape[3] != wo:
-        raise ValueError("direct convolution: the cotangent is not (N, O, Ho, Wo)")
-    lanes = simd.VECTOR_BYTES // x.itemsize
-    blocks = (ho * wp + lanes - 1) // lanes
-    length = blocks * lanes
-    filters = (o_ + simd.GRAD_FILTERS - 1) // simd.GRAD_FILTERS * simd.GRAD_FILTERS
-    padded_taps = (taps + simd.GRAD_TAPS - 1) // simd.GRAD_TAPS * simd.GRAD_TAPS
-    offsets = _tap_offsets(c_, kh, kw, dh, dw, hp, wp, padded_taps)
-    planes = np.zeros(c_ * hp * wp + length, x.dtype)
-    rows = np.zeros((filters, length), x.dtype)  # g[n] along the strip, 0 where no output is
-    keep = np.zeros(length, x.dtype)             # 1 where an output is
-    for i in range(ho):
-        for j in range(wo):
-            keep[i * wp + j] = 1
-    sums = np.zeros((filters, padded_taps, lanes), x.dtype)
-    flat_rows, flat_sums = rows.reshape(-1), sums.reshape(-1)
-    for n in range(n_):
-        _pad_into(x[n], planes, hp, wp, ph, pw)
-        for o in range(o_):
-            for i in range(ho):
-                row, image_row = rows[o, i * wp:], g[n, o, i]
-                for j in range(wo):
-                    row[j] = image_row[j]
-        for o in range(0, filters, simd.GRAD_FILTERS):
-            for t in range(0, padded_taps, simd.GRAD_TAPS):
-                simd.taps_gradient_tile(flat_rows, o * length, length, keep, planes, offsets, t,
-                                        blocks, flat_sums, (o * padded_taps + t) * lanes,
-                                        padded_taps * lanes)
-    for t in range(taps):
-        for o in range(o_):
-            total = out.dtype.type(0)
-            for k in range(lanes):
-                total += sums[o, t, k]
-            out[t, o] = total
 
 
 @jit

@@ -1,0 +1,189 @@
+"""The direct_convolution pass (codegen.py) and its kernels (convolution.py: conv2d_direct,
+conv2d_filter_direct, made of register tiles in LLVM IR): a stride-1 convolution with at most
+DIRECT_MAX_TAPS taps per output (C·kh·kw) computes its output and its filter gradient without
+im2col columns or BLAS products. The kernels are compared with NumPy at odd sizes, padding
+beyond half the window, dilation, filter and tap counts that do not fill a tile, batch 0 and 1,
+views and read-only arrays, NaN and ±inf; the compiled functions with the interpreter."""
+import numpy as np
+import pytest
+
+import symgrad as sg
+from symgrad.compiler import codegen
+from symgrad.runtime import kernels
+
+F64 = "float64"
+
+
+def _windows(x, window, padding, dilation):
+    """(N, C, Ho, Wo, kh, kw): every stride-1 window of x padded with zeros."""
+    (kh, kw), (ph, pw), (dh, dw) = window, padding, dilation
+    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+    return np.lib.stride_tricks.sliding_window_view(padded, span, axis=(2, 3))[..., ::dh, ::dw]
+
+
+def _reference(x, w, g, padding, dilation):
+    """The convolution (N, O, Ho, Wo) and the filter gradient (C·kh·kw, O), as im2col and
+    products in float64."""
+    o = w.shape[0]
+    windows = _windows(x.astype(np.float64), w.shape[2:], padding, dilation)
+    n, c, ho, wo, kh, kw = windows.shape
+    columns = windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw)
+    out = (columns @ w.reshape(o, -1).T.astype(np.float64)).reshape(n, ho, wo, o).transpose(0, 3, 1, 2)
+    rows = g.astype(np.float64).transpose(0, 2, 3, 1).reshape(-1, o)
+    return out, columns.T @ rows
+
+
+GEOMETRIES = [  # N, C, H, W, O, (kh, kw), (ph, pw), (dh, dw)
+    (4, 1, 28, 28, 6, (5, 5), (2, 2), (1, 1)),    # LeNet's first layer
+    (3, 1, 8, 8, 8, (3, 3), (1, 1), (1, 1)),      # the small CNN's
+    (2, 2, 7, 5, 5, (3, 2), (2, 1), (2, 1)),      # odd sizes, dilation, padding > window/2
+    (1, 1, 1, 1, 1, (1, 1), (0, 0), (1, 1)),      # a single value
+    (1, 3, 9, 40, 7, (2, 4), (0, 3), (1, 1)),     # 7 filters, 24 taps, several tiles per row
+    (0, 1, 5, 5, 3, (3, 3), (0, 0), (1, 1)),      # no images
+    (2, 1, 3, 3, 2, (3, 3), (4, 4), (1, 1)),      # padding beyond the window
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=[str(g[:5]) for g in GEOMETRIES])
+def test_the_direct_kernels_equal_im2col_and_products(geometry, dtype):
+    n, c, h, w_, o, window, padding, dilation = geometry
+    rng = np.random.default_rng(n * 100 + o)
+    x = rng.standard_normal((n, c, h, w_)).astype(dtype)
+    w = rng.standard_normal((o, c) + window).astype(dtype)
+    want, want_grad = _reference(x, w, np.zeros((n, o) + _windows(x, window, padding, dilation).shape[2:4]),
+                                 padding, dilation)
+    g = rng.standard_normal(want.shape).astype(dtype)
+    _, want_grad = _reference(x, w, g, padding, dilation)
+    numbers = window + padding + dilation
+    filters = w.reshape(o, -1).T          # (taps, O), a transposed view, as the product reads it
+    x.flags.writeable = False             # read-only arrays are read as they are
+    out = np.full(want.shape, np.nan, dtype)
+    kernels.conv2d_direct(x, filters, out, *numbers)
+    grad = np.full(want_grad.shape, np.nan, dtype)
+    g_view = np.ascontiguousarray(g.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)  # not C-ordered
+    kernels.conv2d_filter_direct(x, g_view, grad, *numbers)
+    tolerance = 1e-4 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(out, want, rtol=tolerance, atol=tolerance)
+    scale = max(1.0, np.abs(want_grad).max(initial=0))
+    np.testing.assert_allclose(grad, want_grad, rtol=tolerance, atol=tolerance * scale)
+
+
+@pytest.mark.parametrize("where", [(0, 0), (0, 6), (3, 0), (6, 6), (2, 3)])
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_the_filter_gradient_meets_only_the_inputs_its_windows_hold(where, value):
+    """The strip the kernels sum along also runs over positions past each row's last output,
+    where the cotangent is 0; an infinite input read there would make 0·inf = NaN. Such
+    positions are masked: ±inf and NaN reach exactly the taps that im2col pairs them with."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 1, 7, 7))
+    x[1, 0][where] = value
+    w = rng.standard_normal((3, 1, 3, 3))
+    numbers = (3, 3, 0, 0, 1, 1)
+    g = rng.standard_normal((2, 3, 5, 5))
+    _, want = _reference(x, w, g, (0, 0), (1, 1))
+    grad = np.empty_like(want)
+    kernels.conv2d_filter_direct(x, g, grad, *numbers)
+    np.testing.assert_array_equal(np.isnan(grad), np.isnan(want))
+    np.testing.assert_allclose(grad, want, rtol=1e-12, atol=1e-12)
+    out = np.empty((2, 3, 5, 5))
+    kernels.conv2d_direct(x, w.reshape(3, -1).T, out, *numbers)
+    want_out, _ = _reference(x, w, g, (0, 0), (1, 1))
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(want_out))
+    np.testing.assert_allclose(out, want_out, rtol=1e-12, atol=1e-12)
+
+
+def test_the_direct_kernels_refuse_sizes_that_disagree():
+    """They read through raw pointers: sizes that do not fit are an error, not a stray read."""
+    x = np.ones((2, 1, 6, 6))
+    with pytest.raises(ValueError, match="not \\(N, O, Ho, Wo\\)"):
+        kernels.conv2d_direct(x, np.ones((9, 4)), np.empty((2, 4, 5, 4)), 3, 3, 0, 0, 1, 1)
+    with pytest.raises(ValueError, match="C·kh·kw taps"):
+        kernels.conv2d_direct(x, np.ones((8, 4)), np.empty((2, 4, 4, 4)), 3, 3, 0, 0, 1, 1)
+    with pytest.raises(ValueError, match="window, padding and dilation"):
+        kernels.conv2d_direct(x, np.ones((9, 4)), np.empty((2, 4, 1, 1)), 3, 3, 0, 0, 4, 4)
+    with pytest.raises(ValueError, match="cotangent is not"):
+        kernels.conv2d_filter_direct(x, np.ones((2, 4, 5, 4)), np.empty((9, 4)), 3, 3, 0, 0, 1, 1)
+
+
+def _decisions(f):
+    return [d for d in f.decisions if d.pass_ == "direct_convolution"]
+
+
+def _layer(channels, window=(3, 3), stride=1, dilation=1, seed=3):
+    x = sg.placeholder("x", (None, channels, 9, 8), F64)
+    rng = np.random.default_rng(seed)
+    w = sg.Variable(rng.standard_normal((4, channels) + window), name="w")
+    b = sg.Variable(rng.standard_normal(4), name="b")
+    h = sg.relu(sg.conv2d(x, w, stride=stride, padding=1, dilation=dilation) +
+                sg.reshape(b, (1, 4, 1, 1)))
+    return x, w, b, h
+
+
+@pytest.mark.parametrize("batch", [0, 1, 3])
+def test_a_convolution_over_few_taps_runs_direct(batch):
+    """Two channels, 3×3 (18 taps): the forward pass and the filter gradient run direct (the
+    filter gradient also where the input gradient's product reads the cotangent's rows) and
+    the columns are never written; the loop adding the bias reads the output as NCHW. So does
+    the Hessian-vector product (the tangent's convolution too). The output, every gradient
+    and the product equal the interpreter's."""
+    x, w, b, h = _layer(2)
+    loss = sg.sum(sg.max_pool2d(h, 2) ** 2)
+    step = sg.function([x], [h, sg.grad(loss, w), sg.grad(loss, b), sg.grad(loss, x)],
+                       background=False)
+    chosen = _decisions(step)
+    assert len(chosen) == 2 and "kernels.im2col(" not in step.source
+    assert "conv2d_direct" in step.source and "conv2d_filter_direct" in step.source
+    v = sg.placeholder("v", (4, 2, 3, 3), F64)
+    hvp = sg.function([x, v], sg.hessian_vector_product(loss, w, v), background=False)
+    assert len(_decisions(hvp)) == 3 and "kernels.im2col(" not in hvp.source
+    rng = np.random.default_rng(batch)
+    xv, vv = rng.standard_normal((batch, 2, 9, 8)), rng.standard_normal((4, 2, 3, 3))
+    for got, want in zip(step(xv), sg.evaluate([h, sg.grad(loss, w), sg.grad(loss, b),
+                                                 sg.grad(loss, x)], {x: xv})):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(hvp(xv, vv), sg.evaluate(sg.hessian_vector_product(loss, w, v),
+                                                        {x: xv, v: vv}), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("layer", [
+    dict(channels=3),                 # 27 taps: im2col and a product
+    dict(channels=1, stride=2),       # a stride: im2col and a product
+])
+def test_other_convolutions_keep_their_product(layer):
+    x, w, _, h = _layer(**layer)
+    f = sg.function([x], [h, sg.grad(sg.sum(h * h), w)], background=False)
+    assert not _decisions(f) and "kernels.im2col(" in f.source
+    assert codegen.DIRECT_MAX_TAPS < 27
+
+
+def test_a_direct_convolution_of_a_computed_input_keeps_it_until_its_filter_gradient():
+    """The second layer's input is computed (a pooled value in the workspace). Its columns
+    are never written, so its last reader is the filter gradient, late in the backward pass:
+    its workspace slot must not be handed on before (here to the second layer's activations,
+    of its size; float32, a net of two direct layers)."""
+    rng = np.random.default_rng(11)
+    x = sg.placeholder("x", (None, 1, 12, 12), "float32")
+    w1 = sg.Variable(rng.standard_normal((2, 1, 3, 3)).astype(np.float32), name="w1")
+    w2 = sg.Variable(rng.standard_normal((2, 2, 3, 3)).astype(np.float32), name="w2")
+    d = sg.Variable(rng.standard_normal((18, 5)).astype(np.float32) * 0.3, name="d")
+    h = sg.max_pool2d(sg.tanh(sg.conv2d(x, w1, padding=1)), 2)
+    h = sg.max_pool2d(sg.tanh(sg.conv2d(h, w2, padding=1)), 2)
+    loss = sg.sum(sg.tanh(sg.reshape(h, (-1, 18)) @ d) ** 2)
+    grads = [sg.grad(loss, p) for p in (w1, w2, d)]
+    f = sg.function([x], grads, background=False)
+    assert len(_decisions(f)) == 4
+    xv = rng.standard_normal((5, 1, 12, 12)).astype(np.float32)
+    for got, want in zip(f(xv), sg.evaluate(grads, {x: xv})):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+
+
+def test_a_direct_convolution_can_be_an_output_and_shows_its_choice():
+    x, w, _, _ = _layer(1, window=(2, 3), dilation=(2, 1))
+    y = sg.conv2d(x, w, padding=1, dilation=(2, 1))
+    f = sg.function([x], y, background=False)
+    (decision,) = _decisions(f)
+    assert "no im2col columns" in decision.detail
+    xv = np.random.default_rng(4).standard_normal((2, 1, 9, 8))
+    np.testing.assert_allclose(f(xv), sg.evaluate(y, {x: xv}), rtol=1e-12, atol=1e-12)
