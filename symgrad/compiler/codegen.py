@@ -708,13 +708,22 @@ def _products_by_images(program, code, taken):
     return chosen
 
 
-# A convolution with at most this many taps per output (C·kh·kw) runs direct, its sums kept
-# in registers (kernels.conv2d_direct, conv2d_filter_direct), not as im2col columns and BLAS
-# products, whose shapes are then too thin for BLAS: measured at 64 images on one core,
-# LeNet's first convolution (1·5·5 = 25 taps, 6 filters) 0.83 -> 0.20 ms forward (im2col and
-# the product), its filter gradient 0.28 -> 0.19 ms; its second (6·5·5 = 150 taps, 16
-# filters) would run 0.52 -> 0.55 ms, so not there.
-DIRECT_MAX_TAPS = 25
+# A stride-1 convolution runs direct, its sums kept in registers (kernels.conv2d_direct,
+# conv2d_filter_direct), not as im2col columns and BLAS products, where those products are
+# thin: at most DIRECT_MAX_WORK taps × filters (C·kh·kw · O), and where its outputs fill at
+# least half the positions the kernel computes (each image's Ho·Wp strip, rounded up to
+# tiles of DIRECT_TILE_BYTES: convolution.py's tile of 8 vectors of 64 bytes; on a CPU with
+# narrower vectors the tiles are shorter and fuller). Forward and filter gradient at 64
+# images, one core, float32, direct / im2col and products:
+#   1×28×28, 6 filters 5×5: 0.40 (LeNet's first layer, 25 taps; 7×7: 0.34)
+#   1×8×8, 8 filters 3×3: 0.70 (the small CNN's first); 3×32×32, 16 and 64 filters 3×3: 0.63, 0.70
+#   4×28×28, 16 filters 5×5: 0.65 (100 taps); 16×28×28, 32 filters 3×3: 0.83 (4608 taps × filters)
+#   16×8×8 and 4×8×8, 16 filters 3×3: 0.89, 0.99 (strips half full)
+#   16×16×16, 64 filters 3×3: 1.23 and 32×16×16, 32 filters: 1.00 (9216 taps × filters)
+#   6×14×14, 16 filters 5×5: 1.08 (LeNet's second: outputs fill 39 % of the strip's tiles);
+#   8×4×4, 16 filters 3×3: 2.47 (13 %)
+DIRECT_MAX_WORK = 4608
+DIRECT_TILE_BYTES = 512
 
 
 class Direct(NamedTuple):
@@ -728,18 +737,23 @@ class Direct(NamedTuple):
     detail: str
 
 
-def _runs_direct(columns):
-    """Whether the convolution whose im2col columns are `columns` runs direct."""
-    attrs = columns.attrs
-    return columns.op == "im2col" and attrs["stride"] == (1, 1) and \
-        columns.shape[1] <= DIRECT_MAX_TAPS and columns.dtype in ("float32", "float64")
+def _runs_direct(columns, filters):
+    """Whether the convolution whose im2col columns are `columns`, by `filters` filters,
+    runs direct (see DIRECT_MAX_WORK)."""
+    if columns.op != "im2col" or columns.attrs["stride"] != (1, 1) or \
+            columns.dtype not in ("float32", "float64") or columns.shape[1] * filters > DIRECT_MAX_WORK:
+        return False
+    ho, wo = _direct_output(columns)
+    strip = ho * (columns.inputs[0].shape[3] + 2 * columns.attrs["padding"][1])  # Ho·Wp
+    tile = DIRECT_TILE_BYTES // (4 if columns.dtype == "float32" else 8)
+    return 2 * ho * wo >= -(-strip // tile) * tile
 
 
 def _direct_convolutions(program, code, taken):
     """direct_convolution: {value name: Direct} for (a) every NCHW convolution
     transpose(reshape(im2col(x) @ filters, (N, Ho, Wo, O)), (0, 3, 1, 2)) and (b) every
-    filter gradient im2col(x)ᵀ @ rows of g (N, O, Ho, Wo) whose columns run direct
-    (_runs_direct); and the names of the columns, and of their transposes, that nothing else
+    filter gradient im2col(x)ᵀ @ rows of g (N, O, Ho, Wo) that runs direct (_runs_direct);
+    and the names of the columns, and of their transposes, that nothing else
     reads (never written: the kernels read x)."""
     names = program.names
     chosen, replaced = {}, set()
@@ -753,7 +767,7 @@ def _direct_convolutions(program, code, taken):
                     code.consumers.get(names[product]) != [laid]:
                 continue
             columns, filters = product.inputs
-            if not _runs_direct(columns) or filters.dtype != columns.dtype:
+            if not _runs_direct(columns, product.shape[1]) or filters.dtype != columns.dtype:
                 continue
             x = columns.inputs[0]
             if laid.shape[1:] != _direct_output(columns) + (product.shape[1],):
@@ -768,7 +782,8 @@ def _direct_convolutions(program, code, taken):
             columns, rows = node.inputs[0].inputs[0], node.inputs[1]
             # (the rows may also be read by the input gradient's product: then they are written)
             g = _images_as_rows(code, names, rows, alone=False)
-            if not _runs_direct(columns) or g is None or g.ndim != 4 or g.dtype != columns.dtype:
+            if g is None or g.ndim != 4 or not _runs_direct(columns, g.shape[1]) or \
+                    g.dtype != columns.dtype:
                 continue
             x = columns.inputs[0]
             if g.shape[2:] != _direct_output(columns):
@@ -782,7 +797,7 @@ def _direct_convolutions(program, code, taken):
             replaced.add(node)
     unwritten = set()
     for step in program.steps:  # columns nothing else reads (or their transposes): never written
-        if step.node.op != "im2col" or not _runs_direct(step.node):
+        if step.node.op != "im2col":
             continue
         readers = code.consumers.get(step.out, [])
         views = [r for r in readers if r is not None and r.op == "transpose"]

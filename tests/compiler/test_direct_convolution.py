@@ -1,7 +1,7 @@
 """The direct_convolution pass (codegen.py) and its kernels (convolution.py: conv2d_direct,
 conv2d_filter_direct, made of register tiles in LLVM IR): a stride-1 convolution with at most
-DIRECT_MAX_TAPS taps per output (C·kh·kw) computes its output and its filter gradient without
-im2col columns or BLAS products. The kernels are compared with NumPy at odd sizes, padding
+few taps × filters (C·kh·kw · O, DIRECT_MAX_WORK) computes its output and its filter gradient
+without im2col columns or BLAS products. The kernels are compared with NumPy at odd sizes, padding
 beyond half the window, dilation, filter and tap counts that do not fill a tile, batch 0 and 1,
 views and read-only arrays, NaN and ±inf; the compiled functions with the interpreter."""
 import numpy as np
@@ -147,15 +147,20 @@ def test_a_convolution_over_few_taps_runs_direct(batch):
                                                         {x: xv, v: vv}), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("layer", [
-    dict(channels=3),                 # 27 taps: im2col and a product
-    dict(channels=1, stride=2),       # a stride: im2col and a product
+@pytest.mark.parametrize("channels, filters, size, stride", [
+    (16, 64, 9, 1),    # 144 taps × 64 filters: a product thick enough for BLAS
+    (1, 4, 4, 1),      # 4×4 outputs fill a quarter of the kernel's tiles
+    (1, 4, 9, 2),      # a stride
 ])
-def test_other_convolutions_keep_their_product(layer):
-    x, w, _, h = _layer(**layer)
+def test_other_convolutions_keep_their_product(channels, filters, size, stride):
+    x = sg.placeholder("x", (None, channels, size, size), F64)
+    w = sg.Variable(np.ones((filters, channels, 3, 3)), name="w")
+    h = sg.conv2d(x, w, stride=stride, padding=1)
     f = sg.function([x], [h, sg.grad(sg.sum(h * h), w)], background=False)
     assert not _decisions(f) and "kernels.im2col(" in f.source
-    assert codegen.DIRECT_MAX_TAPS < 27
+    xv = np.random.default_rng(channels).standard_normal((2, channels, size, size))
+    for got, want in zip(f(xv), sg.evaluate([h, sg.grad(sg.sum(h * h), w)], {x: xv})):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
 def test_a_direct_convolution_of_a_computed_input_keeps_it_until_its_filter_gradient():
@@ -164,17 +169,17 @@ def test_a_direct_convolution_of_a_computed_input_keeps_it_until_its_filter_grad
     its workspace slot must not be handed on before (here to the second layer's activations,
     of its size; float32, a net of two direct layers)."""
     rng = np.random.default_rng(11)
-    x = sg.placeholder("x", (None, 1, 12, 12), "float32")
+    x = sg.placeholder("x", (None, 1, 24, 24), "float32")
     w1 = sg.Variable(rng.standard_normal((2, 1, 3, 3)).astype(np.float32), name="w1")
     w2 = sg.Variable(rng.standard_normal((2, 2, 3, 3)).astype(np.float32), name="w2")
-    d = sg.Variable(rng.standard_normal((18, 5)).astype(np.float32) * 0.3, name="d")
+    d = sg.Variable(rng.standard_normal((72, 5)).astype(np.float32) * 0.1, name="d")
     h = sg.max_pool2d(sg.tanh(sg.conv2d(x, w1, padding=1)), 2)
     h = sg.max_pool2d(sg.tanh(sg.conv2d(h, w2, padding=1)), 2)
-    loss = sg.sum(sg.tanh(sg.reshape(h, (-1, 18)) @ d) ** 2)
+    loss = sg.sum(sg.tanh(sg.reshape(h, (-1, 72)) @ d) ** 2)
     grads = [sg.grad(loss, p) for p in (w1, w2, d)]
     f = sg.function([x], grads, background=False)
     assert len(_decisions(f)) == 4
-    xv = rng.standard_normal((5, 1, 12, 12)).astype(np.float32)
+    xv = rng.standard_normal((5, 1, 24, 24)).astype(np.float32)
     for got, want in zip(f(xv), sg.evaluate(grads, {x: xv})):
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
 

@@ -85,17 +85,17 @@ def test_the_transposed_value_outlives_the_loops_that_read_it():
 
 def test_a_convolution_layer_is_a_product_and_one_loop():
     """conv2d + bias + ReLU: im2col, the product, then one loop reading the product's
-    (N·H·W, O) rows as (N, O, H, W), adding the bias, applying ReLU (3·3·3 = 27 taps per
-    output: more than a direct convolution takes). Its gradients and the Hessian-vector
-    product agree with the interpreter."""
+    (N·H·W, O) rows as (N, O, H, W), adding the bias, applying ReLU (at stride 2, which a
+    direct convolution does not take). Its gradients and the Hessian-vector product agree
+    with the interpreter."""
     x = sg.placeholder("x", (None, 3, 5, 4), F64)
     w = sg.Variable(np.random.default_rng(3).standard_normal((3, 3, 3, 3)), name="w")
     b = sg.Variable(np.random.default_rng(4).standard_normal(3), name="b")
-    h = sg.relu(sg.conv2d(x, w, padding=1) + sg.reshape(b, (1, 3, 1, 1)))
+    h = sg.relu(sg.conv2d(x, w, stride=2, padding=1) + sg.reshape(b, (1, 3, 1, 1)))
     forward = sg.function([x], h, background=False)
     assert _lazy(forward) and "copy_view" not in forward.source
     assert forward.source.count("step.loop(") == 1
-    loss = sg.sum(sg.max_pool2d(h, 2) ** 2)
+    loss = sg.sum(h ** 2)
     v = sg.placeholder("v", (3, 3, 3, 3), F64)
     grads = [sg.grad(loss, w), sg.grad(loss, b), sg.grad(loss, x),
              sg.hessian_vector_product(loss, w, v)]
@@ -127,17 +127,18 @@ def test_an_update_reading_its_variable_transposed_is_not_written_in_place(updat
 
 @pytest.mark.parametrize("batch", [0, 1, 3])
 def test_a_filter_gradient_sums_a_product_per_image(batch):
-    """The filter gradient of a convolution over 16×16 images (256 positions each, 27 taps):
-    colsᵀ times the cotangent laid out as rows, computed image by image from the cotangent in
-    place (product_by_images), no transposed copy. Equals the interpreter, NaN included."""
-    x = sg.placeholder("x", (None, 3, 16, 16), F64)
+    """The filter gradient of a convolution over 32×32 images at stride 2 (256 positions
+    each): colsᵀ times the cotangent laid out as rows, computed image by image from the
+    cotangent in place (product_by_images), no transposed copy. Equals the interpreter, NaN
+    included."""
+    x = sg.placeholder("x", (None, 3, 32, 32), F64)
     w = sg.Variable(np.random.default_rng(7).standard_normal((3, 3, 3, 3)), name="w")
-    loss = sg.sum(sg.tanh(sg.conv2d(x, w, padding=1)) ** 2)
+    loss = sg.sum(sg.tanh(sg.conv2d(x, w, stride=2, padding=1)) ** 2)
     g = sg.grad(loss, w)
     f = sg.function([x], g, background=False)
     assert any(d.pass_ == "product_by_images" for d in f.decisions)
     assert "copy_view({0}.transpose((0, 2, 1))" not in f.source
-    xv = np.random.default_rng(batch).standard_normal((batch, 3, 16, 16))
+    xv = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32))
     np.testing.assert_allclose(f(xv), sg.evaluate(g, {x: xv}), rtol=1e-10, atol=1e-12)
     if batch:
         xv[0, 1, 5, 5] = np.nan
@@ -145,11 +146,11 @@ def test_a_filter_gradient_sums_a_product_per_image(batch):
 
 
 def test_small_images_keep_one_product():
-    """8×8 images (64 positions): one BLAS call per image would cost more than the copy."""
-    x = sg.placeholder("x", (None, 3, 8, 8), F64)
+    """8×8 outputs (64 positions): one BLAS call per image would cost more than the copy."""
+    x = sg.placeholder("x", (None, 3, 16, 16), F64)
     w = sg.Variable(np.random.default_rng(8).standard_normal((3, 3, 3, 3)), name="w")
-    g = sg.grad(sg.sum(sg.tanh(sg.conv2d(x, w, padding=1)) ** 2), w)
+    g = sg.grad(sg.sum(sg.tanh(sg.conv2d(x, w, stride=2, padding=1)) ** 2), w)
     f = sg.function([x], g, background=False)
     assert not any(d.pass_ == "product_by_images" for d in f.decisions)
-    xv = np.random.default_rng(9).standard_normal((2, 3, 8, 8))
+    xv = np.random.default_rng(9).standard_normal((2, 3, 16, 16))
     np.testing.assert_allclose(f(xv), sg.evaluate(g, {x: xv}), rtol=1e-10)

@@ -117,12 +117,12 @@ assert kernels.MATMUL == "{route}" and kernels.product is getattr(kernels, "{rou
 assert np.allclose(a, X @ W.value) and np.allclose(b, X.T @ X)
 # a filter gradient summed image by image (product_by_images: column blocks of a transposed
 # view, which np.dot does not take as they are)
-images = sg.placeholder("images", (None, 3, 16, 16), "float64")
+images = sg.placeholder("images", (None, 3, 32, 32), "float64")
 F = sg.Variable(np.linspace(-1, 1, 54).reshape(2, 3, 3, 3), name="F")
-g = sg.grad(sg.sum(sg.conv2d(images, F, padding=1) ** 2), F)
+g = sg.grad(sg.sum(sg.conv2d(images, F, stride=2, padding=1) ** 2), F)
 grad = sg.function([images], g)
 assert "product_by_images" in grad.source
-I = np.linspace(-2, 2, 2 * 3 * 256).reshape(2, 3, 16, 16)
+I = np.linspace(-2, 2, 2 * 3 * 1024).reshape(2, 3, 32, 32)
 assert np.allclose(grad(I), sg.evaluate(g, {{images: I}}))
 # an SGD update written by the product's call (gemm_update), its rate 0.1 and then 0 (the
 # loops' route in every build: BLAS skips a product scaled by 0, where 0·NaN must stay NaN)
