@@ -75,6 +75,9 @@ class Op:
     view: bool = False
     writes_output: bool = False
     free: bool = False
+    expands: bool = False                 # its output repeats input 0's values (im2col: each
+                                          # up to kh·kw times): to keep it, keep input 0 and
+                                          # compute it again (partial.py)
     transparent: bool = False
     plumbing: bool = False                # only reshapes or spreads input 0 (pictures fold it)
     sums_to_one: bool = False             # the output sums to 1 along attrs["axis"]
@@ -1203,7 +1206,7 @@ def _emit_col2im(code, node, out, args):
 register(Op("im2col", infer=_infer_im2col, numpy=_np_im2col,
             vjp=lambda node, g, wanted: [make("col2im", [g],
                                               dict(_window_attrs(node), image=node.inputs[0].shape[1:]))],
-            linear=True, emit=_emit_im2col, writes_output=True, rows=_rows_by_image))
+            linear=True, emit=_emit_im2col, writes_output=True, expands=True, rows=_rows_by_image))
 register(Op("col2im", infer=_infer_col2im, numpy=_np_col2im,
             vjp=lambda node, c, wanted: [make("im2col", [c], _window_attrs(node))],
             linear=True, emit=_emit_col2im, writes_output=True, rows=_rows_by_image))

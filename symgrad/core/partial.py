@@ -9,8 +9,9 @@ takes many Hessian-vector products at one point: the forward pass and the primal
 pass are residuals, and each product computes only tangents (JAX's `linearize` does the same).
 
 Some fixed nodes are not stored but rebuilt on the varying side from their own inputs:
-constants and placeholders (passed as they are), and cheap views and sizes (a transpose, a
-broadcast bias), which codegen reads in place. Variables are residuals: their values at the
+constants and placeholders (passed as they are), cheap views and sizes (a transpose, a
+broadcast bias), which codegen reads in place, and expansions (im2col's columns: the image is
+stored instead). Variables are residuals: their values at the
 time the residuals are evaluated are part of the point, so later updates do not mix in.
 
 Some varying nodes do work on a fixed input that can be split off (an op's `split_fixed`):
@@ -32,8 +33,10 @@ __all__ = ["Split", "split"]
 def _rebuilt(node):
     """Fixed nodes recomputed on the varying side instead of stored: free to compute (views,
     sizes), and storing them would turn a view (a transposed weight, a spread bias) into a
-    copy."""
-    return OPS[node.op].free
+    copy; or expansions of their input (im2col's columns, kh·kw times the image: a direct
+    convolution on the varying side never writes them, and a product reads them about as fast
+    as they are written again)."""
+    return OPS[node.op].free or OPS[node.op].expands
 
 
 def _passed(node):

@@ -26,13 +26,11 @@ from numba import types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-from . import fastmath
+from . import fastmath, tiles
+from .tiles import ACROSS_COST, BLOCKS, FILTERS, GRAD_FILTERS, GRAD_TAPS, POSITION_TAPS, POSITIONS
 
 VECTOR_BYTES = 64 if llvm.get_host_cpu_features().get("avx512f") else 32
-# Forward tile: FILTERS filters × BLOCKS vectors of outputs (16 registers of sums, 8 loads
-# and 2 broadcasts per 16 multiply-adds). Gradient tile: GRAD_FILTERS × GRAD_TAPS sums (15).
-FILTERS, BLOCKS = 2, 8
-GRAD_FILTERS, GRAD_TAPS = 3, 5
+# the tiles' sizes: tiles.py
 
 _I64 = ir.IntType(64)
 
@@ -195,7 +193,67 @@ def taps_gradient_tile(typingctx, g, g_start, g_stride, keep, x, offsets, t_star
     return signature, codegen
 
 
+@intrinsic
+def filters_tile(typingctx, planes, positions, first, offsets, taps, weights, out, out_start):
+    """For r < POSITIONS, lanes l (L of them: one vector of filters):
+    out[out_start + r·L + l] = Σ_{t < taps} planes[positions[first + r] + offsets[t]] · weights[t·L + l]
+    One vector of filters in registers per position; each tap's input is broadcast."""
+    signature = types.void(planes, positions, first, offsets, taps, weights, out, out_start)
+
+    def codegen(context, builder, sig, args):
+        pa, qa, first_, oa, taps_, wa, outa, out0 = args
+        X = _data(context, builder, sig.args[0], pa)
+        Q = builder.gep(_data(context, builder, sig.args[1], qa), [first_])
+        offs = _data(context, builder, sig.args[3], oa)
+        W = _data(context, builder, sig.args[5], wa)
+        OUT = builder.gep(_data(context, builder, sig.args[6], outa), [out0])
+        lanes = _lanes(X.type.pointee)
+        places = [builder.load(builder.gep(Q, [ir.Constant(_I64, r)])) for r in range(POSITIONS)]
+
+        def tap(t, sums):
+            offset = builder.load(builder.gep(offs, [t]))
+            weight = _load(builder, W, builder.mul(t, ir.Constant(_I64, lanes)))
+            return [_fma(builder, _splat(builder, builder.load(builder.gep(X, [builder.add(place, offset)]))),
+                         weight, total) for place, total in zip(places, sums)]
+        sums = _counted_loop(builder, taps_, [_zero(X.type.pointee)] * POSITIONS, tap)
+        for r in range(POSITIONS):
+            _store(builder, sums[r], OUT, ir.Constant(_I64, r * lanes))
+        return context.get_dummy_value()
+    return signature, codegen
+
+
+@intrinsic
+def filters_gradient_tile(typingctx, planes, positions, count, offsets, t_start, g, sums, sums_start):
+    """For j < POSITION_TAPS, lanes l (one vector of filters):
+    sums[sums_start + j·L + l] += Σ_{k < count} planes[positions[k] + offsets[t_start + j]] · g[k·L + l]
+    (g: a position's cotangent for L filters, position after position)."""
+    signature = types.void(planes, positions, count, offsets, t_start, g, sums, sums_start)
+
+    def codegen(context, builder, sig, args):
+        pa, qa, count_, oa, t0, ga, sa, s0 = args
+        X = _data(context, builder, sig.args[0], pa)
+        Q = _data(context, builder, sig.args[1], qa)
+        offs = builder.gep(_data(context, builder, sig.args[3], oa), [t0])
+        G = _data(context, builder, sig.args[5], ga)
+        S = builder.gep(_data(context, builder, sig.args[6], sa), [s0])
+        lanes = _lanes(X.type.pointee)
+        taps = [builder.load(builder.gep(offs, [ir.Constant(_I64, j)])) for j in range(POSITION_TAPS)]
+
+        def position(k, totals):
+            place = builder.load(builder.gep(Q, [k]))
+            cotangent = _load(builder, G, builder.mul(k, ir.Constant(_I64, lanes)))
+            return [_fma(builder, _splat(builder, builder.load(builder.gep(X, [builder.add(place, tap)]))),
+                         cotangent, total) for tap, total in zip(taps, totals)]
+        totals = _counted_loop(builder, count_, [_zero(X.type.pointee)] * POSITION_TAPS, position)
+        for j in range(POSITION_TAPS):
+            at = ir.Constant(_I64, j * lanes)
+            _store(builder, builder.fadd(_load(builder, S, at), totals[j]), S, at)
+        return context.get_dummy_value()
+    return signature, codegen
+
+
 jit = numba.njit(cache=True, nogil=True, fastmath=fastmath.SAFE_FLAGS, error_model="numpy")
+_forward_fills, _gradient_fills = jit(tiles.forward_fills), jit(tiles.gradient_fills)
 
 
 # ---------------------------------------------------------------------------- the kernels
@@ -247,31 +305,41 @@ def _pad_into(image, planes, hp, wp, ph, pw):
 def conv2d_direct(x, w, out, kh, kw, ph, pw, dh, dw):
     """out (N, O, Ho, Wo) = the stride-1 convolution of x (N, C, H, W) padded with (ph, pw)
     zeros, with the filters w (C·kh·kw, O: the product's right operand, any layout), taps dh,
-    dw apart."""
-    n_, c_ = x.shape[0], x.shape[1]
+    dw apart; its sums along the strip or across filters, whichever fills more (tiles.py)."""
     taps, o_ = w.shape
     hp, wp, ho, wo = _conv_geometry(x, taps, o_, kh, kw, ph, pw, dh, dw)
-    if out.shape[0] != n_ or out.shape[1] != o_ or out.shape[2] != ho or out.shape[3] != wo:
+    if out.shape[0] != x.shape[0] or out.shape[1] != o_ or out.shape[2] != ho or out.shape[3] != wo:
         raise ValueError("direct convolution: the output is not (N, O, Ho, Wo)")
-    tile = VECTOR_BYTES // x.itemsize * BLOCKS
-    strip = ho * wp
-    length = (strip + tile - 1) // tile * tile
+    lanes = VECTOR_BYTES // x.itemsize
+    offsets = _tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp, taps)
+    along, across = _forward_fills(o_, ho, wo, wp, lanes)
+    if across > ACROSS_COST * along:
+        _conv_across_filters(x, w, out, offsets, hp, wp, ph, pw, lanes)
+    else:
+        _conv_along_strip(x, w, out, offsets, hp, wp, ph, pw, lanes)
+
+
+@jit
+def _conv_along_strip(x, w, out, offsets, hp, wp, ph, pw, lanes):
+    taps, o_ = w.shape
+    ho, wo = out.shape[2], out.shape[3]
+    tile = lanes * BLOCKS
+    length = (ho * wp + tile - 1) // tile * tile
     filters = (o_ + FILTERS - 1) // FILTERS * FILTERS
-    offsets = _tap_offsets(c_, kh, kw, dh, dw, hp, wp, taps)
     weights = np.zeros((filters, taps), x.dtype)  # the filters padded to whole tiles with 0s
     for o in range(o_):
         for t in range(taps):
             weights[o, t] = w[t, o]
     # a tile reads up to `length` - 1 past a tap's offset, the largest of which is below C·Hp·Wp
-    planes = np.zeros(c_ * hp * wp + length, x.dtype)
+    planes = np.zeros(x.shape[1] * hp * wp + length, x.dtype)
     sums = np.empty((filters, length), x.dtype)
     flat_weights, flat_sums = weights.reshape(-1), sums.reshape(-1)
-    for n in range(n_):
+    for n in range(x.shape[0]):
         _pad_into(x[n], planes, hp, wp, ph, pw)
         for o in range(0, filters, FILTERS):
             for p in range(0, length, tile):
                 taps_tile(planes, p, offsets, taps, flat_weights, o * taps, flat_sums,
-                               o * length + p, length)
+                          o * length + p, length)
         for o in range(o_):
             for i in range(ho):
                 row, strip_row = out[n, o, i], sums[o, i * wp:]
@@ -280,22 +348,74 @@ def conv2d_direct(x, w, out, kh, kw, ph, pw, dh, dw):
 
 
 @jit
+def _output_places(ho, wo, wp, count):
+    """Where each output (i, j) is on the strip, i·Wp + j, in row-major order; `count` >= Ho·Wo
+    entries, those past the outputs 0."""
+    places = np.zeros(count, np.int64)
+    for i in range(ho):
+        for j in range(wo):
+            places[i * wo + j] = i * wp + j
+    return places
+
+
+@jit
+def _conv_across_filters(x, w, out, offsets, hp, wp, ph, pw, lanes):
+    taps, o_ = w.shape
+    ho, wo = out.shape[2], out.shape[3]
+    outputs = ho * wo
+    count = (outputs + POSITIONS - 1) // POSITIONS * POSITIONS
+    places = _output_places(ho, wo, wp, count)
+    vectors = (o_ + lanes - 1) // lanes
+    weights = np.zeros((vectors, taps, lanes), x.dtype)  # the filters padded to whole vectors
+    for o in range(o_):
+        for t in range(taps):
+            weights[o // lanes, t, o % lanes] = w[t, o]
+    planes = np.zeros(x.shape[1] * hp * wp, x.dtype)  # (only the windows' own places are read)
+    sums = np.empty((count, lanes), x.dtype)
+    flat_sums = sums.reshape(-1)
+    for n in range(x.shape[0]):
+        _pad_into(x[n], planes, hp, wp, ph, pw)
+        for v in range(vectors):
+            flat_weights = weights[v].reshape(-1)
+            for r in range(0, count, POSITIONS):
+                filters_tile(planes, places, r, offsets, taps, flat_weights, flat_sums, r * lanes)
+            for k in range(min(lanes, o_ - v * lanes)):
+                image = out[n, v * lanes + k]
+                for i in range(ho):
+                    for j in range(wo):
+                        image[i, j] = sums[i * wo + j, k]
+
+
+@jit
 def conv2d_filter_direct(x, g, out, kh, kw, ph, pw, dh, dw):
     """out (C·kh·kw, O) = Σ over images n and outputs (i, j) of the window of x[n] at (i, j)
     times g[n, :, i, j]: the filter gradient of conv2d_direct (im2col(x)ᵀ @ g's rows), g
-    (N, O, Ho, Wo) in any layout."""
-    n_, c_ = x.shape[0], x.shape[1]
+    (N, O, Ho, Wo) in any layout; along the strip or across filters, whichever fills more."""
     taps, o_ = out.shape
     hp, wp, ho, wo = _conv_geometry(x, taps, o_, kh, kw, ph, pw, dh, dw)
-    if g.shape[0] != n_ or g.shape[1] != o_ or g.shape[2] != ho or g.shape[3] != wo:
+    if g.shape[0] != x.shape[0] or g.shape[1] != o_ or g.shape[2] != ho or g.shape[3] != wo:
         raise ValueError("direct convolution: the cotangent is not (N, O, Ho, Wo)")
     lanes = VECTOR_BYTES // x.itemsize
+    along, across = _gradient_fills(o_, taps, ho, wo, wp, lanes)
+    if across > ACROSS_COST * along:
+        padded_taps = (taps + POSITION_TAPS - 1) // POSITION_TAPS * POSITION_TAPS
+        offsets = _tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp, padded_taps)
+        _filter_gradient_across_filters(x, g, out, offsets, hp, wp, ph, pw, lanes)
+    else:
+        padded_taps = (taps + GRAD_TAPS - 1) // GRAD_TAPS * GRAD_TAPS
+        offsets = _tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp, padded_taps)
+        _filter_gradient_along_strip(x, g, out, offsets, hp, wp, ph, pw, lanes)
+
+
+@jit
+def _filter_gradient_along_strip(x, g, out, offsets, hp, wp, ph, pw, lanes):
+    taps, o_ = out.shape
+    ho, wo = g.shape[2], g.shape[3]
+    padded_taps = offsets.size
     blocks = (ho * wp + lanes - 1) // lanes
     length = blocks * lanes
     filters = (o_ + GRAD_FILTERS - 1) // GRAD_FILTERS * GRAD_FILTERS
-    padded_taps = (taps + GRAD_TAPS - 1) // GRAD_TAPS * GRAD_TAPS
-    offsets = _tap_offsets(c_, kh, kw, dh, dw, hp, wp, padded_taps)
-    planes = np.zeros(c_ * hp * wp + length, x.dtype)
+    planes = np.zeros(x.shape[1] * hp * wp + length, x.dtype)
     rows = np.zeros((filters, length), x.dtype)  # g[n] along the strip, 0 where no output is
     keep = np.zeros(length, x.dtype)             # 1 where an output is
     for i in range(ho):
@@ -303,7 +423,7 @@ def conv2d_filter_direct(x, g, out, kh, kw, ph, pw, dh, dw):
             keep[i * wp + j] = 1
     sums = np.zeros((filters, padded_taps, lanes), x.dtype)
     flat_rows, flat_sums = rows.reshape(-1), sums.reshape(-1)
-    for n in range(n_):
+    for n in range(x.shape[0]):
         _pad_into(x[n], planes, hp, wp, ph, pw)
         for o in range(o_):
             for i in range(ho):
@@ -313,11 +433,41 @@ def conv2d_filter_direct(x, g, out, kh, kw, ph, pw, dh, dw):
         for o in range(0, filters, GRAD_FILTERS):
             for t in range(0, padded_taps, GRAD_TAPS):
                 taps_gradient_tile(flat_rows, o * length, length, keep, planes, offsets, t,
-                                        blocks, flat_sums, (o * padded_taps + t) * lanes,
-                                        padded_taps * lanes)
+                                   blocks, flat_sums, (o * padded_taps + t) * lanes,
+                                   padded_taps * lanes)
     for t in range(taps):
         for o in range(o_):
             total = out.dtype.type(0)
             for k in range(lanes):
                 total += sums[o, t, k]
             out[t, o] = total
+
+
+@jit
+def _filter_gradient_across_filters(x, g, out, offsets, hp, wp, ph, pw, lanes):
+    taps, o_ = out.shape
+    ho, wo = g.shape[2], g.shape[3]
+    padded_taps = offsets.size
+    outputs = ho * wo
+    places = _output_places(ho, wo, wp, outputs)
+    vectors = (o_ + lanes - 1) // lanes
+    planes = np.zeros(x.shape[1] * hp * wp, x.dtype)
+    # g[n]'s positions, a vector of filters each (filters past O: 0, or the previous vector's
+    # values, whose sums are dropped)
+    rows = np.zeros((outputs, lanes), x.dtype)
+    sums = np.zeros((vectors, padded_taps, lanes), x.dtype)
+    flat_rows, flat_sums = rows.reshape(-1), sums.reshape(-1)
+    for n in range(x.shape[0]):
+        _pad_into(x[n], planes, hp, wp, ph, pw)
+        for v in range(vectors):
+            for k in range(min(lanes, o_ - v * lanes)):
+                image = g[n, v * lanes + k]
+                for i in range(ho):
+                    for j in range(wo):
+                        rows[i * wo + j, k] = image[i, j]
+            for t in range(0, padded_taps, POSITION_TAPS):
+                filters_gradient_tile(planes, places, outputs, offsets, t, flat_rows, flat_sums,
+                                      (v * padded_taps + t) * lanes)
+    for t in range(taps):
+        for o in range(o_):
+            out[t, o] = sums[o // lanes, t, o % lanes]

@@ -9,7 +9,7 @@ import pytest
 
 import symgrad as sg
 from symgrad.compiler import codegen
-from symgrad.runtime import kernels
+from symgrad.runtime import convolution, kernels, tiles
 
 F64 = "float64"
 
@@ -42,7 +42,27 @@ GEOMETRIES = [  # N, C, H, W, O, (kh, kw), (ph, pw), (dh, dw)
     (1, 3, 9, 40, 7, (2, 4), (0, 3), (1, 1)),     # 7 filters, 24 taps, several tiles per row
     (0, 1, 5, 5, 3, (3, 3), (0, 0), (1, 1)),      # no images
     (2, 1, 3, 3, 2, (3, 3), (4, 4), (1, 1)),      # padding beyond the window
+    (2, 6, 14, 14, 16, (5, 5), (0, 0), (1, 1)),   # LeNet's second layer: across filters
+    (3, 8, 4, 4, 17, (3, 3), (1, 1), (1, 1)),     # 17 filters: a second, partial vector
+    (2, 3, 6, 5, 20, (2, 3), (1, 2), (2, 1)),     # across filters, dilated, odd sizes
 ]
+
+
+def _layouts(geometry, dtype):
+    """(forward, gradient): whether the kernels sum across filters (else along the strip)."""
+    n, c, h, w, o, (kh, kw), (ph, pw), (dh, dw) = geometry
+    lanes = convolution.VECTOR_BYTES // np.dtype(dtype).itemsize
+    ho, wo, wp = h + 2 * ph - dh * (kh - 1), w + 2 * pw - dw * (kw - 1), w + 2 * pw
+    along, across = tiles.forward_fills(o, ho, wo, wp, lanes)
+    grad_along, grad_across = tiles.gradient_fills(o, c * kh * kw, ho, wo, wp, lanes)
+    return across > tiles.ACROSS_COST * along, grad_across > tiles.ACROSS_COST * grad_along
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_geometries_cover_both_layouts_of_the_sums(dtype):
+    layouts = [_layouts(g, dtype) for g in GEOMETRIES]
+    assert {forward for forward, _ in layouts} == {True, False}
+    assert {gradient for _, gradient in layouts} == {True, False}
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -70,25 +90,26 @@ def test_the_direct_kernels_equal_im2col_and_products(geometry, dtype):
     np.testing.assert_allclose(grad, want_grad, rtol=tolerance, atol=tolerance * scale)
 
 
+@pytest.mark.parametrize("filters", [3, 24])  # along the strip, across filters
 @pytest.mark.parametrize("where", [(0, 0), (0, 6), (3, 0), (6, 6), (2, 3)])
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
-def test_the_filter_gradient_meets_only_the_inputs_its_windows_hold(where, value):
+def test_the_filter_gradient_meets_only_the_inputs_its_windows_hold(where, value, filters):
     """The strip the kernels sum along also runs over positions past each row's last output,
     where the cotangent is 0; an infinite input read there would make 0·inf = NaN. Such
     positions are masked: ±inf and NaN reach exactly the taps that im2col pairs them with."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 1, 7, 7))
     x[1, 0][where] = value
-    w = rng.standard_normal((3, 1, 3, 3))
+    w = rng.standard_normal((filters, 1, 3, 3))
     numbers = (3, 3, 0, 0, 1, 1)
-    g = rng.standard_normal((2, 3, 5, 5))
+    g = rng.standard_normal((2, filters, 5, 5))
     _, want = _reference(x, w, g, (0, 0), (1, 1))
     grad = np.empty_like(want)
     kernels.conv2d_filter_direct(x, g, grad, *numbers)
     np.testing.assert_array_equal(np.isnan(grad), np.isnan(want))
     np.testing.assert_allclose(grad, want, rtol=1e-12, atol=1e-12)
-    out = np.empty((2, 3, 5, 5))
-    kernels.conv2d_direct(x, w.reshape(3, -1).T, out, *numbers)
+    out = np.empty((2, filters, 5, 5))
+    kernels.conv2d_direct(x, w.reshape(filters, -1).T, out, *numbers)
     want_out, _ = _reference(x, w, g, (0, 0), (1, 1))
     np.testing.assert_array_equal(np.isnan(out), np.isnan(want_out))
     np.testing.assert_allclose(out, want_out, rtol=1e-12, atol=1e-12)
@@ -148,7 +169,7 @@ def test_a_convolution_over_few_taps_runs_direct(batch):
 
 
 @pytest.mark.parametrize("channels, filters, size, stride", [
-    (16, 64, 9, 1),    # 144 taps × 64 filters: a product thick enough for BLAS
+    (32, 64, 9, 1),    # 288 taps × 64 filters: a product thick enough for BLAS
     (1, 4, 4, 1),      # 4×4 outputs fill a quarter of the kernel's tiles
     (1, 4, 9, 2),      # a stride
 ])
