@@ -605,10 +605,11 @@ def _emit_steps(program, in_place, epilogues=None, inlined=None, reductions=None
             code.compute(node, step.out, list(node.shape), "kernels.product_by_images({0}, {1}, {2})",
                          left, f"{images}.reshape({images}.shape[0], {images}.shape[1], -1)")
         elif step.out in code.direct:
-            direct_step = code.direct[step.out]
-            x = direct_step.operands[0]
-            code.compute(node, step.out, [d if is_known(d) else f"{x}.shape[0]" for d in node.shape],
-                         direct_step.statement, *direct_step.operands)
+            (statement, operands), *more = code.direct[step.out].calls
+            code.compute(node, step.out, [d if is_known(d) else f"{operands[0]}.shape[0]" for d in node.shape],
+                         statement, *operands)
+            for statement, operands in more:
+                code.call(statement, *operands, step.out)
         else:
             OPS[node.op].emit(code, node, step.out, list(step.args))
         for axis, d in enumerate(node.shape):  # a size this value brings: read it now
@@ -727,14 +728,17 @@ DIRECT_VECTOR_BYTES = 64
 
 
 class Direct(NamedTuple):
-    """A convolution, or its filter gradient, computed by a direct kernel: the kernel's
-    statement, its operands (value names: the input, and the filters or the cotangent), and
-    the values it leaves unwritten (the layout between the columns' product and the result),
-    and what it is (for the Decision)."""
-    statement: str
-    operands: tuple
+    """A convolution (or a sum of them), or a filter gradient, computed by direct kernels: their
+    calls, (statement, operand names) each, the first writing the value and the others adding
+    into it; the values they leave unwritten (the layout between the columns' products and the
+    result); and what it is (for the Decision)."""
+    calls: tuple
     unwritten: tuple
     detail: str
+
+    @property
+    def operands(self):
+        return [name for _, operands in self.calls for name in operands]
 
 
 def _runs_direct(columns, filters):
@@ -749,6 +753,25 @@ def _runs_direct(columns, filters):
     return max(tiles.forward_fills(filters, ho, wo, padded_width, lanes)) >= 0.5
 
 
+def _convolution_products(code, names, value, taken):
+    """The products im2col(x) @ filters that `value` is, or sums to (unit coefficients: a
+    tangent's ẋ * W + x * Ẇ), each read by it alone and each running direct; or []."""
+    if value.op == "matmul":
+        products = [value]
+    elif is_elementwise(value) and sympy.expand(elementwise_body_of(value) -
+                                                sum(scalar.X[:len(value.inputs)])) == 0:
+        products = list(value.inputs)
+        if any(p.op != "matmul" or code.consumers.get(names[p]) != [value] for p in products) or \
+                len(set(products)) != len(products) or names[value] in taken:
+            return []
+    else:
+        return []
+    if any(names[p] in taken or not _runs_direct(p.inputs[0], p.shape[1]) or
+           p.inputs[1].dtype != p.dtype for p in products):
+        return []
+    return products
+
+
 def _direct_convolutions(program, code, taken):
     """direct_convolution: {value name: Direct} for (a) every NCHW convolution
     transpose(reshape(im2col(x) @ filters, (N, Ho, Wo, O)), (0, 3, 1, 2)) and (b) every
@@ -761,23 +784,21 @@ def _direct_convolutions(program, code, taken):
         node = step.node
         if node.op == "transpose" and node.attrs["perm"] == (0, 3, 1, 2):  # (a)
             laid = node.inputs[0]
-            product = laid.inputs[0] if laid.op == "reshape" else None
-            if product is None or product.op != "matmul" or names[product] in taken or \
-                    code.consumers.get(names[laid]) != [node] or \
-                    code.consumers.get(names[product]) != [laid]:
+            if laid.op != "reshape" or code.consumers.get(names[laid]) != [node]:
                 continue
-            columns, filters = product.inputs
-            if not _runs_direct(columns, product.shape[1]) or filters.dtype != columns.dtype:
+            products = _convolution_products(code, names, laid.inputs[0], taken)
+            if not products or any(laid.shape[1:] != _direct_output(p.inputs[0]) + (p.shape[1],)
+                                   for p in products):
                 continue
-            x = columns.inputs[0]
-            if laid.shape[1:] != _direct_output(columns) + (product.shape[1],):
-                continue
+            calls = tuple((f"kernels.conv2d_direct({{0}}, {{1}}, {{2}}, {_direct_geometry(p.inputs[0])}, "
+                           f"{int(k > 0)})", (names[p.inputs[0].inputs[0]], names[p.inputs[1]]))
+                          for k, p in enumerate(products))
+            summed = (names[laid.inputs[0]],) if len(products) > 1 else ()
             chosen[step.out] = Direct(
-                f"kernels.conv2d_direct({{0}}, {{1}}, {{2}}, {_direct_geometry(columns)})",
-                (names[x], names[filters]), (names[laid], names[product]),
-                f"= the convolution of {names[x]} by {names[filters]}, each output's "
-                f"{columns.shape[1]} taps summed in registers: no im2col columns, no product")
-            replaced.add(product)
+                calls, (names[laid],) + summed + tuple(names[p] for p in products),
+                "= " + " + ".join(f"the convolution of {x} by {w}" for _, (x, w) in calls) +
+                ", each output's taps summed in registers: no im2col columns, no product")
+            replaced.update(products)
         elif node.op == "matmul" and step.out not in taken and node.inputs[0].op == "transpose":  # (b)
             columns, rows = node.inputs[0].inputs[0], node.inputs[1]
             # (the rows may also be read by the input gradient's product: then they are written)
@@ -790,8 +811,9 @@ def _direct_convolutions(program, code, taken):
                 continue
             alone = _images_as_rows(code, names, rows) is not None
             chosen[step.out] = Direct(
-                f"kernels.conv2d_filter_direct({{0}}, {{1}}, {{2}}, {_direct_geometry(columns)})",
-                (names[x], names[g]), (names[rows.inputs[0]], names[rows]) if alone else (),
+                ((f"kernels.conv2d_filter_direct({{0}}, {{1}}, {{2}}, {_direct_geometry(columns)})",
+                  (names[x], names[g])),),
+                (names[rows.inputs[0]], names[rows]) if alone else (),
                 f"= the filter gradient of the convolution of {names[x]}, {names[g]} read as "
                 f"images: no im2col columns, no product")
             replaced.add(node)
@@ -1064,13 +1086,14 @@ def generate(program, title="", decisions=None):
     code, positions = _emit_steps(program, {})
     in_place = _in_place_updates(program, code, positions)
     epilogues = _gemm_epilogues(program, code, positions, in_place) if in_place else {}
-    accumulated, product_sums = _gemm_accumulations(program, code, {**in_place, **epilogues})
+    direct, unread_columns = _direct_convolutions(program, code, {**in_place, **epilogues})
+    by_direct = {name: value for value, d in direct.items() for name in (value, *d.unwritten)}
+    accumulated, product_sums = _gemm_accumulations(program, code, {**in_place, **epilogues, **by_direct})
     epilogues.update(accumulated)
     taken = {**in_place, **epilogues, **{e.update: p for p, e in epilogues.items()}}
-    inlined, lifetimes = _inline_producers(program, code, taken)
+    inlined, lifetimes = _inline_producers(program, code, {**taken, **by_direct})
     reductions, column_sums = _loop_reductions(program, code, {**taken, **inlined})
-    direct, unread_columns = _direct_convolutions(program, code, taken)
-    by_images = _products_by_images(program, code, {**taken, **direct})
+    by_images = _products_by_images(program, code, {**taken, **by_direct})
     step_index = program.step_index()
     for product, (_, images, _) in by_images.items():  # read by the product, not the transpose
         lifetimes[images] = max(lifetimes.get(images, -1), step_index[product])

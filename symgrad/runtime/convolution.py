@@ -302,10 +302,11 @@ def _pad_into(image, planes, hp, wp, ph, pw):
 
 
 @jit
-def conv2d_direct(x, w, out, kh, kw, ph, pw, dh, dw):
-    """out (N, O, Ho, Wo) = the stride-1 convolution of x (N, C, H, W) padded with (ph, pw)
-    zeros, with the filters w (C·kh·kw, O: the product's right operand, any layout), taps dh,
-    dw apart; its sums along the strip or across filters, whichever fills more (tiles.py)."""
+def conv2d_direct(x, w, out, kh, kw, ph, pw, dh, dw, accumulate):
+    """out (N, O, Ho, Wo) = (out + if `accumulate`) the stride-1 convolution of x (N, C, H, W)
+    padded with (ph, pw) zeros, with the filters w (C·kh·kw, O: the product's right operand,
+    any layout), taps dh, dw apart; its sums along the strip or across filters, whichever
+    fills more (tiles.py)."""
     taps, o_ = w.shape
     hp, wp, ho, wo = _conv_geometry(x, taps, o_, kh, kw, ph, pw, dh, dw)
     if out.shape[0] != x.shape[0] or out.shape[1] != o_ or out.shape[2] != ho or out.shape[3] != wo:
@@ -314,13 +315,24 @@ def conv2d_direct(x, w, out, kh, kw, ph, pw, dh, dw):
     offsets = _tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp, taps)
     along, across = _forward_fills(o_, ho, wo, wp, lanes)
     if across > ACROSS_COST * along:
-        _conv_across_filters(x, w, out, offsets, hp, wp, ph, pw, lanes)
+        _conv_across_filters(x, w, out, offsets, hp, wp, ph, pw, lanes, accumulate)
     else:
-        _conv_along_strip(x, w, out, offsets, hp, wp, ph, pw, lanes)
+        _conv_along_strip(x, w, out, offsets, hp, wp, ph, pw, lanes, accumulate)
 
 
 @jit
-def _conv_along_strip(x, w, out, offsets, hp, wp, ph, pw, lanes):
+def _put(row, values, accumulate):
+    """row[j] = values[j] (or += where `accumulate`) for j < len(row); values: any strides."""
+    if accumulate:
+        for j in range(row.shape[0]):
+            row[j] += values[j]
+    else:
+        for j in range(row.shape[0]):
+            row[j] = values[j]
+
+
+@jit
+def _conv_along_strip(x, w, out, offsets, hp, wp, ph, pw, lanes, accumulate):
     taps, o_ = w.shape
     ho, wo = out.shape[2], out.shape[3]
     tile = lanes * BLOCKS
@@ -342,9 +354,7 @@ def _conv_along_strip(x, w, out, offsets, hp, wp, ph, pw, lanes):
                           o * length + p, length)
         for o in range(o_):
             for i in range(ho):
-                row, strip_row = out[n, o, i], sums[o, i * wp:]
-                for j in range(wo):
-                    row[j] = strip_row[j]
+                _put(out[n, o, i], sums[o, i * wp:], accumulate)
 
 
 @jit
@@ -359,7 +369,7 @@ def _output_places(ho, wo, wp, count):
 
 
 @jit
-def _conv_across_filters(x, w, out, offsets, hp, wp, ph, pw, lanes):
+def _conv_across_filters(x, w, out, offsets, hp, wp, ph, pw, lanes, accumulate):
     taps, o_ = w.shape
     ho, wo = out.shape[2], out.shape[3]
     outputs = ho * wo
@@ -380,10 +390,8 @@ def _conv_across_filters(x, w, out, offsets, hp, wp, ph, pw, lanes):
             for r in range(0, count, POSITIONS):
                 filters_tile(planes, places, r, offsets, taps, flat_weights, flat_sums, r * lanes)
             for k in range(min(lanes, o_ - v * lanes)):
-                image = out[n, v * lanes + k]
                 for i in range(ho):
-                    for j in range(wo):
-                        image[i, j] = sums[i * wo + j, k]
+                    _put(out[n, v * lanes + k, i], sums[i * wo:(i + 1) * wo, k], accumulate)
 
 
 @jit

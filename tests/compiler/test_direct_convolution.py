@@ -80,12 +80,15 @@ def test_the_direct_kernels_equal_im2col_and_products(geometry, dtype):
     filters = w.reshape(o, -1).T          # (taps, O), a transposed view, as the product reads it
     x.flags.writeable = False             # read-only arrays are read as they are
     out = np.full(want.shape, np.nan, dtype)
-    kernels.conv2d_direct(x, filters, out, *numbers)
+    kernels.conv2d_direct(x, filters, out, *numbers, 0)
+    added = np.ones(want.shape, dtype)
+    kernels.conv2d_direct(x, filters, added, *numbers, 1)   # a second term of a sum
     grad = np.full(want_grad.shape, np.nan, dtype)
     g_view = np.ascontiguousarray(g.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)  # not C-ordered
     kernels.conv2d_filter_direct(x, g_view, grad, *numbers)
     tolerance = 1e-4 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(out, want, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(added, want + 1, rtol=tolerance, atol=tolerance)
     scale = max(1.0, np.abs(want_grad).max(initial=0))
     np.testing.assert_allclose(grad, want_grad, rtol=tolerance, atol=tolerance * scale)
 
@@ -109,7 +112,7 @@ def test_the_filter_gradient_meets_only_the_inputs_its_windows_hold(where, value
     np.testing.assert_array_equal(np.isnan(grad), np.isnan(want))
     np.testing.assert_allclose(grad, want, rtol=1e-12, atol=1e-12)
     out = np.empty((2, filters, 5, 5))
-    kernels.conv2d_direct(x, w.reshape(filters, -1).T, out, *numbers)
+    kernels.conv2d_direct(x, w.reshape(filters, -1).T, out, *numbers, 0)
     want_out, _ = _reference(x, w, g, (0, 0), (1, 1))
     np.testing.assert_array_equal(np.isnan(out), np.isnan(want_out))
     np.testing.assert_allclose(out, want_out, rtol=1e-12, atol=1e-12)
@@ -119,11 +122,11 @@ def test_the_direct_kernels_refuse_sizes_that_disagree():
     """They read through raw pointers: sizes that do not fit are an error, not a stray read."""
     x = np.ones((2, 1, 6, 6))
     with pytest.raises(ValueError, match="not \\(N, O, Ho, Wo\\)"):
-        kernels.conv2d_direct(x, np.ones((9, 4)), np.empty((2, 4, 5, 4)), 3, 3, 0, 0, 1, 1)
+        kernels.conv2d_direct(x, np.ones((9, 4)), np.empty((2, 4, 5, 4)), 3, 3, 0, 0, 1, 1, 0)
     with pytest.raises(ValueError, match="C·kh·kw taps"):
-        kernels.conv2d_direct(x, np.ones((8, 4)), np.empty((2, 4, 4, 4)), 3, 3, 0, 0, 1, 1)
+        kernels.conv2d_direct(x, np.ones((8, 4)), np.empty((2, 4, 4, 4)), 3, 3, 0, 0, 1, 1, 0)
     with pytest.raises(ValueError, match="window, padding and dilation"):
-        kernels.conv2d_direct(x, np.ones((9, 4)), np.empty((2, 4, 1, 1)), 3, 3, 0, 0, 4, 4)
+        kernels.conv2d_direct(x, np.ones((9, 4)), np.empty((2, 4, 1, 1)), 3, 3, 0, 0, 4, 4, 0)
     with pytest.raises(ValueError, match="cotangent is not"):
         kernels.conv2d_filter_direct(x, np.ones((2, 4, 5, 4)), np.empty((9, 4)), 3, 3, 0, 0, 1, 1)
 
@@ -213,3 +216,27 @@ def test_a_direct_convolution_can_be_an_output_and_shows_its_choice():
     assert "no im2col columns" in decision.detail
     xv = np.random.default_rng(4).standard_normal((2, 1, 9, 8))
     np.testing.assert_allclose(f(xv), sg.evaluate(y, {x: xv}), rtol=1e-12, atol=1e-12)
+
+
+def test_a_tangent_that_sums_two_convolutions_runs_direct():
+    """The Hessian-vector product of a two-layer net with respect to both filter banks: the
+    second layer's tangent is conv(ḣ, W₂) + conv(h, V₂), one direct kernel writing the first
+    term and adding the second (no columns, no products: BLAS accumulates only the input
+    gradient's tangent, a product for col2im), bound to a point
+    (the columns then rebuilt from the stored input, not stored) and in one call; equal to the
+    interpreter's."""
+    rng = np.random.default_rng(12)
+    x = sg.placeholder("x", (None, 1, 10, 10), F64)
+    w1 = sg.Variable(rng.standard_normal((3, 1, 3, 3)), name="w1")
+    w2 = sg.Variable(rng.standard_normal((4, 3, 3, 3)) * 0.5, name="w2")
+    h = sg.tanh(sg.conv2d(sg.tanh(sg.conv2d(x, w1, padding=1)), w2, padding=1))
+    loss = sg.sum(h * h * h)
+    op = sg.linalg.HessianOperator(loss, [w1, w2], [x])
+    vs = [rng.standard_normal((3, 1, 3, 3)), rng.standard_normal((4, 3, 3, 3))]
+    xv = rng.standard_normal((3, 1, 10, 10))
+    want = sg.evaluate(op.products, {**dict(zip(op.vectors, vs)), x: xv})
+    for got in (op.function(*vs, xv), op.bind(xv)(vs)):
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
+    sums = [d for d in _decisions(op.staged.apply) if " + the convolution of" in d.detail]
+    assert sums and "kernels.im2col(" not in op.staged.apply.source
