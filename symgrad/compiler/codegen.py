@@ -25,7 +25,9 @@ value left to the loops that read it, never materialised), `transpose_view` (a t
 by BLAS as a view), `in_place_update` (an update's loop writing straight into its Variable),
 `gemm_epilogue` (an update β·W + α·a·b written into W by the product's BLAS call),
 `gemm_accumulate` (a sum of products accumulated by their BLAS calls), `product_by_images`
-(a filter gradient's product reading the cotangent image by image, in place), `reduce_in_loop` (a
+(a filter gradient's product reading the cotangent image by image, in place),
+`direct_convolution` (a convolution, a sum of them or a filter gradient computed by a direct
+kernel: no im2col columns, no product), `reduce_in_loop` (a
 sum along axis 0 added up by the flat loop that writes its input), `inline_producer` (an
 elementwise value computed again in each loop that reads it, at the index it reads, shifted
 or padded, instead of stored and read back), `segment_loop` (a loop reading padded values

@@ -27,7 +27,7 @@ from numba.core import cgutils
 from numba.core.extending import intrinsic
 
 from . import fastmath, tiles
-from .tiles import ACROSS_COST, BLOCKS, FILTERS, GRAD_FILTERS, GRAD_TAPS, POSITION_TAPS, POSITIONS
+from .tiles import ACROSS, ACROSS_COST, BLOCKS, FILTERS, GRAD_FILTERS, GRAD_TAPS
 
 VECTOR_BYTES = 64 if llvm.get_host_cpu_features().get("avx512f") else 32
 # the tiles' sizes: tiles.py
@@ -194,63 +194,38 @@ def taps_gradient_tile(typingctx, g, g_start, g_stride, keep, x, offsets, t_star
 
 
 @intrinsic
-def filters_tile(typingctx, planes, positions, first, offsets, taps, weights, out, out_start):
-    """For r < POSITIONS, lanes l (L of them: one vector of filters):
-    out[out_start + r·L + l] = Σ_{t < taps} planes[positions[first + r] + offsets[t]] · weights[t·L + l]
-    One vector of filters in registers per position; each tap's input is broadcast."""
-    signature = types.void(planes, positions, first, offsets, taps, weights, out, out_start)
+def across_tile(typingctx, planes, fixed, first, moving, count, vectors, sums, sums_start, add):
+    """For r < ACROSS, lanes l (L of them: one vector of filters):
+    sums[sums_start + r·L + l] (+= where `add`, else =)
+        Σ_{k < count} planes[fixed[first + r] + moving[k]] · vectors[k·L + l]
+    The sums across filters: each input broadcast, times a vector of filters' weights (the
+    forward kernel: fixed = the outputs' places, moving = the taps' offsets) or of a position's
+    cotangents (the filter gradient: fixed = the taps' offsets, moving = the places)."""
+    signature = types.void(planes, fixed, first, moving, count, vectors, sums, sums_start, add)
 
     def codegen(context, builder, sig, args):
-        pa, qa, first_, oa, taps_, wa, outa, out0 = args
+        pa, fa, first_, ma, count_, va, sa, s0, add_ = args
         X = _data(context, builder, sig.args[0], pa)
-        Q = builder.gep(_data(context, builder, sig.args[1], qa), [first_])
-        offs = _data(context, builder, sig.args[3], oa)
-        W = _data(context, builder, sig.args[5], wa)
-        OUT = builder.gep(_data(context, builder, sig.args[6], outa), [out0])
-        lanes = _lanes(X.type.pointee)
-        places = [builder.load(builder.gep(Q, [ir.Constant(_I64, r)])) for r in range(POSITIONS)]
-
-        def tap(t, sums):
-            offset = builder.load(builder.gep(offs, [t]))
-            weight = _load(builder, W, builder.mul(t, ir.Constant(_I64, lanes)))
-            return [_fma(builder, _splat(builder, builder.load(builder.gep(X, [builder.add(place, offset)]))),
-                         weight, total) for place, total in zip(places, sums)]
-        sums = _counted_loop(builder, taps_, [_zero(X.type.pointee)] * POSITIONS, tap)
-        for r in range(POSITIONS):
-            _store(builder, sums[r], OUT, ir.Constant(_I64, r * lanes))
-        return context.get_dummy_value()
-    return signature, codegen
-
-
-@intrinsic
-def filters_gradient_tile(typingctx, planes, positions, count, offsets, t_start, g, sums, sums_start):
-    """For j < POSITION_TAPS, lanes l (one vector of filters):
-    sums[sums_start + j·L + l] += Σ_{k < count} planes[positions[k] + offsets[t_start + j]] · g[k·L + l]
-    (g: a position's cotangent for L filters, position after position)."""
-    signature = types.void(planes, positions, count, offsets, t_start, g, sums, sums_start)
-
-    def codegen(context, builder, sig, args):
-        pa, qa, count_, oa, t0, ga, sa, s0 = args
-        X = _data(context, builder, sig.args[0], pa)
-        Q = _data(context, builder, sig.args[1], qa)
-        offs = builder.gep(_data(context, builder, sig.args[3], oa), [t0])
-        G = _data(context, builder, sig.args[5], ga)
+        F = builder.gep(_data(context, builder, sig.args[1], fa), [first_])
+        M = _data(context, builder, sig.args[3], ma)
+        V = _data(context, builder, sig.args[5], va)
         S = builder.gep(_data(context, builder, sig.args[6], sa), [s0])
         lanes = _lanes(X.type.pointee)
-        taps = [builder.load(builder.gep(offs, [ir.Constant(_I64, j)])) for j in range(POSITION_TAPS)]
+        places = [builder.load(builder.gep(F, [ir.Constant(_I64, r)])) for r in range(ACROSS)]
 
-        def position(k, totals):
-            place = builder.load(builder.gep(Q, [k]))
-            cotangent = _load(builder, G, builder.mul(k, ir.Constant(_I64, lanes)))
-            return [_fma(builder, _splat(builder, builder.load(builder.gep(X, [builder.add(place, tap)]))),
-                         cotangent, total) for tap, total in zip(taps, totals)]
-        totals = _counted_loop(builder, count_, [_zero(X.type.pointee)] * POSITION_TAPS, position)
-        for j in range(POSITION_TAPS):
-            at = ir.Constant(_I64, j * lanes)
-            _store(builder, builder.fadd(_load(builder, S, at), totals[j]), S, at)
+        def step(k, totals):
+            moved = builder.load(builder.gep(M, [k]))
+            vector = _load(builder, V, builder.mul(k, ir.Constant(_I64, lanes)))
+            return [_fma(builder, _splat(builder, builder.load(builder.gep(X, [builder.add(place, moved)]))),
+                         vector, total) for place, total in zip(places, totals)]
+        totals = _counted_loop(builder, count_, [_zero(X.type.pointee)] * ACROSS, step)
+        keep = builder.icmp_signed("!=", add_, ir.Constant(add_.type, 0))
+        for r in range(ACROSS):
+            at = ir.Constant(_I64, r * lanes)
+            before = builder.select(keep, _load(builder, S, at), _zero(X.type.pointee))
+            _store(builder, builder.fadd(before, totals[r]), S, at)
         return context.get_dummy_value()
     return signature, codegen
-
 
 jit = numba.njit(cache=True, nogil=True, fastmath=fastmath.SAFE_FLAGS, error_model="numpy")
 _forward_fills, _gradient_fills = jit(tiles.forward_fills), jit(tiles.gradient_fills)
@@ -373,7 +348,7 @@ def _conv_across_filters(x, w, out, offsets, hp, wp, ph, pw, lanes, accumulate):
     taps, o_ = w.shape
     ho, wo = out.shape[2], out.shape[3]
     outputs = ho * wo
-    count = (outputs + POSITIONS - 1) // POSITIONS * POSITIONS
+    count = (outputs + ACROSS - 1) // ACROSS * ACROSS
     places = _output_places(ho, wo, wp, count)
     vectors = (o_ + lanes - 1) // lanes
     weights = np.zeros((vectors, taps, lanes), x.dtype)  # the filters padded to whole vectors
@@ -387,8 +362,8 @@ def _conv_across_filters(x, w, out, offsets, hp, wp, ph, pw, lanes, accumulate):
         _pad_into(x[n], planes, hp, wp, ph, pw)
         for v in range(vectors):
             flat_weights = weights[v].reshape(-1)
-            for r in range(0, count, POSITIONS):
-                filters_tile(planes, places, r, offsets, taps, flat_weights, flat_sums, r * lanes)
+            for r in range(0, count, ACROSS):
+                across_tile(planes, places, r, offsets, taps, flat_weights, flat_sums, r * lanes, 0)
             for k in range(min(lanes, o_ - v * lanes)):
                 for i in range(ho):
                     _put(out[n, v * lanes + k, i], sums[i * wo:(i + 1) * wo, k], accumulate)
@@ -406,7 +381,7 @@ def conv2d_filter_direct(x, g, out, kh, kw, ph, pw, dh, dw):
     lanes = VECTOR_BYTES // x.itemsize
     along, across = _gradient_fills(o_, taps, ho, wo, wp, lanes)
     if across > ACROSS_COST * along:
-        padded_taps = (taps + POSITION_TAPS - 1) // POSITION_TAPS * POSITION_TAPS
+        padded_taps = (taps + ACROSS - 1) // ACROSS * ACROSS
         offsets = _tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp, padded_taps)
         _filter_gradient_across_filters(x, g, out, offsets, hp, wp, ph, pw, lanes)
     else:
@@ -473,9 +448,9 @@ def _filter_gradient_across_filters(x, g, out, offsets, hp, wp, ph, pw, lanes):
                 for i in range(ho):
                     for j in range(wo):
                         rows[i * wo + j, k] = image[i, j]
-            for t in range(0, padded_taps, POSITION_TAPS):
-                filters_gradient_tile(planes, places, outputs, offsets, t, flat_rows, flat_sums,
-                                      (v * padded_taps + t) * lanes)
+            for t in range(0, padded_taps, ACROSS):
+                across_tile(planes, offsets, t, places, outputs, flat_rows, flat_sums,
+                            (v * padded_taps + t) * lanes, 1)
     for t in range(taps):
         for o in range(o_):
             out[t, o] = sums[o // lanes, t, o % lanes]

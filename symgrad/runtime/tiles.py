@@ -6,8 +6,8 @@ elements per vector. Out: the fill, in (0, 1], of each layout of the sums:
   - along the strip: vectors of consecutive positions of an image's Ho·Wp strip, which also
     covers the Wp - Wo positions past each row's last output, in tiles of BLOCKS vectors
     (forward) for FILTERS filters at a time (GRAD_FILTERS × GRAD_TAPS in the gradient);
-  - across filters: one vector of filters per position, POSITIONS positions (forward) or
-    POSITION_TAPS taps (gradient) at a time, the filters padded to whole vectors.
+  - across filters: one vector of filters per position, ACROSS positions (forward) or taps
+    (gradient) at a time, the filters padded to whole vectors.
 The kernels take the fuller layout (weighed by ACROSS_COST); codegen runs a convolution direct only where one is at
 least half full. Plain Python with no imports: codegen reads it without starting Numba, and
 convolution.py compiles these functions.
@@ -18,7 +18,7 @@ convolution.py compiles these functions.
 FILTERS, BLOCKS = 2, 8
 GRAD_FILTERS, GRAD_TAPS = 3, 5
 # across filters: 12 registers of sums, an input broadcast per multiply-add
-POSITIONS = POSITION_TAPS = 12
+ACROSS = 12
 # ...so a multiply-add across filters costs about this many along the strip: the kernels go
 # across only where that layout is this much fuller (measured: 3×32×32 images, 16 filters
 # 3×3, fills 0.89 along and 0.99 across, the step took 1.19 × as long across)
@@ -30,7 +30,7 @@ def forward_fills(filters, ho, wo, wp, lanes):
     that are outputs."""
     outputs, tile = ho * wo, lanes * BLOCKS  # (-(-a // b) * b: a rounded up to whole b's)
     along = filters / (-(-filters // FILTERS) * FILTERS) * outputs / (-(-ho * wp // tile) * tile)
-    across = filters / (-(-filters // lanes) * lanes) * outputs / (-(-outputs // POSITIONS) * POSITIONS)
+    across = filters / (-(-filters // lanes) * lanes) * outputs / (-(-outputs // ACROSS) * ACROSS)
     return along, across
 
 
@@ -38,5 +38,5 @@ def gradient_fills(filters, taps, ho, wo, wp, lanes):
     """(along the strip, across filters) for the filter gradient's kernel."""
     along = filters / (-(-filters // GRAD_FILTERS) * GRAD_FILTERS) * \
         taps / (-(-taps // GRAD_TAPS) * GRAD_TAPS) * ho * wo / (-(-ho * wp // lanes) * lanes)
-    across = filters / (-(-filters // lanes) * lanes) * taps / (-(-taps // POSITION_TAPS) * POSITION_TAPS)
+    across = filters / (-(-filters // lanes) * lanes) * taps / (-(-taps // ACROSS) * ACROSS)
     return along, across
