@@ -712,11 +712,12 @@ def _products_by_images(program, code, taken):
     return chosen
 
 
-# A stride-1 convolution runs direct, its sums kept in registers (kernels.conv2d_direct,
-# conv2d_filter_direct), not as im2col columns and BLAS products, where those products are
-# thin, at most DIRECT_MAX_WORK taps × filters (C·kh·kw · O), and where the kernels' tiles
-# are at least half full of outputs (tiles.py, reckoned with 64-byte vectors; on a CPU with
-# narrower ones the tiles are shorter and fuller). Forward and filter gradient at 64 images
+# A stride-1 convolution runs direct, its sums kept in registers (kernels.conv2d_along_strip,
+# conv2d_across_filters and their filter gradients', in the layout tiles.layout picks), not
+# as im2col columns and BLAS products, where those products are thin, at most
+# DIRECT_MAX_WORK taps × filters (C·kh·kw · O), and where the forward kernel's tiles are at
+# least half full of outputs (tiles.py, reckoned with 64-byte vectors; on a CPU with narrower
+# ones the tiles are shorter and fuller). Forward and filter gradient at 64 images
 # (32 for the two largest), one core, float32, direct / im2col and products:
 #   1×28×28, 6 filters 5×5 (LeNet's first layer, 150 taps × filters): 0.40
 #   6×14×14, 16 filters 5×5 (its second, 2400): 0.57
@@ -743,16 +744,21 @@ class Direct(NamedTuple):
         return [name for _, operands in self.calls for name in operands]
 
 
-def _runs_direct(columns, filters):
-    """Whether the convolution whose im2col columns are `columns`, by `filters` filters,
-    runs direct (see DIRECT_MAX_WORK)."""
+def _direct_layouts(columns, filters):
+    """(the forward kernel's layout, the filter gradient's: tiles.layout) of the convolution
+    whose im2col columns are `columns`, by `filters` filters, where it runs direct (see
+    DIRECT_MAX_WORK); else None."""
     if columns.op != "im2col" or columns.attrs["stride"] != (1, 1) or \
             columns.dtype not in ("float32", "float64") or columns.shape[1] * filters > DIRECT_MAX_WORK:
-        return False
+        return None
     ho, wo = _direct_output(columns)
     padded_width = columns.inputs[0].shape[3] + 2 * columns.attrs["padding"][1]
     lanes = DIRECT_VECTOR_BYTES // (4 if columns.dtype == "float32" else 8)
-    return max(tiles.forward_fills(filters, ho, wo, padded_width, lanes)) >= 0.5
+    forward = tiles.forward_fills(filters, ho, wo, padded_width, lanes)
+    if max(forward) < 0.5:
+        return None
+    gradient = tiles.gradient_fills(filters, columns.shape[1], ho, wo, padded_width, lanes)
+    return tiles.layout(forward), tiles.layout(gradient)
 
 
 def _convolution_products(code, names, value, taken):
@@ -768,7 +774,7 @@ def _convolution_products(code, names, value, taken):
             return []
     else:
         return []
-    if any(names[p] in taken or not _runs_direct(p.inputs[0], p.shape[1]) or
+    if any(names[p] in taken or _direct_layouts(p.inputs[0], p.shape[1]) is None or
            p.inputs[1].dtype != p.dtype for p in products):
         return []
     return products
@@ -777,7 +783,7 @@ def _convolution_products(code, names, value, taken):
 def _direct_convolutions(program, code, taken):
     """direct_convolution: {value name: Direct} for (a) every NCHW convolution
     transpose(reshape(im2col(x) @ filters, (N, Ho, Wo, O)), (0, 3, 1, 2)) and (b) every
-    filter gradient im2col(x)ᵀ @ rows of g (N, O, Ho, Wo) that runs direct (_runs_direct);
+    filter gradient im2col(x)ᵀ @ rows of g (N, O, Ho, Wo) that runs direct (_direct_layouts);
     and the names of the columns, and of their transposes, that nothing else
     reads (never written: the kernels read x)."""
     names = program.names
@@ -792,32 +798,35 @@ def _direct_convolutions(program, code, taken):
             if not products or any(laid.shape[1:] != _direct_output(p.inputs[0]) + (p.shape[1],)
                                    for p in products):
                 continue
-            calls = tuple((f"kernels.conv2d_direct({{0}}, {{1}}, {{2}}, {_direct_geometry(p.inputs[0])}, "
-                           f"{int(k > 0)})", (names[p.inputs[0].inputs[0]], names[p.inputs[1]]))
-                          for k, p in enumerate(products))
+            layouts = [_direct_layouts(p.inputs[0], p.shape[1])[0] for p in products]
+            calls = tuple((f"kernels.conv2d_{layout}({{0}}, {{1}}, {{2}}, "
+                           f"{_direct_geometry(p.inputs[0])}, {int(k > 0)})",
+                           (names[p.inputs[0].inputs[0]], names[p.inputs[1]]))
+                          for k, (p, layout) in enumerate(zip(products, layouts)))
             summed = (names[laid.inputs[0]],) if len(products) > 1 else ()
             chosen[step.out] = Direct(
                 calls, (names[laid],) + summed + tuple(names[p] for p in products),
                 "= " + " + ".join(f"the convolution of {x} by {w}" for _, (x, w) in calls) +
-                ", each output's taps summed in registers: no im2col columns, no product")
+                f", each output's taps summed in registers ({', '.join(layouts).replace('_', ' ')}): "
+                f"no im2col columns, no product")
             replaced.update(products)
         elif node.op == "matmul" and step.out not in taken and node.inputs[0].op == "transpose":  # (b)
             columns, rows = node.inputs[0].inputs[0], node.inputs[1]
             # (the rows may also be read by the input gradient's product: then they are written)
             g = _images_as_rows(code, names, rows, alone=False)
-            if g is None or g.ndim != 4 or not _runs_direct(columns, g.shape[1]) or \
-                    g.dtype != columns.dtype:
+            if g is None or g.ndim != 4 or g.dtype != columns.dtype:
                 continue
+            layouts = _direct_layouts(columns, g.shape[1])
             x = columns.inputs[0]
-            if g.shape[2:] != _direct_output(columns):
+            if layouts is None or g.shape[2:] != _direct_output(columns):
                 continue
             alone = _images_as_rows(code, names, rows) is not None
             chosen[step.out] = Direct(
-                ((f"kernels.conv2d_filter_direct({{0}}, {{1}}, {{2}}, {_direct_geometry(columns)})",
+                ((f"kernels.conv2d_filter_{layouts[1]}({{0}}, {{1}}, {{2}}, {_direct_geometry(columns)})",
                   (names[x], names[g])),),
                 (names[rows.inputs[0]], names[rows]) if alone else (),
                 f"= the filter gradient of the convolution of {names[x]}, {names[g]} read as "
-                f"images: no im2col columns, no product")
+                f"images ({layouts[1].replace('_', ' ')}): no im2col columns, no product")
             replaced.add(node)
     unwritten = set()
     for step in program.steps:  # columns nothing else reads (or their transposes): never written

@@ -1,14 +1,14 @@
-"""Direct convolution kernels (conv2d_direct, conv2d_filter_direct: codegen's
-direct_convolution pass), and the register tiles they are made of, written as explicit vector
-code (LLVM IR).
+"""Direct convolution kernels (codegen's direct_convolution pass), and the register tiles they
+are made of, written as explicit vector code (LLVM IR).
 
 In: x (N, C, H, W), the filters (C·kh·kw, O) or the cotangent (N, O, Ho, Wo), the window's
 numbers. Out: the convolution (N, O, Ho, Wo), or the filter gradient (C·kh·kw, O). The tiles
 take flat arrays and start indices and check nothing: the kernels check the sizes they are
 given and size every scratch array so that each read and write of a tile falls inside it.
-Generated code calls the kernels as kernels.conv2d_direct... (kernels.py imports them); they
-are defined here, beside the tiles, because Numba keys its cache of a function by the file
-that defines it alone.
+Generated code calls the kernels as kernels.conv2d_along_strip... (kernels.py imports them);
+they are defined here, beside the tiles, because Numba keys its cache of a function by the
+file that defines it alone. One kernel per layout of the sums (tiles.py), which codegen picks:
+a step then compiles only the code it runs.
 
 Why IR: a convolution over few channels is a short sum per output (one tap per kernel
 position) repeated over long rows. LLVM vectorises such loops from Numba only along the
@@ -26,8 +26,8 @@ from numba import types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-from . import fastmath, tiles
-from .tiles import ACROSS, ACROSS_COST, BLOCKS, FILTERS, GRAD_FILTERS, GRAD_TAPS
+from . import fastmath
+from .tiles import ACROSS, BLOCKS, FILTERS, GRAD_FILTERS, GRAD_TAPS
 
 VECTOR_BYTES = 64 if llvm.get_host_cpu_features().get("avx512f") else 32
 # the tiles' sizes: tiles.py
@@ -228,7 +228,6 @@ def across_tile(typingctx, planes, fixed, first, moving, count, vectors, sums, s
     return signature, codegen
 
 jit = numba.njit(cache=True, nogil=True, fastmath=fastmath.SAFE_FLAGS, error_model="numpy")
-_forward_fills, _gradient_fills = jit(tiles.forward_fills), jit(tiles.gradient_fills)
 
 
 # ---------------------------------------------------------------------------- the kernels
@@ -241,17 +240,21 @@ _forward_fills, _gradient_fills = jit(tiles.forward_fills), jit(tiles.gradient_f
 # image), whatever the batch.
 
 @jit
-def _conv_geometry(x, taps, rows, kh, kw, ph, pw, dh, dw):
-    """(padded height, padded width, output height, output width) of a stride-1 convolution
-    of x (N, C, H, W), or ValueError where the sizes passed disagree (the kernels below read
-    through raw pointers: every size they index by is checked here)."""
+def _conv_geometry(x, taps, filters, images, kh, kw, ph, pw, dh, dw):
+    """(padded height Hp, padded width Wp, the tap offsets) of a stride-1 convolution of x
+    (N, C, H, W) by `filters` filters whose output (or cotangent) is `images`, or ValueError
+    where the sizes passed disagree (the tiles read through raw pointers: every size they
+    index by is checked here)."""
     hp, wp = x.shape[2] + 2 * ph, x.shape[3] + 2 * pw
     ho, wo = hp - (kh - 1) * dh, wp - (kw - 1) * dw
     if min(kh, kw, dh, dw) < 1 or min(ph, pw) < 0 or ho < 1 or wo < 1 or \
-            taps != x.shape[1] * kh * kw or rows < 0:
+            taps != x.shape[1] * kh * kw:
         raise ValueError("direct convolution: the window, padding and dilation do not fit the "
                          "input, or the filters do not have C·kh·kw taps")
-    return hp, wp, ho, wo
+    if images.shape[0] != x.shape[0] or images.shape[1] != filters or \
+            images.shape[2] != ho or images.shape[3] != wo:
+        raise ValueError("direct convolution: the output (or cotangent) is not (N, O, Ho, Wo)")
+    return hp, wp
 
 
 @jit
@@ -277,25 +280,6 @@ def _pad_into(image, planes, hp, wp, ph, pw):
 
 
 @jit
-def conv2d_direct(x, w, out, kh, kw, ph, pw, dh, dw, accumulate):
-    """out (N, O, Ho, Wo) = (out + if `accumulate`) the stride-1 convolution of x (N, C, H, W)
-    padded with (ph, pw) zeros, with the filters w (C·kh·kw, O: the product's right operand,
-    any layout), taps dh, dw apart; its sums along the strip or across filters, whichever
-    fills more (tiles.py)."""
-    taps, o_ = w.shape
-    hp, wp, ho, wo = _conv_geometry(x, taps, o_, kh, kw, ph, pw, dh, dw)
-    if out.shape[0] != x.shape[0] or out.shape[1] != o_ or out.shape[2] != ho or out.shape[3] != wo:
-        raise ValueError("direct convolution: the output is not (N, O, Ho, Wo)")
-    lanes = VECTOR_BYTES // x.itemsize
-    offsets = _tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp, taps)
-    along, across = _forward_fills(o_, ho, wo, wp, lanes)
-    if across > ACROSS_COST * along:
-        _conv_across_filters(x, w, out, offsets, hp, wp, ph, pw, lanes, accumulate)
-    else:
-        _conv_along_strip(x, w, out, offsets, hp, wp, ph, pw, lanes, accumulate)
-
-
-@jit
 def _put(row, values, accumulate):
     """row[j] = values[j] (or += where `accumulate`) for j < len(row); values: any strides."""
     if accumulate:
@@ -307,10 +291,30 @@ def _put(row, values, accumulate):
 
 
 @jit
-def _conv_along_strip(x, w, out, offsets, hp, wp, ph, pw, lanes, accumulate):
+def _output_places(ho, wo, wp, count):
+    """Where each output (i, j) is on the strip, i·Wp + j, in row-major order; `count` >= Ho·Wo
+    entries, those past the outputs 0."""
+    places = np.zeros(count, np.int64)
+    for i in range(ho):
+        for j in range(wo):
+            places[i * wo + j] = i * wp + j
+    return places
+
+
+# The four kernels: out (N, O, Ho, Wo) = (out + if `accumulate`) the stride-1 convolution of
+# x (N, C, H, W) padded with (ph, pw) zeros by the filters w (C·kh·kw, O: the product's right
+# operand, any layout), taps dh, dw apart; or out (C·kh·kw, O) = its filter gradient, Σ over
+# images n and outputs (i, j) of x[n]'s window at (i, j) times g[n, :, i, j] (im2col(x)ᵀ @ g's
+# rows), g (N, O, Ho, Wo) in any layout. Each with its sums along the strip or across
+# filters (codegen picks the fuller: tiles.py).
+
+@jit
+def conv2d_along_strip(x, w, out, kh, kw, ph, pw, dh, dw, accumulate):
     taps, o_ = w.shape
+    hp, wp = _conv_geometry(x, taps, o_, out, kh, kw, ph, pw, dh, dw)
+    offsets = _tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp, taps)
     ho, wo = out.shape[2], out.shape[3]
-    tile = lanes * BLOCKS
+    tile = VECTOR_BYTES // x.itemsize * BLOCKS
     length = (ho * wp + tile - 1) // tile * tile
     filters = (o_ + FILTERS - 1) // FILTERS * FILTERS
     weights = np.zeros((filters, taps), x.dtype)  # the filters padded to whole tiles with 0s
@@ -333,20 +337,12 @@ def _conv_along_strip(x, w, out, offsets, hp, wp, ph, pw, lanes, accumulate):
 
 
 @jit
-def _output_places(ho, wo, wp, count):
-    """Where each output (i, j) is on the strip, i·Wp + j, in row-major order; `count` >= Ho·Wo
-    entries, those past the outputs 0."""
-    places = np.zeros(count, np.int64)
-    for i in range(ho):
-        for j in range(wo):
-            places[i * wo + j] = i * wp + j
-    return places
-
-
-@jit
-def _conv_across_filters(x, w, out, offsets, hp, wp, ph, pw, lanes, accumulate):
+def conv2d_across_filters(x, w, out, kh, kw, ph, pw, dh, dw, accumulate):
     taps, o_ = w.shape
+    hp, wp = _conv_geometry(x, taps, o_, out, kh, kw, ph, pw, dh, dw)
+    offsets = _tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp, taps)
     ho, wo = out.shape[2], out.shape[3]
+    lanes = VECTOR_BYTES // x.itemsize
     outputs = ho * wo
     count = (outputs + ACROSS - 1) // ACROSS * ACROSS
     places = _output_places(ho, wo, wp, count)
@@ -370,31 +366,13 @@ def _conv_across_filters(x, w, out, offsets, hp, wp, ph, pw, lanes, accumulate):
 
 
 @jit
-def conv2d_filter_direct(x, g, out, kh, kw, ph, pw, dh, dw):
-    """out (C·kh·kw, O) = Σ over images n and outputs (i, j) of the window of x[n] at (i, j)
-    times g[n, :, i, j]: the filter gradient of conv2d_direct (im2col(x)ᵀ @ g's rows), g
-    (N, O, Ho, Wo) in any layout; along the strip or across filters, whichever fills more."""
+def conv2d_filter_along_strip(x, g, out, kh, kw, ph, pw, dh, dw):
     taps, o_ = out.shape
-    hp, wp, ho, wo = _conv_geometry(x, taps, o_, kh, kw, ph, pw, dh, dw)
-    if g.shape[0] != x.shape[0] or g.shape[1] != o_ or g.shape[2] != ho or g.shape[3] != wo:
-        raise ValueError("direct convolution: the cotangent is not (N, O, Ho, Wo)")
-    lanes = VECTOR_BYTES // x.itemsize
-    along, across = _gradient_fills(o_, taps, ho, wo, wp, lanes)
-    if across > ACROSS_COST * along:
-        padded_taps = (taps + ACROSS - 1) // ACROSS * ACROSS
-        offsets = _tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp, padded_taps)
-        _filter_gradient_across_filters(x, g, out, offsets, hp, wp, ph, pw, lanes)
-    else:
-        padded_taps = (taps + GRAD_TAPS - 1) // GRAD_TAPS * GRAD_TAPS
-        offsets = _tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp, padded_taps)
-        _filter_gradient_along_strip(x, g, out, offsets, hp, wp, ph, pw, lanes)
-
-
-@jit
-def _filter_gradient_along_strip(x, g, out, offsets, hp, wp, ph, pw, lanes):
-    taps, o_ = out.shape
+    hp, wp = _conv_geometry(x, taps, o_, g, kh, kw, ph, pw, dh, dw)
+    padded_taps = (taps + GRAD_TAPS - 1) // GRAD_TAPS * GRAD_TAPS
+    offsets = _tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp, padded_taps)
     ho, wo = g.shape[2], g.shape[3]
-    padded_taps = offsets.size
+    lanes = VECTOR_BYTES // x.itemsize
     blocks = (ho * wp + lanes - 1) // lanes
     length = blocks * lanes
     filters = (o_ + GRAD_FILTERS - 1) // GRAD_FILTERS * GRAD_FILTERS
@@ -410,9 +388,7 @@ def _filter_gradient_along_strip(x, g, out, offsets, hp, wp, ph, pw, lanes):
         _pad_into(x[n], planes, hp, wp, ph, pw)
         for o in range(o_):
             for i in range(ho):
-                row, image_row = rows[o, i * wp:], g[n, o, i]
-                for j in range(wo):
-                    row[j] = image_row[j]
+                _put(rows[o, i * wp:i * wp + wo], g[n, o, i], False)
         for o in range(0, filters, GRAD_FILTERS):
             for t in range(0, padded_taps, GRAD_TAPS):
                 taps_gradient_tile(flat_rows, o * length, length, keep, planes, offsets, t,
@@ -427,10 +403,13 @@ def _filter_gradient_along_strip(x, g, out, offsets, hp, wp, ph, pw, lanes):
 
 
 @jit
-def _filter_gradient_across_filters(x, g, out, offsets, hp, wp, ph, pw, lanes):
+def conv2d_filter_across_filters(x, g, out, kh, kw, ph, pw, dh, dw):
     taps, o_ = out.shape
+    hp, wp = _conv_geometry(x, taps, o_, g, kh, kw, ph, pw, dh, dw)
+    padded_taps = (taps + ACROSS - 1) // ACROSS * ACROSS
+    offsets = _tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp, padded_taps)
     ho, wo = g.shape[2], g.shape[3]
-    padded_taps = offsets.size
+    lanes = VECTOR_BYTES // x.itemsize
     outputs = ho * wo
     places = _output_places(ho, wo, wp, outputs)
     vectors = (o_ + lanes - 1) // lanes
@@ -444,10 +423,8 @@ def _filter_gradient_across_filters(x, g, out, offsets, hp, wp, ph, pw, lanes):
         _pad_into(x[n], planes, hp, wp, ph, pw)
         for v in range(vectors):
             for k in range(min(lanes, o_ - v * lanes)):
-                image = g[n, v * lanes + k]
                 for i in range(ho):
-                    for j in range(wo):
-                        rows[i * wo + j, k] = image[i, j]
+                    _put(rows[i * wo:(i + 1) * wo, k], g[n, v * lanes + k, i], False)
             for t in range(0, padded_taps, ACROSS):
                 across_tile(planes, offsets, t, places, outputs, flat_rows, flat_sums,
                             (v * padded_taps + t) * lanes, 1)

@@ -17,7 +17,8 @@ import numpy as np
 from . import blas, fastmath
 # direct convolutions: defined beside their register tiles (Numba's cache of a function is
 # keyed by its own file alone), called by generated code as kernels.*
-from .convolution import conv2d_direct, conv2d_filter_direct  # noqa: F401
+from .convolution import (conv2d_across_filters, conv2d_along_strip,  # noqa: F401
+                          conv2d_filter_across_filters, conv2d_filter_along_strip)
 
 jit = numba.njit(cache=True, nogil=True, fastmath=fastmath.SAFE_FLAGS, error_model="numpy")
 # Sums may be reassociated (vectorised accumulation); nothing else here may.

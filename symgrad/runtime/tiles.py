@@ -8,9 +8,9 @@ elements per vector. Out: the fill, in (0, 1], of each layout of the sums:
     (forward) for FILTERS filters at a time (GRAD_FILTERS × GRAD_TAPS in the gradient);
   - across filters: one vector of filters per position, ACROSS positions (forward) or taps
     (gradient) at a time, the filters padded to whole vectors.
-The kernels take the fuller layout (weighed by ACROSS_COST); codegen runs a convolution direct only where one is at
-least half full. Plain Python with no imports: codegen reads it without starting Numba, and
-convolution.py compiles these functions.
+Codegen picks the fuller layout (weighed by ACROSS_COST: `layout`) and runs a convolution
+direct only where its forward kernel's fills at least half. Plain Python with no imports:
+codegen reads it without starting Numba; convolution.py takes the tiles' sizes.
 """
 
 # along the strip: 16 registers of sums (8 loads and 2 broadcasts per 16 multiply-adds);
@@ -19,7 +19,7 @@ FILTERS, BLOCKS = 2, 8
 GRAD_FILTERS, GRAD_TAPS = 3, 5
 # across filters: 12 registers of sums, an input broadcast per multiply-add
 ACROSS = 12
-# ...so a multiply-add across filters costs about this many along the strip: the kernels go
+# ...so a multiply-add across filters costs about this many along the strip: codegen goes
 # across only where that layout is this much fuller (measured: 3×32×32 images, 16 filters
 # 3×3, fills 0.89 along and 0.99 across, the step took 1.19 × as long across)
 ACROSS_COST = 1.3
@@ -40,3 +40,10 @@ def gradient_fills(filters, taps, ho, wo, wp, lanes):
         taps / (-(-taps // GRAD_TAPS) * GRAD_TAPS) * ho * wo / (-(-ho * wp // lanes) * lanes)
     across = filters / (-(-filters // lanes) * lanes) * taps / (-(-taps // ACROSS) * ACROSS)
     return along, across
+
+
+def layout(fills):
+    """"across_filters" or "along_strip": the layout whose fills (as the functions above give
+    them) promise the shorter run."""
+    along, across = fills
+    return "across_filters" if across > ACROSS_COST * along else "along_strip"

@@ -1,15 +1,17 @@
-"""The direct_convolution pass (codegen.py) and its kernels (convolution.py: conv2d_direct,
-conv2d_filter_direct, made of register tiles in LLVM IR): a stride-1 convolution with at most
+"""The direct_convolution pass (codegen.py) and its kernels (convolution.py: the convolution
+and its filter gradient with the sums along the strip or across filters, made of register
+tiles in LLVM IR): a stride-1 convolution with at most
 few taps × filters (C·kh·kw · O, DIRECT_MAX_WORK) computes its output and its filter gradient
 without im2col columns or BLAS products. The kernels are compared with NumPy at odd sizes, padding
 beyond half the window, dilation, filter and tap counts that do not fill a tile, batch 0 and 1,
-views and read-only arrays, NaN and ±inf; the compiled functions with the interpreter."""
+views and read-only arrays, NaN and ±inf, in both layouts; the compiled functions with the
+interpreter."""
 import numpy as np
 import pytest
 
 import symgrad as sg
 from symgrad.compiler import codegen
-from symgrad.runtime import convolution, kernels, tiles
+from symgrad.runtime import kernels
 
 F64 = "float64"
 
@@ -48,26 +50,13 @@ GEOMETRIES = [  # N, C, H, W, O, (kh, kw), (ph, pw), (dh, dw)
 ]
 
 
-def _layouts(geometry, dtype):
-    """(forward, gradient): whether the kernels sum across filters (else along the strip)."""
-    n, c, h, w, o, (kh, kw), (ph, pw), (dh, dw) = geometry
-    lanes = convolution.VECTOR_BYTES // np.dtype(dtype).itemsize
-    ho, wo, wp = h + 2 * ph - dh * (kh - 1), w + 2 * pw - dw * (kw - 1), w + 2 * pw
-    along, across = tiles.forward_fills(o, ho, wo, wp, lanes)
-    grad_along, grad_across = tiles.gradient_fills(o, c * kh * kw, ho, wo, wp, lanes)
-    return across > tiles.ACROSS_COST * along, grad_across > tiles.ACROSS_COST * grad_along
+LAYOUTS = ["along_strip", "across_filters"]
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_the_geometries_cover_both_layouts_of_the_sums(dtype):
-    layouts = [_layouts(g, dtype) for g in GEOMETRIES]
-    assert {forward for forward, _ in layouts} == {True, False}
-    assert {gradient for _, gradient in layouts} == {True, False}
-
-
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=[str(g[:5]) for g in GEOMETRIES])
-def test_the_direct_kernels_equal_im2col_and_products(geometry, dtype):
+def test_the_direct_kernels_equal_im2col_and_products(geometry, dtype, layout):
     n, c, h, w_, o, window, padding, dilation = geometry
     rng = np.random.default_rng(n * 100 + o)
     x = rng.standard_normal((n, c, h, w_)).astype(dtype)
@@ -79,13 +68,14 @@ def test_the_direct_kernels_equal_im2col_and_products(geometry, dtype):
     numbers = window + padding + dilation
     filters = w.reshape(o, -1).T          # (taps, O), a transposed view, as the product reads it
     x.flags.writeable = False             # read-only arrays are read as they are
+    forward, gradient = getattr(kernels, f"conv2d_{layout}"), getattr(kernels, f"conv2d_filter_{layout}")
     out = np.full(want.shape, np.nan, dtype)
-    kernels.conv2d_direct(x, filters, out, *numbers, 0)
+    forward(x, filters, out, *numbers, 0)
     added = np.ones(want.shape, dtype)
-    kernels.conv2d_direct(x, filters, added, *numbers, 1)   # a second term of a sum
+    forward(x, filters, added, *numbers, 1)   # a second term of a sum
     grad = np.full(want_grad.shape, np.nan, dtype)
     g_view = np.ascontiguousarray(g.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)  # not C-ordered
-    kernels.conv2d_filter_direct(x, g_view, grad, *numbers)
+    gradient(x, g_view, grad, *numbers)
     tolerance = 1e-4 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(out, want, rtol=tolerance, atol=tolerance)
     np.testing.assert_allclose(added, want + 1, rtol=tolerance, atol=tolerance)
@@ -93,42 +83,66 @@ def test_the_direct_kernels_equal_im2col_and_products(geometry, dtype):
     np.testing.assert_allclose(grad, want_grad, rtol=tolerance, atol=tolerance * scale)
 
 
-@pytest.mark.parametrize("filters", [3, 24])  # along the strip, across filters
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("where", [(0, 0), (0, 6), (3, 0), (6, 6), (2, 3)])
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
-def test_the_filter_gradient_meets_only_the_inputs_its_windows_hold(where, value, filters):
+def test_the_filter_gradient_meets_only_the_inputs_its_windows_hold(where, value, layout):
     """The strip the kernels sum along also runs over positions past each row's last output,
     where the cotangent is 0; an infinite input read there would make 0·inf = NaN. Such
     positions are masked: ±inf and NaN reach exactly the taps that im2col pairs them with."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 1, 7, 7))
     x[1, 0][where] = value
+    filters = 3
     w = rng.standard_normal((filters, 1, 3, 3))
     numbers = (3, 3, 0, 0, 1, 1)
     g = rng.standard_normal((2, filters, 5, 5))
     _, want = _reference(x, w, g, (0, 0), (1, 1))
     grad = np.empty_like(want)
-    kernels.conv2d_filter_direct(x, g, grad, *numbers)
+    getattr(kernels, f"conv2d_filter_{layout}")(x, g, grad, *numbers)
     np.testing.assert_array_equal(np.isnan(grad), np.isnan(want))
     np.testing.assert_allclose(grad, want, rtol=1e-12, atol=1e-12)
     out = np.empty((2, filters, 5, 5))
-    kernels.conv2d_direct(x, w.reshape(filters, -1).T, out, *numbers, 0)
+    getattr(kernels, f"conv2d_{layout}")(x, w.reshape(filters, -1).T, out, *numbers, 0)
     want_out, _ = _reference(x, w, g, (0, 0), (1, 1))
     np.testing.assert_array_equal(np.isnan(out), np.isnan(want_out))
     np.testing.assert_allclose(out, want_out, rtol=1e-12, atol=1e-12)
 
 
-def test_the_direct_kernels_refuse_sizes_that_disagree():
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_the_direct_kernels_refuse_sizes_that_disagree(layout):
     """They read through raw pointers: sizes that do not fit are an error, not a stray read."""
+    forward, gradient = getattr(kernels, f"conv2d_{layout}"), getattr(kernels, f"conv2d_filter_{layout}")
     x = np.ones((2, 1, 6, 6))
     with pytest.raises(ValueError, match="not \\(N, O, Ho, Wo\\)"):
-        kernels.conv2d_direct(x, np.ones((9, 4)), np.empty((2, 4, 5, 4)), 3, 3, 0, 0, 1, 1, 0)
+        forward(x, np.ones((9, 4)), np.empty((2, 4, 5, 4)), 3, 3, 0, 0, 1, 1, 0)
     with pytest.raises(ValueError, match="C·kh·kw taps"):
-        kernels.conv2d_direct(x, np.ones((8, 4)), np.empty((2, 4, 4, 4)), 3, 3, 0, 0, 1, 1, 0)
+        forward(x, np.ones((8, 4)), np.empty((2, 4, 4, 4)), 3, 3, 0, 0, 1, 1, 0)
     with pytest.raises(ValueError, match="window, padding and dilation"):
-        kernels.conv2d_direct(x, np.ones((9, 4)), np.empty((2, 4, 1, 1)), 3, 3, 0, 0, 4, 4, 0)
-    with pytest.raises(ValueError, match="cotangent is not"):
-        kernels.conv2d_filter_direct(x, np.ones((2, 4, 5, 4)), np.empty((9, 4)), 3, 3, 0, 0, 1, 1)
+        forward(x, np.ones((9, 4)), np.empty((2, 4, 1, 1)), 3, 3, 0, 0, 4, 4, 0)
+    with pytest.raises(ValueError, match="not \\(N, O, Ho, Wo\\)"):
+        gradient(x, np.ones((2, 4, 5, 4)), np.empty((9, 4)), 3, 3, 0, 0, 1, 1)
+
+
+def test_codegen_sums_few_filters_along_the_strip_and_many_across():
+    """LeNet's first layer (6 filters over 28×28) along the strip, its second (16 filters,
+    outputs filling 39 % of the strip's tiles) across filters: the decisions say which."""
+    rng = np.random.default_rng(2)
+    x = sg.placeholder("x", (None, 1, 28, 28), "float32")
+    w1 = sg.Variable(rng.standard_normal((6, 1, 5, 5)).astype(np.float32), name="w1")
+    w2 = sg.Variable(rng.standard_normal((16, 6, 5, 5)).astype(np.float32), name="w2")
+    h = sg.conv2d(sg.max_pool2d(sg.relu(sg.conv2d(x, w1, padding=2)), 2), w2)
+    grads = sg.gradients(sg.sum(h * h), [w1, w2])
+    f = sg.function([x], grads, background=False)
+    assert "conv2d_along_strip" in f.source and "conv2d_filter_along_strip" in f.source
+    assert "conv2d_across_filters" in f.source and "conv2d_filter_across_filters" in f.source
+    assert {"along strip", "across filters"} <= {layout for d in _decisions(f)
+                                                  for layout in ("along strip", "across filters")
+                                                  if layout in d.detail}
+    xv = rng.standard_normal((3, 1, 28, 28)).astype(np.float32)
+    for got, want in zip(f(xv), sg.evaluate(grads, {x: xv})):
+        scale = np.abs(want).max()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale)
 
 
 def _decisions(f):
@@ -158,7 +172,7 @@ def test_a_convolution_over_few_taps_runs_direct(batch):
                        background=False)
     chosen = _decisions(step)
     assert len(chosen) == 2 and "kernels.im2col(" not in step.source
-    assert "conv2d_direct" in step.source and "conv2d_filter_direct" in step.source
+    assert "kernels.conv2d_" in step.source and "kernels.conv2d_filter_" in step.source
     v = sg.placeholder("v", (4, 2, 3, 3), F64)
     hvp = sg.function([x, v], sg.hessian_vector_product(loss, w, v), background=False)
     assert len(_decisions(hvp)) == 3 and "kernels.im2col(" not in hvp.source
