@@ -240,11 +240,12 @@ jit = numba.njit(cache=True, nogil=True, fastmath=fastmath.SAFE_FLAGS, error_mod
 # image), whatever the batch.
 
 @jit
-def _conv_geometry(x, taps, filters, images, kh, kw, ph, pw, dh, dw):
-    """(padded height Hp, padded width Wp, the tap offsets) of a stride-1 convolution of x
-    (N, C, H, W) by `filters` filters whose output (or cotangent) is `images`, or ValueError
-    where the sizes passed disagree (the tiles read through raw pointers: every size they
-    index by is checked here)."""
+def _conv_geometry(x, taps, filters, images, kh, kw, ph, pw, dh, dw, taps_multiple):
+    """(padded height Hp, padded width Wp, the taps' offsets: _tap_offsets, as many as the
+    taps rounded up to a multiple of `taps_multiple`) of a stride-1 convolution of x (N, C,
+    H, W) by `filters` filters whose output (or cotangent) is `images`, or ValueError where
+    the sizes passed disagree (the tiles read through raw pointers: every size they index by
+    is checked here)."""
     hp, wp = x.shape[2] + 2 * ph, x.shape[3] + 2 * pw
     ho, wo = hp - (kh - 1) * dh, wp - (kw - 1) * dw
     if min(kh, kw, dh, dw) < 1 or min(ph, pw) < 0 or ho < 1 or wo < 1 or \
@@ -254,7 +255,8 @@ def _conv_geometry(x, taps, filters, images, kh, kw, ph, pw, dh, dw):
     if images.shape[0] != x.shape[0] or images.shape[1] != filters or \
             images.shape[2] != ho or images.shape[3] != wo:
         raise ValueError("direct convolution: the output (or cotangent) is not (N, O, Ho, Wo)")
-    return hp, wp
+    count = (taps + taps_multiple - 1) // taps_multiple * taps_multiple
+    return hp, wp, _tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp, count)
 
 
 @jit
@@ -311,8 +313,7 @@ def _output_places(ho, wo, wp, count):
 @jit
 def conv2d_along_strip(x, w, out, kh, kw, ph, pw, dh, dw, accumulate):
     taps, o_ = w.shape
-    hp, wp = _conv_geometry(x, taps, o_, out, kh, kw, ph, pw, dh, dw)
-    offsets = _tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp, taps)
+    hp, wp, offsets = _conv_geometry(x, taps, o_, out, kh, kw, ph, pw, dh, dw, 1)
     ho, wo = out.shape[2], out.shape[3]
     tile = VECTOR_BYTES // x.itemsize * BLOCKS
     length = (ho * wp + tile - 1) // tile * tile
@@ -339,8 +340,7 @@ def conv2d_along_strip(x, w, out, kh, kw, ph, pw, dh, dw, accumulate):
 @jit
 def conv2d_across_filters(x, w, out, kh, kw, ph, pw, dh, dw, accumulate):
     taps, o_ = w.shape
-    hp, wp = _conv_geometry(x, taps, o_, out, kh, kw, ph, pw, dh, dw)
-    offsets = _tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp, taps)
+    hp, wp, offsets = _conv_geometry(x, taps, o_, out, kh, kw, ph, pw, dh, dw, 1)
     ho, wo = out.shape[2], out.shape[3]
     lanes = VECTOR_BYTES // x.itemsize
     outputs = ho * wo
@@ -368,9 +368,8 @@ def conv2d_across_filters(x, w, out, kh, kw, ph, pw, dh, dw, accumulate):
 @jit
 def conv2d_filter_along_strip(x, g, out, kh, kw, ph, pw, dh, dw):
     taps, o_ = out.shape
-    hp, wp = _conv_geometry(x, taps, o_, g, kh, kw, ph, pw, dh, dw)
-    padded_taps = (taps + GRAD_TAPS - 1) // GRAD_TAPS * GRAD_TAPS
-    offsets = _tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp, padded_taps)
+    hp, wp, offsets = _conv_geometry(x, taps, o_, g, kh, kw, ph, pw, dh, dw, GRAD_TAPS)
+    padded_taps = offsets.size
     ho, wo = g.shape[2], g.shape[3]
     lanes = VECTOR_BYTES // x.itemsize
     blocks = (ho * wp + lanes - 1) // lanes
@@ -405,9 +404,8 @@ def conv2d_filter_along_strip(x, g, out, kh, kw, ph, pw, dh, dw):
 @jit
 def conv2d_filter_across_filters(x, g, out, kh, kw, ph, pw, dh, dw):
     taps, o_ = out.shape
-    hp, wp = _conv_geometry(x, taps, o_, g, kh, kw, ph, pw, dh, dw)
-    padded_taps = (taps + ACROSS - 1) // ACROSS * ACROSS
-    offsets = _tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp, padded_taps)
+    hp, wp, offsets = _conv_geometry(x, taps, o_, g, kh, kw, ph, pw, dh, dw, ACROSS)
+    padded_taps = offsets.size
     ho, wo = g.shape[2], g.shape[3]
     lanes = VECTOR_BYTES // x.itemsize
     outputs = ho * wo
