@@ -761,23 +761,27 @@ def _direct_layouts(columns, filters):
     return tiles.layout(forward), tiles.layout(gradient)
 
 
-def _convolution_products(code, names, value, taken):
-    """The products im2col(x) @ filters that `value` is, or sums to (unit coefficients: a
-    tangent's ẋ * W + x * Ẇ), each read by it alone and each running direct; or []."""
+def _convolution_products(code, names, value, reader, taken):
+    """[(product, its layouts: _direct_layouts)] for the products im2col(x) @ filters that
+    `value` is, or sums to (unit coefficients: a tangent's ẋ * W + x * Ẇ), where `reader`
+    alone reads `value`, the sum alone reads each product, and each runs direct; or []."""
+    if code.consumers.get(names[value]) != [reader] or names[value] in taken:
+        return []
     if value.op == "matmul":
         products = [value]
     elif is_elementwise(value) and sympy.expand(elementwise_body_of(value) -
                                                 sum(scalar.X[:len(value.inputs)])) == 0:
         products = list(value.inputs)
         if any(p.op != "matmul" or code.consumers.get(names[p]) != [value] for p in products) or \
-                len(set(products)) != len(products) or names[value] in taken:
+                len(set(products)) != len(products):
             return []
     else:
         return []
-    if any(names[p] in taken or _direct_layouts(p.inputs[0], p.shape[1]) is None or
-           p.inputs[1].dtype != p.dtype for p in products):
+    chosen = [(p, _direct_layouts(p.inputs[0], p.shape[1])) for p in products]
+    if any(names[p] in taken or layouts is None or p.inputs[1].dtype != p.dtype
+           for p, layouts in chosen):
         return []
-    return products
+    return chosen
 
 
 def _direct_convolutions(program, code, taken):
@@ -794,11 +798,12 @@ def _direct_convolutions(program, code, taken):
             laid = node.inputs[0]
             if laid.op != "reshape" or code.consumers.get(names[laid]) != [node]:
                 continue
-            products = _convolution_products(code, names, laid.inputs[0], taken)
+            chosen_products = _convolution_products(code, names, laid.inputs[0], laid, taken)
+            products = [p for p, _ in chosen_products]
             if not products or any(laid.shape[1:] != _direct_output(p.inputs[0]) + (p.shape[1],)
                                    for p in products):
                 continue
-            layouts = [_direct_layouts(p.inputs[0], p.shape[1])[0] for p in products]
+            layouts = [forward for _, (forward, _) in chosen_products]
             calls = tuple((f"kernels.conv2d_{layout}({{0}}, {{1}}, {{2}}, "
                            f"{_direct_geometry(p.inputs[0])}, {int(k > 0)})",
                            (names[p.inputs[0].inputs[0]], names[p.inputs[1]]))

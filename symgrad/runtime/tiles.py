@@ -43,7 +43,7 @@ def gradient_fills(filters, taps, ho, wo, wp, lanes):
 
 
 def layout(fills):
-    """"across_filters" or "along_strip": the layout whose fills (as the functions above give
+    """The layout ("across_filters" or "along_strip") whose fills (as the functions above give
     them) promise the shorter run."""
     along, across = fills
     return "across_filters" if across > ACROSS_COST * along else "along_strip"

@@ -254,3 +254,20 @@ def test_a_tangent_that_sums_two_convolutions_runs_direct():
             np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
     sums = [d for d in _decisions(op.staged.apply) if " + the convolution of" in d.detail]
     assert sums and "kernels.im2col(" not in op.staged.apply.source
+
+
+def test_a_product_read_beside_its_convolution_is_written():
+    """A convolution's product that something else reads too (here an output; built from the
+    ops conv2d is made of) is computed as a product, not left unwritten by a direct kernel."""
+    from symgrad.core.graph import make
+    x = sg.placeholder("x", (None, 1, 6, 6), F64)
+    w = sg.Variable(np.random.default_rng(0).standard_normal((4, 1, 3, 3)), name="w")
+    columns = make("im2col", [x], {"window": (3, 3), "stride": (1, 1), "padding": (1, 1),
+                                   "dilation": (1, 1)})
+    product = columns @ sg.transpose(sg.reshape(w, (4, -1)))
+    y = sg.transpose(sg.reshape(product, (-1, 6, 6, 4)), (0, 3, 1, 2))
+    f = sg.function([x], [y, product], background=False)
+    assert not _decisions(f)
+    xv = np.random.default_rng(1).standard_normal((2, 1, 6, 6))
+    for got, want in zip(f(xv), sg.evaluate([y, product], {x: xv})):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
